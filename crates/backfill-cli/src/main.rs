@@ -1,0 +1,315 @@
+//! `backfill`: one binary for every role (producer, worker, operator tools),
+//! so one container image serves them all. Thin glue over the library
+//! crates: parse arguments, load the config once, build clients once, run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use backfill_aws::AwsClients;
+use backfill_config::BackfillConfig;
+use backfill_control::ControlTable;
+use backfill_dynamo::{DynamoSink, RetryPolicy};
+use backfill_item::ItemMapper;
+use backfill_queue::JobQueue;
+use backfill_source::{PgSource, TableRef};
+use backfill_worker::{WorkOptions, Worker};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "backfill",
+    version,
+    about = "Copy PostgreSQL tables into DynamoDB through an SQS job queue"
+)]
+struct Cli {
+    /// The TOML config; `BACKFILL__SECTION__KEY` environment variables override it.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "BACKFILL_CONFIG",
+        default_value = "backfill.toml"
+    )]
+    config: PathBuf,
+    /// Log format: `auto` is text on a terminal and JSON otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dry run: jobs per table, estimated rows and any problem; enqueues nothing.
+    Plan {
+        /// The run to plan (job ids depend on it).
+        #[arg(long, default_value = "dry-run")]
+        run: String,
+    },
+    /// Plans the run (or reuses its stored plan) and enqueues the jobs not yet enqueued.
+    Produce {
+        #[arg(long)]
+        run: String,
+    },
+    /// Takes jobs from the queue and copies them until stopped (SIGTERM, Ctrl-C).
+    Work {
+        /// Exit once the queue is empty and no job is in hand.
+        #[arg(long)]
+        until_idle: bool,
+    },
+    /// Compares the source row count with the target item count of every table.
+    Verify,
+    /// Creates the queues, the control table and the target tables of a local stack.
+    Bootstrap,
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let cfg = BackfillConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Plan { run } => plan(&cfg, &run).await,
+        Command::Produce { run } => produce(&cfg, &run).await,
+        Command::Work { until_idle } => work(cfg, until_idle).await,
+        Command::Verify => verify(&cfg).await,
+        Command::Bootstrap => bootstrap(&cfg).await,
+    }
+}
+
+async fn connect_source(cfg: &BackfillConfig) -> Result<PgSource> {
+    PgSource::connect(cfg.source.url.expose(), cfg.source.max_connections)
+        .await
+        .with_context(|| format!("source {}", cfg.source.redacted_url()))
+}
+
+fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
+    DynamoSink::new(
+        aws.dynamodb.clone(),
+        RetryPolicy {
+            max_attempts: cfg.worker.max_write_attempts,
+            ..RetryPolicy::default()
+        },
+    )
+}
+
+async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
+    let source = connect_source(cfg).await?;
+    let plan = backfill_producer::plan(cfg, &source, run).await?;
+    println!("plan for run {run}:");
+    let mut total_rows = 0;
+    let mut total_jobs = 0;
+    for t in &plan.tables {
+        if t.problems.is_empty() {
+            println!(
+                "  {} -> {}: {} jobs, ~{} rows (catalog: {}; sampled {} rows, {:.3}% of pages)",
+                t.source,
+                t.target,
+                t.jobs.len(),
+                t.estimated_rows,
+                t.catalog_rows
+                    .map_or("never analysed".to_string(), |r| format!("~{r}")),
+                t.sampled_rows,
+                t.sample_percent
+            );
+            total_rows += t.estimated_rows;
+            total_jobs += t.jobs.len();
+        } else {
+            println!("  {} -> {}: NOT COPYABLE", t.source, t.target);
+            for p in &t.problems {
+                println!("    problem: {p}");
+            }
+        }
+    }
+    println!("total: {total_jobs} jobs, ~{total_rows} rows");
+    let problems = plan.problems();
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!(
+            "{} problem(s): `produce` will refuse to start",
+            problems.len()
+        );
+        Ok(ExitCode::from(2))
+    }
+}
+
+async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
+    let source = connect_source(cfg).await?;
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    let control = ControlTable::new(sink(cfg, &aws), &cfg.control.table);
+    let report = backfill_producer::produce(cfg, &source, &queue, &control, run).await?;
+    println!(
+        "run {}: {} jobs, {} enqueued now, {} enqueued before{}",
+        report.run_id,
+        report.jobs_total,
+        report.enqueued,
+        report.already_enqueued,
+        if report.reused_plan {
+            " (stored plan reused)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
+    let source = connect_source(&cfg).await?;
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    let sink = sink(&cfg, &aws);
+    let control = ControlTable::new(sink.clone(), &cfg.control.table);
+    let worker = Arc::new(Worker::new(Arc::new(cfg), source, sink, queue, control));
+    let cancel = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(cancel.clone()));
+    let started = Instant::now();
+    let summary = worker.run(cancel, WorkOptions { until_idle }).await;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "worker: {} jobs done, {} rows copied in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back",
+        summary.jobs_done,
+        summary.rows_copied,
+        secs,
+        summary.rows_copied as f64 / secs.max(1e-9),
+        summary.jobs_dead_lettered,
+        summary.jobs_retried,
+        summary.jobs_duplicate,
+        summary.jobs_released
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cancels on SIGTERM (Kubernetes scale-in) or Ctrl-C.
+async fn shutdown_on_signal(cancel: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested: finishing or handing back the jobs in hand");
+    cancel.cancel();
+}
+
+async fn verify(cfg: &BackfillConfig) -> Result<ExitCode> {
+    let source = connect_source(cfg).await?;
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let sink = sink(cfg, &aws);
+    let mut all_match = true;
+    for t in &cfg.tables {
+        let rows = source.count_rows(&TableRef::parse(&t.source)).await?;
+        let items = sink.count_items(&t.target).await?;
+        let verdict = if rows == items { "match" } else { "MISMATCH" };
+        all_match &= rows == items;
+        println!(
+            "{}: source rows {rows}, target items {items}: {verdict}",
+            t.source
+        );
+    }
+    Ok(if all_match {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn bootstrap(cfg: &BackfillConfig) -> Result<ExitCode> {
+    use aws_sdk_dynamodb::types::ScalarAttributeType as T;
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let name = backfill_queue::queue_name_from_url(&cfg.queue.url);
+    let dlq_name = backfill_queue::queue_name_from_url(&cfg.queue.dlq_url);
+    let (url, dlq_url) = backfill_queue::create_queues(
+        &aws.sqs,
+        name,
+        dlq_name,
+        cfg.queue.max_receive_count,
+        cfg.queue.visibility_timeout_secs,
+    )
+    .await?;
+    println!(
+        "queue {url} (redrive to {dlq_url} after {} receives)",
+        cfg.queue.max_receive_count
+    );
+    if url != cfg.queue.url || dlq_url != cfg.queue.dlq_url {
+        eprintln!("warning: the emulator's queue URLs differ from queue.url / queue.dlq_url in the config");
+    }
+    let sink = sink(cfg, &aws);
+    sink.ensure_table(&cfg.control.table, ("pk", T::S), Some(("sk", T::S)))
+        .await?;
+    println!("control table {}", cfg.control.table);
+    let source = connect_source(cfg).await?;
+    for t in &cfg.tables {
+        let schema = source.describe(&TableRef::parse(&t.source)).await?;
+        let mapper = ItemMapper::new(t, &schema)?;
+        let pk = mapper.partition_key();
+        let sk = mapper.sort_key();
+        sink.ensure_table(
+            &t.target,
+            (&pk.attribute, pk.attribute_type.clone()),
+            sk.map(|k| (k.attribute.as_str(), k.attribute_type.clone())),
+        )
+        .await?;
+        println!("target table {} for {}", t.target, t.source);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,583 @@
+//! The one configuration type of the backfill, loaded in one place.
+//!
+//! [`BackfillConfig::load`] reads a TOML file, then applies environment
+//! overrides (`BACKFILL__SECTION__KEY`, e.g. `BACKFILL__SOURCE__URL`), then
+//! validates the whole. Every error names the key at fault. Secrets (the
+//! source URL carries a password) are wrapped in [`Secret`], which never
+//! prints its content.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Why the configuration could not be used. Each variant names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a key had the wrong type.
+    #[error("cannot load configuration from {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    /// A key parsed but its value is not acceptable.
+    #[error("invalid configuration: `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A string that must never appear in logs or error messages.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret value, for the one place that needs it (a connection).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole configuration of producer and worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillConfig {
+    pub source: SourceConfig,
+    pub aws: AwsConfig,
+    pub queue: QueueConfig,
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub producer: ProducerConfig,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    pub tables: Vec<TableConfig>,
+}
+
+/// The PostgreSQL server the history is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user:password@host:port/db`; a secret because of the password.
+    pub url: Secret,
+    /// Connections per process; also the cap on concurrent source queries.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    4
+}
+
+impl SourceConfig {
+    /// The URL with any password replaced, safe to print.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose())
+    }
+}
+
+/// Replaces the password of a URL with `***`; an unparsable URL is hidden whole.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable url>".to_string(),
+    }
+}
+
+/// Where the AWS services are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    pub region: String,
+    /// One endpoint for every service (an emulator that serves all of them).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// DynamoDB endpoint, overriding `endpoint_url`.
+    #[serde(default)]
+    pub dynamodb_endpoint_url: Option<String>,
+    /// SQS endpoint, overriding `endpoint_url`.
+    #[serde(default)]
+    pub sqs_endpoint_url: Option<String>,
+}
+
+impl AwsConfig {
+    pub fn dynamodb_endpoint(&self) -> Option<&str> {
+        self.dynamodb_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+    pub fn sqs_endpoint(&self) -> Option<&str> {
+        self.sqs_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+}
+
+/// The SQS job queue and its dead-letter queue.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub url: String,
+    pub dlq_url: String,
+    /// Receives before SQS itself moves a message to the DLQ (redrive policy).
+    #[serde(default = "default_max_receive_count")]
+    pub max_receive_count: u32,
+    /// How long a received job stays invisible; a heartbeat extends it.
+    #[serde(default = "default_visibility_timeout")]
+    pub visibility_timeout_secs: u32,
+    /// Long-poll wait of each receive (0 to 20).
+    #[serde(default = "default_wait_time")]
+    pub wait_time_secs: u32,
+}
+
+fn default_max_receive_count() -> u32 {
+    5
+}
+fn default_visibility_timeout() -> u32 {
+    120
+}
+fn default_wait_time() -> u32 {
+    20
+}
+
+/// The DynamoDB table that holds runs and jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    pub table: String,
+}
+
+/// How the producer splits tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// Rows a job should cover, about.
+    #[serde(default = "default_rows_per_job")]
+    pub rows_per_job: u64,
+    /// Key samples taken per planned job; more gives more even jobs.
+    #[serde(default = "default_samples_per_job")]
+    pub samples_per_job: u64,
+    /// Upper bound on the sample size, whatever the table size.
+    #[serde(default = "default_max_sample_rows")]
+    pub max_sample_rows: u64,
+}
+
+fn default_rows_per_job() -> u64 {
+    100_000
+}
+fn default_samples_per_job() -> u64 {
+    20
+}
+fn default_max_sample_rows() -> u64 {
+    1_000_000
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            rows_per_job: default_rows_per_job(),
+            samples_per_job: default_samples_per_job(),
+            max_sample_rows: default_max_sample_rows(),
+        }
+    }
+}
+
+/// How a worker takes and copies jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Jobs copied at once by one worker process.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Rows read from Postgres per page (one keyset query).
+    #[serde(default = "default_page_rows")]
+    pub page_rows: u32,
+    /// BatchWriteItem requests in flight at once per job.
+    #[serde(default = "default_write_concurrency")]
+    pub write_concurrency: usize,
+    /// Attempts of one BatchWriteItem (UnprocessedItems resent) before the
+    /// job is released to be retried later.
+    #[serde(default = "default_max_write_attempts")]
+    pub max_write_attempts: u32,
+    /// Seconds a shutting-down worker waits for its jobs to release.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_secs: u64,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+fn default_page_rows() -> u32 {
+    1000
+}
+fn default_write_concurrency() -> usize {
+    4
+}
+fn default_max_write_attempts() -> u32 {
+    15
+}
+fn default_shutdown_grace() -> u64 {
+    25
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: default_concurrency(),
+            page_rows: default_page_rows(),
+            write_concurrency: default_write_concurrency(),
+            max_write_attempts: default_max_write_attempts(),
+            shutdown_grace_secs: default_shutdown_grace(),
+        }
+    }
+}
+
+/// One table to copy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// `schema.table` or `table` (schema `public`) in Postgres.
+    pub source: String,
+    /// The DynamoDB table name.
+    pub target: String,
+    pub partition_key: KeyAttribute,
+    #[serde(default)]
+    pub sort_key: Option<KeyAttribute>,
+}
+
+/// A DynamoDB key attribute built from one or more source columns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyAttribute {
+    /// Source columns; several are joined with `#` into a string.
+    pub columns: Vec<String>,
+    /// Attribute name in DynamoDB; defaults to the column's name when there is one column.
+    #[serde(default)]
+    pub attribute: Option<String>,
+}
+
+impl KeyAttribute {
+    /// The attribute name in DynamoDB (validated to exist by [`BackfillConfig::validate`]).
+    pub fn attribute_name(&self) -> &str {
+        match &self.attribute {
+            Some(a) => a,
+            None => self.columns.first().map(String::as_str).unwrap_or(""),
+        }
+    }
+}
+
+impl BackfillConfig {
+    /// Loads the file at `path`, applies `BACKFILL__*` environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`BackfillConfig::load`], with the environment given (for tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let path_str = path.display().to_string();
+        if !path.exists() {
+            return Err(invalid(
+                "--config",
+                format!("file {path_str} does not exist"),
+            ));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BACKFILL__"))
+            .collect();
+        let loaded = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("BACKFILL")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(env)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize::<BackfillConfig>())
+            .map_err(|source| ConfigError::Load {
+                path: path_str,
+                source,
+            })?;
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    /// Parses TOML text (no environment), then validates.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<BackfillConfig>())
+            .map_err(|source| ConfigError::Load {
+                path: "<string>".into(),
+                source,
+            })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value the types cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.source.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "source.url",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        if self.source.max_connections == 0 {
+            return Err(invalid("source.max_connections", "must be at least 1"));
+        }
+        if self.aws.region.trim().is_empty() {
+            return Err(invalid("aws.region", "must not be empty"));
+        }
+        for (key, value) in [
+            ("aws.endpoint_url", &self.aws.endpoint_url),
+            ("aws.dynamodb_endpoint_url", &self.aws.dynamodb_endpoint_url),
+            ("aws.sqs_endpoint_url", &self.aws.sqs_endpoint_url),
+        ] {
+            if let Some(v) = value {
+                check_http_url(key, v)?;
+            }
+        }
+        check_http_url("queue.url", &self.queue.url)?;
+        check_http_url("queue.dlq_url", &self.queue.dlq_url)?;
+        if self.queue.url == self.queue.dlq_url {
+            return Err(invalid("queue.dlq_url", "must differ from queue.url"));
+        }
+        if !(1..=1000).contains(&self.queue.max_receive_count) {
+            return Err(invalid("queue.max_receive_count", "must be 1 to 1000"));
+        }
+        if !(1..=43_200).contains(&self.queue.visibility_timeout_secs) {
+            return Err(invalid(
+                "queue.visibility_timeout_secs",
+                "must be 1 to 43200 (SQS limit)",
+            ));
+        }
+        if self.queue.wait_time_secs > 20 {
+            return Err(invalid(
+                "queue.wait_time_secs",
+                "must be 0 to 20 (SQS limit)",
+            ));
+        }
+        check_table_name("control.table", &self.control.table)?;
+        if self.producer.rows_per_job == 0 {
+            return Err(invalid("producer.rows_per_job", "must be at least 1"));
+        }
+        if self.producer.samples_per_job == 0 {
+            return Err(invalid("producer.samples_per_job", "must be at least 1"));
+        }
+        if self.producer.max_sample_rows == 0 {
+            return Err(invalid("producer.max_sample_rows", "must be at least 1"));
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.worker.page_rows) {
+            return Err(invalid("worker.page_rows", "must be 1 to 100000"));
+        }
+        if !(1..=64).contains(&self.worker.write_concurrency) {
+            return Err(invalid("worker.write_concurrency", "must be 1 to 64"));
+        }
+        if self.worker.max_write_attempts == 0 {
+            return Err(invalid("worker.max_write_attempts", "must be at least 1"));
+        }
+        if self.tables.is_empty() {
+            return Err(invalid("tables", "lists no table to copy"));
+        }
+        let mut sources = HashSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let at = |k: &str| format!("tables[{i}].{k}");
+            if t.source.trim().is_empty() {
+                return Err(invalid(at("source"), "must not be empty"));
+            }
+            if t.source.split('.').count() > 2 || t.source.split('.').any(str::is_empty) {
+                return Err(invalid(
+                    at("source"),
+                    format!("`{}` is not `table` or `schema.table`", t.source),
+                ));
+            }
+            if !sources.insert(t.source.as_str()) {
+                return Err(invalid(
+                    at("source"),
+                    format!("table `{}` is listed twice", t.source),
+                ));
+            }
+            check_table_name(&at("target"), &t.target)?;
+            check_key(&at("partition_key"), &t.partition_key)?;
+            if let Some(sk) = &t.sort_key {
+                check_key(&at("sort_key"), sk)?;
+                if sk.attribute_name() == t.partition_key.attribute_name() {
+                    return Err(invalid(
+                        at("sort_key.attribute"),
+                        "must differ from the partition key attribute",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table whose `source` is `name`.
+    pub fn table(&self, name: &str) -> Option<&TableConfig> {
+        self.tables.iter().find(|t| t.source == name)
+    }
+}
+
+fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(_) => Err(invalid(key, "must be an http:// or https:// URL")),
+        Err(e) => Err(invalid(key, format!("not a URL: {e}"))),
+    }
+}
+
+/// DynamoDB's table-name rule: 3 to 255 of `[a-zA-Z0-9_.-]`.
+fn check_table_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !(3..=255).contains(&name.len()) || !ok_chars {
+        return Err(invalid(
+            key,
+            format!("`{name}` is not a DynamoDB table name (3 to 255 of a-z A-Z 0-9 _ - .)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_key(key: &str, k: &KeyAttribute) -> Result<(), ConfigError> {
+    if k.columns.is_empty() {
+        return Err(invalid(
+            format!("{key}.columns"),
+            "must name at least one column",
+        ));
+    }
+    if k.columns.iter().any(|c| c.is_empty()) {
+        return Err(invalid(format!("{key}.columns"), "a column name is empty"));
+    }
+    match &k.attribute {
+        Some(a) if a.is_empty() => Err(invalid(format!("{key}.attribute"), "must not be empty")),
+        None if k.columns.len() > 1 => Err(invalid(
+            format!("{key}.attribute"),
+            "is required when the key is built from several columns",
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [source]
+        url = "postgres://app:hunter2@127.0.0.1:5432/db"
+        [aws]
+        region = "us-east-1"
+        [queue]
+        url = "http://127.0.0.1:4566/000000000000/jobs"
+        dlq_url = "http://127.0.0.1:4566/000000000000/jobs-dlq"
+        [control]
+        table = "backfill_control"
+        [[tables]]
+        source = "public.orders"
+        target = "orders"
+        partition_key = { columns = ["id"] }
+    "#;
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let cfg = BackfillConfig::from_toml_str(GOOD).unwrap();
+        assert_eq!(cfg.worker.page_rows, 1000);
+        assert_eq!(cfg.tables[0].partition_key.attribute_name(), "id");
+    }
+
+    #[test]
+    fn secret_is_never_printed() {
+        let cfg = BackfillConfig::from_toml_str(GOOD).unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(!cfg.source.redacted_url().contains("hunter2"));
+        assert!(cfg.source.redacted_url().contains("127.0.0.1"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let bad = GOOD.replace("table = \"backfill_control\"", "table = \"x\"");
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("control.table"), "{err}");
+
+        let bad = GOOD.replace("columns = [\"id\"]", "columns = [\"a\", \"b\"]");
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("tables[0].partition_key.attribute"), "{err}");
+
+        let bad = GOOD.replace(
+            "region = \"us-east-1\"",
+            "region = \"us-east-1\"\nregoin = 1",
+        );
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("regoin"), "{err}");
+
+        let bad = GOOD.replace("[queue]", "[queue]\nmax_receive_count = \"many\"");
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("max_receive_count"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_error_does_not_leak_password() {
+        let bad = GOOD.replace("postgres://app", "mysql://app");
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("source.url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("backfill-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        let env = vec![
+            ("BACKFILL__WORKER__PAGE_ROWS".to_string(), "77".to_string()),
+            ("BACKFILL__AWS__REGION".to_string(), "eu-west-1".to_string()),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let cfg = BackfillConfig::load_with_env(&path, env).unwrap();
+        assert_eq!(cfg.worker.page_rows, 77);
+        assert_eq!(cfg.aws.region, "eu-west-1");
+        let env = vec![("BACKFILL__WORKER__PAGE_ROWS".to_string(), "0".to_string())];
+        let err = BackfillConfig::load_with_env(&path, env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("worker.page_rows"), "{err}");
+    }
+}

@@ -1,0 +1,461 @@
+//! The control table: each run and each of its jobs, in one DynamoDB table
+//! (`pk` = `RUN#<run>`, `sk` = `RUN` or `JOB#<job>`).
+//!
+//! It is what makes the producer idempotent (a run's plan is stored once and
+//! re-producing enqueues only what was never enqueued) and what lets two
+//! workers that received the same message (SQS delivers at least once) agree
+//! that a finished job stays finished: state changes are conditional writes,
+//! never transactions (the emulator has none, and none are needed).
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use backfill_aws::{describe, is_retryable};
+use backfill_dynamo::{DynamoSink, Item, SinkError};
+use backfill_job::JobMessage;
+
+/// Why a control-table operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control table {table}: {op} failed: {message}")]
+    Service {
+        table: String,
+        op: &'static str,
+        message: String,
+        retryable: bool,
+    },
+    #[error("control table {table}: run {run_id}: record {sk} is corrupt: {reason}")]
+    Corrupt {
+        table: String,
+        run_id: String,
+        sk: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Write(#[from] SinkError),
+}
+
+impl ControlError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ControlError::Service { retryable, .. } => *retryable,
+            ControlError::Corrupt { .. } => false,
+            ControlError::Write(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Stored with its run's plan, not yet on the queue.
+    Planned,
+    /// Sent to the queue.
+    Queued,
+    /// A worker copies it.
+    Running,
+    /// Every row written; never regressed.
+    Done,
+    /// Sent to the DLQ.
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Planned => "planned",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "planned" => JobState::Planned,
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "done" => JobState::Done,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A job as the control table knows it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub job: JobMessage,
+    pub state: JobState,
+    pub attempts: u64,
+    pub rows: u64,
+    pub last_error: Option<String>,
+}
+
+/// A run as the control table knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub state: String,
+    pub jobs_planned: u64,
+    pub created_at: String,
+}
+
+/// What a worker learns when it claims a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The job is this worker's to copy.
+    Started { attempts: u64 },
+    /// Another delivery already finished it: acknowledge and skip.
+    AlreadyDone,
+}
+
+/// Access to the control table.
+#[derive(Debug, Clone)]
+pub struct ControlTable {
+    client: Client,
+    sink: DynamoSink,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+fn run_pk(run_id: &str) -> String {
+    format!("RUN#{run_id}")
+}
+
+const RUN_SK: &str = "RUN";
+
+fn job_sk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+impl ControlTable {
+    pub fn new(sink: DynamoSink, table: impl Into<String>) -> Self {
+        ControlTable {
+            client: sink.client().clone(),
+            sink,
+            table: table.into(),
+        }
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    fn err<E, R>(
+        &self,
+        op: &'static str,
+        e: &aws_sdk_dynamodb::error::SdkError<E, R>,
+    ) -> ControlError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + backfill_aws::HasStatus,
+    {
+        ControlError::Service {
+            table: self.table.clone(),
+            op,
+            message: describe(e),
+            retryable: is_retryable(e),
+        }
+    }
+
+    /// The run's record, if the run was planned before.
+    pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, ControlError> {
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(run_id)))
+            .key("sk", s(RUN_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("GetItem", &e))?;
+        Ok(resp.item.map(|item| RunRecord {
+            run_id: run_id.to_string(),
+            state: get_s(&item, "state").unwrap_or_default(),
+            jobs_planned: get_n(&item, "jobs_planned"),
+            created_at: get_s(&item, "created_at").unwrap_or_default(),
+        }))
+    }
+
+    /// Stores a run's plan: every job (state `planned`), then the run record.
+    ///
+    /// The run record is written last, so a run record means a complete
+    /// plan; a producer that died before writing it left only unqueued job
+    /// records, which [`ControlTable::save_plan`] replaces on the next try.
+    pub async fn save_plan(&self, run_id: &str, jobs: &[JobMessage]) -> Result<(), ControlError> {
+        self.delete_jobs(run_id).await?;
+        let items: Vec<Item> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                HashMap::from([
+                    ("pk".to_string(), s(run_pk(run_id))),
+                    ("sk".to_string(), s(job_sk(&j.job_id))),
+                    ("state".to_string(), s(JobState::Planned.as_str())),
+                    ("table".to_string(), s(j.table.clone())),
+                    ("ordinal".to_string(), AttributeValue::N(i.to_string())),
+                    ("body".to_string(), s(j.to_body())),
+                    ("updated_at".to_string(), s(now())),
+                ])
+            })
+            .collect();
+        self.sink.put_items(&self.table, items, 4).await?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(run_pk(run_id)))
+            .item("sk", s(RUN_SK))
+            .item("state", s("planned"))
+            .item("jobs_planned", AttributeValue::N(jobs.len().to_string()))
+            .item("created_at", s(now()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| self.err("PutItem", &e))?;
+        Ok(())
+    }
+
+    async fn delete_jobs(&self, run_id: &str) -> Result<(), ControlError> {
+        for rec in self.jobs(run_id).await? {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(job_sk(&rec.job.job_id)))
+                .send()
+                .await
+                .map_err(|e| self.err("DeleteItem", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Every job of a run, in plan order.
+    pub async fn jobs(&self, run_id: &str) -> Result<Vec<JobRecord>, ControlError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :job)")
+                .expression_attribute_values(":pk", s(run_pk(run_id)))
+                .expression_attribute_values(":job", s("JOB#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", &e))?;
+            for item in resp.items() {
+                out.push(self.job_record(run_id, item)?);
+            }
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by_key(|(ordinal, _)| *ordinal);
+        Ok(out.into_iter().map(|(_, r)| r).collect())
+    }
+
+    fn job_record(&self, run_id: &str, item: &Item) -> Result<(u64, JobRecord), ControlError> {
+        let sk = get_s(item, "sk").unwrap_or_default();
+        let corrupt = |reason: String| ControlError::Corrupt {
+            table: self.table.clone(),
+            run_id: run_id.to_string(),
+            sk: sk.clone(),
+            reason,
+        };
+        let body = get_s(item, "body").ok_or_else(|| corrupt("no body".into()))?;
+        let job = JobMessage::from_body(&body).map_err(|e| corrupt(e.to_string()))?;
+        let state_text = get_s(item, "state").unwrap_or_default();
+        let state = JobState::parse(&state_text)
+            .ok_or_else(|| corrupt(format!("unknown state {state_text:?}")))?;
+        Ok((
+            get_n(item, "ordinal"),
+            JobRecord {
+                job,
+                state,
+                attempts: get_n(item, "attempts"),
+                rows: get_n(item, "rows"),
+                last_error: get_s(item, "last_error"),
+            },
+        ))
+    }
+
+    /// Marks planned jobs as sent to the queue.
+    pub async fn mark_queued(&self, run_id: &str, job_ids: &[&str]) -> Result<(), ControlError> {
+        for id in job_ids {
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(job_sk(id)))
+                .update_expression("SET #s = :queued, updated_at = :now")
+                .condition_expression("#s = :planned")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
+                .expression_attribute_values(":planned", s(JobState::Planned.as_str()))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => {}
+                // Already past `planned` (a worker took it): nothing to do.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|x| x.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(self.err("UpdateItem", &e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the run's state (`producing`, `produced`, ...).
+    pub async fn set_run_state(&self, run_id: &str, state: &str) -> Result<(), ControlError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(run_id)))
+            .key("sk", s(RUN_SK))
+            .update_expression("SET #s = :s, updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":s", s(state))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await
+            .map_err(|e| self.err("UpdateItem", &e))?;
+        Ok(())
+    }
+
+    /// Takes a job for `worker`: counts the attempt, unless the job is done.
+    /// A job received without a record (enqueued by hand) gets one.
+    pub async fn claim(&self, job: &JobMessage, worker: &str) -> Result<Claim, ControlError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(job_sk(&job.job_id)))
+            .update_expression(
+                "SET #s = :running, worker = :w, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one, \
+                 body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
+            )
+            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_names("#t", "table")
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":done", s(JobState::Done.as_str()))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":now", s(now()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":body", s(job.to_body()))
+            .expression_attribute_values(":table", s(job.table.clone()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match r {
+            Ok(out) => Ok(Claim::Started {
+                attempts: out
+                    .attributes
+                    .as_ref()
+                    .map(|a| get_n(a, "attempts"))
+                    .unwrap_or(1),
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(Claim::AlreadyDone)
+            }
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
+    }
+
+    /// Records a job as done with the rows it copied.
+    pub async fn finish(&self, job: &JobMessage, rows: u64) -> Result<(), ControlError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(job_sk(&job.job_id)))
+            .update_expression("SET #s = :done, #r = :rows, updated_at = :now REMOVE last_error")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_names("#r", "rows")
+            .expression_attribute_values(":done", s(JobState::Done.as_str()))
+            .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await
+            .map_err(|e| self.err("UpdateItem", &e))?;
+        Ok(())
+    }
+
+    /// Records why a job failed; `dead` when it went to the DLQ. Never
+    /// regresses a finished job.
+    pub async fn record_failure(
+        &self,
+        job: &JobMessage,
+        error: &str,
+        dead: bool,
+    ) -> Result<(), ControlError> {
+        let state = if dead {
+            JobState::Failed
+        } else {
+            JobState::Queued
+        };
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(job_sk(&job.job_id)))
+            .update_expression(
+                "SET #s = :state, last_error = :e, last_error_at = :now, updated_at = :now",
+            )
+            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":state", s(state.as_str()))
+            .expression_attribute_values(":done", s(JobState::Done.as_str()))
+            .expression_attribute_values(":e", s(error.chars().take(4000).collect::<String>()))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
+    }
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> u64 {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,341 @@
+//! The DynamoDB sink: batched puts that do not report success until every
+//! item is written, plus the little table administration the tool needs.
+//!
+//! `BatchWriteItem` may accept a request and leave part of it unwritten
+//! (`UnprocessedItems`); the classic way such tools lose data is to count
+//! those as written. Here they are resent with exponential backoff and
+//! jitter until none is left, or the call fails with the count still owed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ReturnConsumedCapacity, ScalarAttributeType, Select, TableStatus, WriteRequest,
+};
+use aws_sdk_dynamodb::Client;
+use backfill_aws::{backoff_delay, describe, is_retryable, is_throttling};
+
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Most items in one `BatchWriteItem` (DynamoDB limit).
+pub const MAX_BATCH_ITEMS: usize = 25;
+
+/// Why a write or table operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("DynamoDB {op} on table {table} failed: {message}")]
+    Service {
+        table: String,
+        op: &'static str,
+        message: String,
+        retryable: bool,
+    },
+    #[error(
+        "DynamoDB table {table}: {remaining} items still unprocessed after {attempts} attempts"
+    )]
+    Unprocessed {
+        table: String,
+        remaining: usize,
+        attempts: u32,
+    },
+}
+
+impl SinkError {
+    /// Whether the same write may succeed later (throttling, a network
+    /// failure), rather than being refused again (validation, missing table).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Service { retryable, .. } => *retryable,
+            SinkError::Unprocessed { .. } => true,
+        }
+    }
+}
+
+/// What writing a set of items took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteOutcome {
+    pub items: usize,
+    /// Write capacity DynamoDB reports as consumed.
+    pub consumed_wcu: f64,
+    /// Requests sent again (unprocessed items or a retryable error).
+    pub retries: u32,
+    /// Requests refused or partly unprocessed for capacity.
+    pub throttled: u32,
+}
+
+impl WriteOutcome {
+    pub fn add(&mut self, other: &WriteOutcome) {
+        self.items += other.items;
+        self.consumed_wcu += other.consumed_wcu;
+        self.retries += other.retries;
+        self.throttled += other.throttled;
+    }
+}
+
+/// How persistently a write is retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 15,
+            base_delay: Duration::from_millis(25),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Writes items to DynamoDB tables.
+#[derive(Debug, Clone)]
+pub struct DynamoSink {
+    client: Client,
+    retry: RetryPolicy,
+}
+
+impl DynamoSink {
+    pub fn new(client: Client, retry: RetryPolicy) -> Self {
+        DynamoSink { client, retry }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Puts every item (full-item, idempotent puts) in batches of 25, up to
+    /// `concurrency` batches in flight. Returns only when all are written; on
+    /// error nothing is claimed (the caller retries the whole set, which is
+    /// safe because puts are idempotent).
+    pub async fn put_items(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+        concurrency: usize,
+    ) -> Result<WriteOutcome, SinkError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let mut batches: Vec<Vec<WriteRequest>> =
+            Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            batches.push(
+                items
+                    .by_ref()
+                    .take(MAX_BATCH_ITEMS)
+                    .map(|item| {
+                        WriteRequest::builder()
+                            .put_request(
+                                PutRequest::builder()
+                                    .set_item(Some(item))
+                                    .build()
+                                    .expect("item is set"),
+                            )
+                            .build()
+                    })
+                    .collect(),
+            );
+        }
+        stream::iter(batches)
+            .map(|b| self.write_batch(table, b))
+            .buffer_unordered(concurrency.max(1))
+            .try_fold(WriteOutcome::default(), |mut total, o| async move {
+                total.add(&o);
+                Ok(total)
+            })
+            .await
+    }
+
+    /// One batch of at most 25 requests, resent until nothing is unprocessed.
+    async fn write_batch(
+        &self,
+        table: &str,
+        mut pending: Vec<WriteRequest>,
+    ) -> Result<WriteOutcome, SinkError> {
+        let mut outcome = WriteOutcome {
+            items: pending.len(),
+            ..Default::default()
+        };
+        let mut attempt = 0u32;
+        loop {
+            let result = self
+                .client
+                .batch_write_item()
+                .request_items(table, pending.clone())
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .send()
+                .await;
+            attempt += 1;
+            match result {
+                Ok(resp) => {
+                    outcome.consumed_wcu += resp
+                        .consumed_capacity()
+                        .iter()
+                        .filter_map(|c| c.capacity_units())
+                        .sum::<f64>();
+                    let left = resp
+                        .unprocessed_items
+                        .and_then(|mut m| m.remove(table))
+                        .unwrap_or_default();
+                    if left.is_empty() {
+                        return Ok(outcome);
+                    }
+                    outcome.throttled += 1;
+                    tracing::debug!(
+                        table,
+                        unprocessed = left.len(),
+                        attempt,
+                        "unprocessed items, resending"
+                    );
+                    pending = left;
+                }
+                Err(e) => {
+                    let retryable = is_retryable(&e);
+                    if is_throttling(&e) {
+                        outcome.throttled += 1;
+                    }
+                    if !retryable || attempt >= self.retry.max_attempts {
+                        return Err(SinkError::Service {
+                            table: table.to_string(),
+                            op: "BatchWriteItem",
+                            message: describe(&e),
+                            retryable,
+                        });
+                    }
+                    tracing::debug!(table, attempt, error = %describe(&e), "batch write failed, retrying");
+                }
+            }
+            if attempt >= self.retry.max_attempts {
+                return Err(SinkError::Unprocessed {
+                    table: table.to_string(),
+                    remaining: pending.len(),
+                    attempts: attempt,
+                });
+            }
+            outcome.retries += 1;
+            tokio::time::sleep(backoff_delay(
+                attempt - 1,
+                self.retry.base_delay,
+                self.retry.max_delay,
+            ))
+            .await;
+        }
+    }
+
+    /// Items in a table, by a paginated `Scan` with `Select=COUNT`. For
+    /// verification of small and demo tables; it reads the whole table.
+    pub async fn count_items(&self, table: &str) -> Result<u64, SinkError> {
+        let mut count = 0u64;
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let resp = self
+                .client
+                .scan()
+                .table_name(table)
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| service_error(table, "Scan", &e))?;
+            count += resp.count().max(0) as u64;
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(count),
+            }
+        }
+    }
+
+    /// Creates an on-demand table with the given key unless one exists, and
+    /// waits until it is active. For local stacks and tests; production
+    /// tables are created by their owners.
+    pub async fn ensure_table(
+        &self,
+        table: &str,
+        partition: (&str, ScalarAttributeType),
+        sort: Option<(&str, ScalarAttributeType)>,
+    ) -> Result<(), SinkError> {
+        let exists = match self.client.describe_table().table_name(table).send().await {
+            Ok(_) => true,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(service_error(table, "DescribeTable", &e)),
+        };
+        if !exists {
+            let mut req = self
+                .client
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest);
+            for (name, ty, kt) in std::iter::once((partition.0, partition.1, KeyType::Hash))
+                .chain(sort.map(|(n, t)| (n, t, KeyType::Range)))
+            {
+                req = req
+                    .attribute_definitions(
+                        AttributeDefinition::builder()
+                            .attribute_name(name)
+                            .attribute_type(ty)
+                            .build()
+                            .expect("name and type are set"),
+                    )
+                    .key_schema(
+                        KeySchemaElement::builder()
+                            .attribute_name(name)
+                            .key_type(kt)
+                            .build()
+                            .expect("name and type are set"),
+                    );
+            }
+            match req.send().await {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+                Err(e) => return Err(service_error(table, "CreateTable", &e)),
+            }
+        }
+        for _ in 0..300 {
+            let d = self
+                .client
+                .describe_table()
+                .table_name(table)
+                .send()
+                .await
+                .map_err(|e| service_error(table, "DescribeTable", &e))?;
+            if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(SinkError::Service {
+            table: table.to_string(),
+            op: "DescribeTable",
+            message: "table did not become ACTIVE within 30 s".into(),
+            retryable: true,
+        })
+    }
+}
+
+fn service_error<E, R>(
+    table: &str,
+    op: &'static str,
+    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> SinkError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + backfill_aws::HasStatus,
+{
+    SinkError::Service {
+        table: table.to_string(),
+        op,
+        message: describe(e),
+        retryable: is_retryable(e),
+    }
+}

@@ -1,0 +1,209 @@
+//! The producer: plans each table into key-range jobs and enqueues them.
+//!
+//! Planning reads only the catalog and a seeded sample of each key, never a
+//! full count or scan ([`plan`]). Producing stores the plan in the control
+//! table before anything is enqueued, so producing the same run again reuses
+//! the same jobs and enqueues only those never enqueued ([`produce`]).
+
+use backfill_config::BackfillConfig;
+use backfill_control::{ControlError, ControlTable, JobState};
+use backfill_job::{JobMessage, KeyRange};
+use backfill_queue::{JobQueue, QueueError};
+use backfill_source::reader::SampleSpec;
+use backfill_source::{PgSource, SourceError, TableRef};
+use rand::seq::SliceRandom;
+
+/// Why planning or producing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("the plan has problems; nothing was enqueued:\n  {}", .0.join("\n  "))]
+    Problems(Vec<String>),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// The plan of one table.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub source: String,
+    pub target: String,
+    /// Rows estimated from the sample (or the catalog when there was no sample).
+    pub estimated_rows: u64,
+    /// Rows estimated from the catalog alone (`None`: never analysed).
+    pub catalog_rows: Option<u64>,
+    pub sampled_rows: u64,
+    pub sample_percent: f64,
+    pub jobs: Vec<JobMessage>,
+    /// What stops this table from being copied, each naming table and column.
+    pub problems: Vec<String>,
+}
+
+/// The plan of a run: every table's jobs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub run_id: String,
+    pub tables: Vec<TablePlan>,
+}
+
+impl Plan {
+    pub fn problems(&self) -> Vec<String> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.problems.iter().cloned())
+            .collect()
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &JobMessage> {
+        self.tables.iter().flat_map(|t| t.jobs.iter())
+    }
+}
+
+/// A stable 31-bit seed from the run id, for `TABLESAMPLE ... REPEATABLE`,
+/// so that planning the same run twice samples the same pages.
+pub fn seed_of(run_id: &str) -> i32 {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in run_id.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff) as i32
+}
+
+/// Plans every configured table. Problems (a missing table, no usable key,
+/// an unsupported key type, a key attribute naming a missing column) are
+/// reported in the plan, not raised; only a failing connection is an error.
+pub async fn plan(
+    cfg: &BackfillConfig,
+    source: &PgSource,
+    run_id: &str,
+) -> Result<Plan, ProducerError> {
+    let spec = SampleSpec {
+        rows_per_job: cfg.producer.rows_per_job,
+        samples_per_job: cfg.producer.samples_per_job,
+        max_sample_rows: cfg.producer.max_sample_rows,
+        seed: seed_of(run_id),
+    };
+    let mut tables = Vec::new();
+    for t in &cfg.tables {
+        let mut tp = TablePlan {
+            source: t.source.clone(),
+            target: t.target.clone(),
+            estimated_rows: 0,
+            catalog_rows: None,
+            sampled_rows: 0,
+            sample_percent: 0.0,
+            jobs: Vec::new(),
+            problems: Vec::new(),
+        };
+        let schema = match source.describe(&TableRef::parse(&t.source)).await {
+            Ok(s) => s,
+            Err(e) if !e.is_retryable() => {
+                tp.problems.push(e.to_string());
+                tables.push(tp);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tp.catalog_rows = schema.catalog_row_estimate();
+        if let Err(e) = schema.check_key_types() {
+            tp.problems.push(e.to_string());
+        }
+        for key in std::iter::once(&t.partition_key).chain(t.sort_key.as_ref()) {
+            for col in &key.columns {
+                if schema.column(col).is_none() {
+                    tp.problems.push(format!(
+                        "table {}: key attribute {} names column {col}, which the table does not have",
+                        t.source,
+                        key.attribute_name()
+                    ));
+                }
+            }
+        }
+        if tp.problems.is_empty() {
+            let sample = source.sample_boundaries(&schema, &spec).await?;
+            tp.estimated_rows = sample.estimated_rows;
+            tp.sampled_rows = sample.sampled_rows;
+            tp.sample_percent = sample.percent;
+            let key_columns = schema.key_names();
+            tp.jobs = KeyRange::tile(sample.boundaries)
+                .into_iter()
+                .map(|r| JobMessage::new(run_id, &t.source, key_columns.clone(), r))
+                .collect();
+        }
+        tables.push(tp);
+    }
+    Ok(Plan {
+        run_id: run_id.to_string(),
+        tables,
+    })
+}
+
+/// What `produce` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceReport {
+    pub run_id: String,
+    pub jobs_total: usize,
+    pub enqueued: usize,
+    /// Jobs already enqueued (or further) by an earlier `produce` of this run.
+    pub already_enqueued: usize,
+    /// Whether the plan came from the control table (the run existed).
+    pub reused_plan: bool,
+}
+
+/// Plans the run (or loads its stored plan) and enqueues, in shuffled order,
+/// every job not yet enqueued. Refuses to start when the plan has problems.
+pub async fn produce(
+    cfg: &BackfillConfig,
+    source: &PgSource,
+    queue: &JobQueue,
+    control: &ControlTable,
+    run_id: &str,
+) -> Result<ProduceReport, ProducerError> {
+    let reused_plan = control.get_run(run_id).await?.is_some();
+    if !reused_plan {
+        let plan = plan(cfg, source, run_id).await?;
+        let problems = plan.problems();
+        if !problems.is_empty() {
+            return Err(ProducerError::Problems(problems));
+        }
+        let jobs: Vec<JobMessage> = plan.jobs().cloned().collect();
+        control.save_plan(run_id, &jobs).await?;
+        tracing::info!(run_id, jobs = jobs.len(), "plan stored");
+    }
+    let records = control.jobs(run_id).await?;
+    let jobs_total = records.len();
+    let mut pending: Vec<JobMessage> = records
+        .into_iter()
+        .filter(|r| r.state == JobState::Planned)
+        .map(|r| r.job)
+        .collect();
+    let already_enqueued = jobs_total - pending.len();
+    // Shuffled so that the fleet spreads over tables and key ranges (and
+    // so over DynamoDB partitions) instead of walking each table in order.
+    pending.shuffle(&mut rand::rng());
+    control.set_run_state(run_id, "producing").await?;
+    for chunk in pending.chunks(backfill_queue::MAX_SEND_BATCH) {
+        queue.send_jobs(chunk).await?;
+        let ids: Vec<&str> = chunk.iter().map(|j| j.job_id.as_str()).collect();
+        control.mark_queued(run_id, &ids).await?;
+    }
+    control.set_run_state(run_id, "produced").await?;
+    tracing::info!(
+        run_id,
+        enqueued = pending.len(),
+        already_enqueued,
+        "produced"
+    );
+    Ok(ProduceReport {
+        run_id: run_id.to_string(),
+        jobs_total,
+        enqueued: pending.len(),
+        already_enqueued,
+        reused_plan,
+    })
+}

@@ -1,0 +1,144 @@
+//! The PostgreSQL source: what a table looks like, a sample of its key, and
+//! its rows read range by range.
+//!
+//! Layout: [`schema`] introspects a table (columns, key, size estimate);
+//! [`reader`] builds and runs the keyset queries (row-value comparisons over
+//! the key tuple, which Postgres turns into index conditions). Every session
+//! is read-only and uses UTC and ISO styles, so text forms are stable.
+
+pub mod reader;
+pub mod schema;
+
+pub use reader::{SourceRow, Value};
+pub use schema::{ColumnKind, ColumnSchema, TableRef, TableSchema};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Why reading the source failed. Each variant names the table or column.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("table {table} does not exist in the source database")]
+    TableNotFound { table: String },
+    #[error("table {table} has no usable key: {reason}")]
+    NoUsableKey { table: String, reason: String },
+    #[error("table {table}: key column {column} has type {pg_type}, which cannot bound a key range (supported: integer, numeric, text, uuid, date, timestamp)")]
+    UnsupportedKeyType {
+        table: String,
+        column: String,
+        pg_type: String,
+    },
+    #[error("table {table}: the job's key columns ({job}) are not the table's key ({actual})")]
+    KeyMismatch {
+        table: String,
+        job: String,
+        actual: String,
+    },
+    #[error("table {table}: cannot decode column {column}: {reason}")]
+    Decode {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("cannot connect to the source database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("query on {table} failed: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl SourceError {
+    /// Whether the same work may succeed later (connection lost, server
+    /// restarting, serialization failure) rather than fail again identically.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Connect(_) => true,
+            SourceError::Query { source, .. } => is_retryable_sqlx(source),
+            _ => false,
+        }
+    }
+}
+
+fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // 08: connection exception, 40: transaction rollback, 53: insufficient
+            // resources, 57: operator intervention (shutdown, cancel), 58: system error.
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// A pool of read-only connections to the source.
+#[derive(Clone, Debug)]
+pub struct PgSource {
+    pool: PgPool,
+}
+
+impl PgSource {
+    /// Connects lazily-checked: the first connection is made now so that a
+    /// wrong URL fails at start. `max_connections` caps concurrent queries.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, SourceError> {
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(SourceError::Connect)?
+            .application_name("backfill");
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // Stable text forms for keys and values, and a guarantee
+                    // that this tool never writes to the source.
+                    conn.execute(
+                        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; \
+                         SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 1; \
+                         SET default_transaction_read_only = on",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(SourceError::Connect)?;
+        Ok(PgSource { pool })
+    }
+
+    /// The pool, for callers that run their own statements (tests, counts).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Exact row count of a table: for `verify` only, never for planning.
+    pub async fn count_rows(&self, table: &TableRef) -> Result<u64, SourceError> {
+        let sql = format!("SELECT count(*) FROM {}", table.quoted());
+        let n: i64 = sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: table.to_string(),
+                source,
+            })?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// Quotes an identifier for SQL, doubling embedded quotes.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

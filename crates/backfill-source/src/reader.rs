@@ -1,0 +1,379 @@
+//! Reading a table: a sample of its key for planning, and its rows page by
+//! page within a key range for copying.
+//!
+//! Every page is one statement `WHERE (k1, k2) > ($1, $2) AND (k1, k2) < (...)
+//! ORDER BY k1, k2 LIMIT n`: row-value comparisons Postgres answers from the
+//! key's index, in Postgres' own order and collation, so ranges planned from
+//! a sample and pages read later agree on what lies where.
+
+use backfill_job::{KeyRange, KeyTuple, KeyValue};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+
+use crate::schema::{ColumnKind, ColumnSchema, TableSchema};
+use crate::{quote_ident, PgSource, SourceError};
+
+/// One column value as read from Postgres.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    /// A numeric, real or double in Postgres' exact text form (may be `NaN`
+    /// or `Infinity`; the mapper decides what to do with those).
+    Number(String),
+    Bool(bool),
+    /// Text, and the text form of uuid, dates, times and other types.
+    Text(String),
+    Bytes(Vec<u8>),
+    /// json and jsonb, numbers kept exact.
+    Json(serde_json::Value),
+}
+
+/// One row: its key tuple and every column's value, in table column order.
+#[derive(Debug, Clone)]
+pub struct SourceRow {
+    pub key: KeyTuple,
+    pub values: Vec<Value>,
+}
+
+/// The boundaries the producer cuts a table at, from a sample of its key.
+#[derive(Debug, Clone)]
+pub struct KeySample {
+    /// Strictly increasing key tuples; `n` boundaries make `n + 1` jobs.
+    pub boundaries: Vec<KeyTuple>,
+    /// Rows in the sample.
+    pub sampled_rows: u64,
+    /// Percentage of the table's pages read (TABLESAMPLE SYSTEM).
+    pub percent: f64,
+    /// Rows in the table, estimated from the sample.
+    pub estimated_rows: u64,
+}
+
+/// What the producer asks of a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleSpec {
+    pub rows_per_job: u64,
+    /// Sampled pages wanted per job: more gives more even jobs.
+    pub samples_per_job: u64,
+    /// Upper bound on the rows the sample may hold.
+    pub max_sample_rows: u64,
+    /// Seed of `REPEATABLE`, so planning the same run twice samples the same pages.
+    pub seed: i32,
+}
+
+/// Rows per page assumed for a table never analysed.
+const GUESSED_ROWS_PER_PAGE: f64 = 100.0;
+/// Tables this small (8 MB) are read whole: a sample would save nothing.
+const READ_WHOLE_PAGES: u64 = 1024;
+
+/// The percentage of pages to sample: enough sampled pages per job that the
+/// boundaries fall evenly, never more rows than `max_sample_rows`.
+pub fn sample_percent(schema: &TableSchema, spec: &SampleSpec) -> f64 {
+    let pages = schema.pages.max(1) as f64;
+    if schema.pages <= READ_WHOLE_PAGES {
+        return 100.0;
+    }
+    let rows = schema
+        .catalog_row_estimate()
+        .map(|r| r as f64)
+        .unwrap_or(pages * GUESSED_ROWS_PER_PAGE)
+        .max(1.0);
+    let jobs = (rows / spec.rows_per_job.max(1) as f64).ceil().max(1.0);
+    let want_pages = jobs * spec.samples_per_job.max(1) as f64;
+    let by_pages = want_pages / pages * 100.0;
+    let by_rows = spec.max_sample_rows as f64 / rows * 100.0;
+    by_pages.min(by_rows).clamp(0.0001, 100.0)
+}
+
+fn key_text_expr(c: &ColumnSchema) -> String {
+    let q = quote_ident(&c.name);
+    match c.kind {
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => format!("{q}::int8"),
+        _ => format!("{q}::text"),
+    }
+}
+
+fn decode_key(
+    row: &PgRow,
+    idx: usize,
+    c: &ColumnSchema,
+    table: &str,
+) -> Result<KeyValue, SourceError> {
+    let err = |e: sqlx::Error| SourceError::Decode {
+        table: table.to_string(),
+        column: c.name.clone(),
+        reason: e.to_string(),
+    };
+    Ok(match c.kind {
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => {
+            KeyValue::Int(row.try_get::<i64, _>(idx).map_err(err)?)
+        }
+        _ => {
+            let s: String = row.try_get(idx).map_err(err)?;
+            match c.kind {
+                ColumnKind::Numeric => KeyValue::Numeric(s),
+                ColumnKind::Uuid => KeyValue::Uuid(s),
+                ColumnKind::Date => KeyValue::Date(s),
+                ColumnKind::Timestamp => KeyValue::Timestamp(s),
+                ColumnKind::TimestampTz => KeyValue::TimestampTz(s),
+                _ => KeyValue::Text(s),
+            }
+        }
+    })
+}
+
+fn value_expr(c: &ColumnSchema) -> String {
+    let q = quote_ident(&c.name);
+    match c.kind {
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => format!("{q}::int8"),
+        ColumnKind::Bool | ColumnKind::Bytea => q,
+        // to_json gives ISO 8601 with a 'T'; the session's zone is UTC.
+        ColumnKind::Timestamp | ColumnKind::TimestampTz => format!("to_json({q}) #>> '{{}}'"),
+        _ => format!("{q}::text"),
+    }
+}
+
+fn decode_value(
+    row: &PgRow,
+    idx: usize,
+    c: &ColumnSchema,
+    table: &str,
+) -> Result<Value, SourceError> {
+    let err = |reason: String| SourceError::Decode {
+        table: table.to_string(),
+        column: c.name.clone(),
+        reason,
+    };
+    let e = |e: sqlx::Error| err(e.to_string());
+    Ok(match c.kind {
+        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => row
+            .try_get::<Option<i64>, _>(idx)
+            .map_err(e)?
+            .map(Value::Int),
+        ColumnKind::Bool => row
+            .try_get::<Option<bool>, _>(idx)
+            .map_err(e)?
+            .map(Value::Bool),
+        ColumnKind::Bytea => row
+            .try_get::<Option<Vec<u8>>, _>(idx)
+            .map_err(e)?
+            .map(Value::Bytes),
+        ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 => row
+            .try_get::<Option<String>, _>(idx)
+            .map_err(e)?
+            .map(Value::Number),
+        ColumnKind::Json | ColumnKind::Jsonb => {
+            match row.try_get::<Option<String>, _>(idx).map_err(e)? {
+                None => None,
+                Some(text) => Some(Value::Json(
+                    serde_json::from_str(&text).map_err(|x| err(format!("invalid JSON: {x}")))?,
+                )),
+            }
+        }
+        _ => row
+            .try_get::<Option<String>, _>(idx)
+            .map_err(e)?
+            .map(Value::Text),
+    }
+    .unwrap_or(Value::Null))
+}
+
+/// The SQL of the pages of one range, built once per job.
+#[derive(Debug, Clone)]
+pub struct PageQuery {
+    table: String,
+    /// Query of the first page: bounds only.
+    first: String,
+    /// Query of the following pages: `key > $after` and the upper bound.
+    next: String,
+    lo: Option<KeyTuple>,
+    hi: Option<KeyTuple>,
+}
+
+impl PageQuery {
+    pub fn new(schema: &TableSchema, range: &KeyRange) -> Self {
+        let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
+        let key_list = key_cols
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params = |start: usize| {
+            key_cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("CAST(${} AS {})", start + i, c.pg_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let select: Vec<String> = key_cols
+            .iter()
+            .map(|c| key_text_expr(c))
+            .chain(schema.columns.iter().map(value_expr))
+            .collect();
+        let head = format!(
+            "SELECT {} FROM {}",
+            select.join(", "),
+            schema.table.quoted()
+        );
+        let n = key_cols.len();
+        let build = |after: bool| {
+            let mut preds = Vec::new();
+            let mut next_param = 1;
+            if after {
+                preds.push(format!("({key_list}) > ({})", params(next_param)));
+                next_param += n;
+            } else if range.lo.is_some() {
+                preds.push(format!("({key_list}) >= ({})", params(next_param)));
+                next_param += n;
+            }
+            if range.hi.is_some() {
+                preds.push(format!("({key_list}) < ({})", params(next_param)));
+                next_param += n;
+            }
+            let where_ = if preds.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", preds.join(" AND "))
+            };
+            format!("{head}{where_} ORDER BY {key_list} LIMIT ${next_param}")
+        };
+        PageQuery {
+            table: schema.table.to_string(),
+            first: build(false),
+            next: build(true),
+            lo: range.lo.clone(),
+            hi: range.hi.clone(),
+        }
+    }
+
+    /// The SQL of a page after a key, for tests and EXPLAIN.
+    pub fn sql(&self, after: bool) -> &str {
+        if after {
+            &self.next
+        } else {
+            &self.first
+        }
+    }
+}
+
+impl PgSource {
+    /// Up to `limit` rows of the range in key order, after `after` when given.
+    pub async fn read_page(
+        &self,
+        schema: &TableSchema,
+        query: &PageQuery,
+        after: Option<&KeyTuple>,
+        limit: u32,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let mut q = sqlx::query(query.sql(after.is_some()));
+        let first_bound = if after.is_some() {
+            after
+        } else {
+            query.lo.as_ref()
+        };
+        for bound in [first_bound, query.hi.as_ref()].into_iter().flatten() {
+            for v in bound {
+                q = q.bind(v.to_pg_text());
+            }
+        }
+        let rows = q
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: query.table.clone(),
+                source,
+            })?;
+        let table = query.table.as_str();
+        let nkey = schema.key.len();
+        rows.iter()
+            .map(|row| {
+                let key = schema
+                    .key_columns()
+                    .enumerate()
+                    .map(|(i, c)| decode_key(row, i, c, table))
+                    .collect::<Result<KeyTuple, _>>()?;
+                let values = schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| decode_value(row, nkey + i, c, table))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(SourceRow { key, values })
+            })
+            .collect()
+    }
+
+    /// Samples the key (TABLESAMPLE SYSTEM, seeded) and picks the boundaries
+    /// that cut the sample into jobs of about `rows_per_job` rows.
+    ///
+    /// Postgres sorts the sample and keeps only the first key of each
+    /// quantile bucket, so the producer receives boundaries, not the sample.
+    pub async fn sample_boundaries(
+        &self,
+        schema: &TableSchema,
+        spec: &SampleSpec,
+    ) -> Result<KeySample, SourceError> {
+        schema.check_key_types()?;
+        let percent = sample_percent(schema, spec);
+        let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
+        let key_list = key_cols
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let out_list = key_cols
+            .iter()
+            .map(|c| key_text_expr(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH s AS (SELECT {key_list} FROM {table} TABLESAMPLE SYSTEM ($1) REPEATABLE ($2)), \
+                  r AS (SELECT s.*, (row_number() OVER (ORDER BY {key_list})) - 1 AS r__, \
+                               count(*) OVER () AS n__ FROM s), \
+                  j AS (SELECT r.*, GREATEST(1, CEIL(n__ * $3::float8 / $4::float8))::int8 AS j__ FROM r) \
+             SELECT {out_list}, n__, j__ FROM j \
+             WHERE r__ = 0 OR (r__ * j__) / n__ <> ((r__ - 1) * j__) / n__ \
+             ORDER BY r__",
+            table = schema.table.quoted(),
+        );
+        let rows = sqlx::query(&sql)
+            .bind(percent)
+            .bind(spec.seed)
+            .bind(100.0 / percent)
+            .bind(spec.rows_per_job.max(1) as f64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: schema.table.to_string(),
+                source,
+            })?;
+        let table = schema.table.to_string();
+        let nkey = key_cols.len();
+        let sampled_rows = match rows.first() {
+            Some(r) => r.try_get::<i64, _>(nkey).unwrap_or(0).max(0) as u64,
+            None => 0,
+        };
+        // The first row of the sample only carries the counts: it is not a
+        // boundary, since the first job is open below.
+        let boundaries = rows
+            .iter()
+            .skip(1)
+            .map(|row| {
+                key_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| decode_key(row, i, c, &table))
+                    .collect::<Result<KeyTuple, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let estimated_rows = (sampled_rows as f64 * 100.0 / percent).round() as u64;
+        Ok(KeySample {
+            boundaries,
+            sampled_rows,
+            percent,
+            estimated_rows,
+        })
+    }
+}

@@ -1,0 +1,227 @@
+//! Test support: the real Postgres server and the AWS-API emulators that
+//! `scripts/stack-up.sh` starts, as per-test fixtures with unique names, so
+//! tests run in parallel without touching each other's tables or queues.
+//!
+//! Endpoints come from the environment the scripts export, with the local
+//! defaults: `BACKFILL_TEST_PG_URL` (postgres://postgres:postgres@127.0.0.1:5432/test),
+//! `BACKFILL_TEST_DYNAMODB_URL` (http://127.0.0.1:4567, dynalite),
+//! `BACKFILL_TEST_SQS_URL` (http://127.0.0.1:4566, moto).
+
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::types::ScalarAttributeType;
+use backfill_aws::{AwsClients, StaticCredentials};
+use backfill_config::{
+    AwsConfig, BackfillConfig, ControlConfig, ProducerConfig, QueueConfig, Secret, SourceConfig,
+    TableConfig, WorkerConfig,
+};
+use backfill_control::ControlTable;
+use backfill_dynamo::{DynamoSink, RetryPolicy};
+use backfill_queue::JobQueue;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+/// Endpoints of the local stack.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    pub pg_url: String,
+    pub dynamodb_url: String,
+    pub sqs_url: String,
+}
+
+impl TestEnv {
+    pub fn from_env() -> Self {
+        let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        TestEnv {
+            pg_url: var(
+                "BACKFILL_TEST_PG_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/test",
+            ),
+            dynamodb_url: var("BACKFILL_TEST_DYNAMODB_URL", "http://127.0.0.1:4567"),
+            sqs_url: var("BACKFILL_TEST_SQS_URL", "http://127.0.0.1:4566"),
+        }
+    }
+
+    pub fn aws_config(&self) -> AwsConfig {
+        AwsConfig {
+            region: "us-east-1".into(),
+            endpoint_url: None,
+            dynamodb_endpoint_url: Some(self.dynamodb_url.clone()),
+            sqs_endpoint_url: Some(self.sqs_url.clone()),
+        }
+    }
+
+    pub async fn aws(&self) -> AwsClients {
+        AwsClients::with_static_credentials(
+            &self.aws_config(),
+            StaticCredentials {
+                access_key_id: "test".into(),
+                secret_access_key: "test".into(),
+            },
+        )
+        .await
+    }
+}
+
+/// A name no other test uses: `prefix_` and 10 hex digits.
+pub fn unique(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &id[..10])
+}
+
+/// One test's own corner of the stack: a Postgres schema, a job queue with
+/// its DLQ, a control table.
+pub struct TestStack {
+    pub env: TestEnv,
+    pub name: String,
+    /// The test's schema; tables go in it.
+    pub schema: String,
+    /// A read-write pool for setting up source tables.
+    pub pg: PgPool,
+    pub aws: AwsClients,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub control_table: String,
+}
+
+impl TestStack {
+    /// Creates the schema, the queues (redrive after `max_receive_count`) and the control table.
+    pub async fn new(prefix: &str) -> Result<Self> {
+        Self::with_receive_count(prefix, 5).await
+    }
+
+    pub async fn with_receive_count(prefix: &str, max_receive_count: u32) -> Result<Self> {
+        let env = TestEnv::from_env();
+        let name = unique(prefix);
+        let pg = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&env.pg_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to the test Postgres at {} (run scripts/stack-up.sh)",
+                    backfill_config::redact_url(&env.pg_url)
+                )
+            })?;
+        sqlx::query(&format!("CREATE SCHEMA \"{name}\""))
+            .execute(&pg)
+            .await?;
+        let aws = env.aws().await;
+        let (queue_url, dlq_url) = backfill_queue::create_queues(
+            &aws.sqs,
+            &name,
+            &format!("{name}-dlq"),
+            max_receive_count,
+            30,
+        )
+        .await
+        .context("creating test queues in the SQS emulator (run scripts/stack-up.sh)")?;
+        let control_table = format!("{name}_control");
+        DynamoSink::new(aws.dynamodb.clone(), RetryPolicy::default())
+            .ensure_table(
+                &control_table,
+                ("pk", ScalarAttributeType::S),
+                Some(("sk", ScalarAttributeType::S)),
+            )
+            .await
+            .context(
+                "creating the control table in the DynamoDB emulator (run scripts/stack-up.sh)",
+            )?;
+        Ok(TestStack {
+            env,
+            schema: name.clone(),
+            name,
+            pg,
+            aws,
+            queue_url,
+            dlq_url,
+            control_table,
+        })
+    }
+
+    /// `schema.table` of a table in this test's schema.
+    pub fn source(&self, table: &str) -> String {
+        format!("{}.{table}", self.schema)
+    }
+
+    /// A DynamoDB table name unique to this test.
+    pub fn target(&self, table: &str) -> String {
+        format!("{}_{table}", self.name)
+    }
+
+    /// Runs SQL on the source database (setup only).
+    pub async fn sql(&self, sql: &str) -> Result<()> {
+        sqlx::raw_sql(sql)
+            .execute(&self.pg)
+            .await
+            .with_context(|| format!("running {sql}"))?;
+        Ok(())
+    }
+
+    /// A config that points at this test's stack.
+    pub fn config(&self, tables: Vec<TableConfig>) -> BackfillConfig {
+        BackfillConfig {
+            source: SourceConfig {
+                url: Secret::new(self.env.pg_url.clone()),
+                max_connections: 4,
+            },
+            aws: self.env.aws_config(),
+            queue: QueueConfig {
+                url: self.queue_url.clone(),
+                dlq_url: self.dlq_url.clone(),
+                max_receive_count: 5,
+                visibility_timeout_secs: 30,
+                wait_time_secs: 1,
+            },
+            control: ControlConfig {
+                table: self.control_table.clone(),
+            },
+            producer: ProducerConfig::default(),
+            worker: WorkerConfig::default(),
+            tables,
+        }
+    }
+
+    pub fn queue(&self) -> JobQueue {
+        JobQueue::new(self.aws.sqs.clone(), &self.queue_url, &self.dlq_url)
+    }
+
+    pub fn sink(&self) -> DynamoSink {
+        DynamoSink::new(self.aws.dynamodb.clone(), RetryPolicy::default())
+    }
+
+    pub fn control(&self) -> ControlTable {
+        ControlTable::new(self.sink(), &self.control_table)
+    }
+
+    /// A DynamoDB table for a test's target, keyed as given.
+    pub async fn create_target(
+        &self,
+        table: &str,
+        partition: (&str, ScalarAttributeType),
+        sort: Option<(&str, ScalarAttributeType)>,
+    ) -> Result<()> {
+        self.sink().ensure_table(table, partition, sort).await?;
+        Ok(())
+    }
+
+    /// Drops the test's schema; emulator resources die with the emulator.
+    pub async fn cleanup(self) -> Result<()> {
+        sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
+            .execute(&self.pg)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A table config keyed by one column.
+pub fn table(source: String, target: String, pk: &[&str], pk_attr: Option<&str>) -> TableConfig {
+    TableConfig {
+        source,
+        target,
+        partition_key: backfill_config::KeyAttribute {
+            columns: pk.iter().map(|s| s.to_string()).collect(),
+            attribute: pk_attr.map(str::to_string),
+        },
+        sort_key: None,
+    }
+}

@@ -1,0 +1,410 @@
+//! The worker: takes jobs from SQS, copies each key range from Postgres to
+//! DynamoDB, and acknowledges the job or sends it to the DLQ with the reason.
+//!
+//! Shape (after mini-redis): one [`CancellationToken`] for shutdown; a
+//! semaphore permit is taken *before* a message is received and moves into
+//! the job's task, so a worker never holds more messages than it can copy.
+//! A job is acknowledged (deleted) only after every item of its range is
+//! written; until then SQS will hand it out again, so nothing is lost when a
+//! worker dies at any point.
+//!
+//! Failure policy, decided in one place ([`JobError::is_retryable`]):
+//! - retryable (throttling, network, Postgres unavailable): the message is
+//!   left to come back after its visibility timeout;
+//! - permanent (malformed message, table gone, a row that cannot become an
+//!   item, DynamoDB refusing the request): the job goes to the DLQ at once
+//!   with the reason in message attributes, and the original is deleted.
+
+mod copy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backfill_config::BackfillConfig;
+use backfill_control::{Claim, ControlError, ControlTable};
+use backfill_dynamo::{DynamoSink, SinkError};
+use backfill_item::MapError;
+use backfill_job::JobMessage;
+use backfill_queue::{DeadLetter, JobQueue, QueueError, ReceivedMessage};
+use backfill_source::{PgSource, SourceError};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use copy::CopyProgress;
+
+/// Why a job could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("table {0} is not in this worker's configuration")]
+    UnknownTable(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl JobError {
+    /// Whether trying the same job again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JobError::UnknownTable(_) | JobError::Map(_) => false,
+            JobError::Source(e) => e.is_retryable(),
+            JobError::Sink(e) => e.is_retryable(),
+            JobError::Control(e) => e.is_retryable(),
+            JobError::Queue(e) => e.is_retryable(),
+        }
+    }
+}
+
+/// How `run` ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkOptions {
+    /// Exit once the queue holds nothing (visible, in flight or delayed) and
+    /// this worker has no job in hand.
+    pub until_idle: bool,
+}
+
+/// What happened to one received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done {
+        rows: u64,
+    },
+    /// Another delivery had finished the job already.
+    Duplicate,
+    DeadLettered,
+    /// Left on the queue to be retried after its visibility timeout.
+    Retry,
+    /// Handed back at shutdown.
+    Released,
+}
+
+/// Totals of one `run`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkSummary {
+    pub jobs_done: u64,
+    pub jobs_duplicate: u64,
+    pub jobs_dead_lettered: u64,
+    pub jobs_retried: u64,
+    pub jobs_released: u64,
+    pub rows_copied: u64,
+}
+
+impl WorkSummary {
+    fn record(&mut self, o: Outcome) {
+        match o {
+            Outcome::Done { rows } => {
+                self.jobs_done += 1;
+                self.rows_copied += rows;
+            }
+            Outcome::Duplicate => self.jobs_duplicate += 1,
+            Outcome::DeadLettered => self.jobs_dead_lettered += 1,
+            Outcome::Retry => self.jobs_retried += 1,
+            Outcome::Released => self.jobs_released += 1,
+        }
+    }
+}
+
+/// A worker process's shared state: clients built once, config read once.
+pub struct Worker {
+    cfg: Arc<BackfillConfig>,
+    source: PgSource,
+    sink: DynamoSink,
+    queue: JobQueue,
+    control: ControlTable,
+    worker_id: String,
+}
+
+impl Worker {
+    pub fn new(
+        cfg: Arc<BackfillConfig>,
+        source: PgSource,
+        sink: DynamoSink,
+        queue: JobQueue,
+        control: ControlTable,
+    ) -> Self {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_string());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Worker {
+            cfg,
+            source,
+            sink,
+            queue,
+            control,
+            worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.worker_id
+    }
+
+    /// Takes and copies jobs until `cancel` fires (or, with `until_idle`,
+    /// until there is nothing left). On cancel: stops taking jobs, lets each
+    /// job stop after its current page and hands it back to the queue, and
+    /// returns within `worker.shutdown_grace_secs`.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken, opts: WorkOptions) -> WorkSummary {
+        let concurrency = self.cfg.worker.concurrency;
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let mut summary = WorkSummary::default();
+        let wait = if opts.until_idle {
+            self.cfg.queue.wait_time_secs.min(1)
+        } else {
+            self.cfg.queue.wait_time_secs
+        } as i32;
+        let visibility = self.cfg.queue.visibility_timeout_secs as i32;
+        let mut failures = 0u32;
+        let mut idle_checks = 0u32;
+        tracing::info!(worker = %self.worker_id, concurrency, "worker started");
+        loop {
+            while let Some(done) = tasks.try_join_next() {
+                record_join(&mut summary, done);
+            }
+            let first = tokio::select! {
+                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+                _ = cancel.cancelled() => break,
+            };
+            let mut held = vec![first];
+            while held.len() < 10 {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+            let received = tokio::select! {
+                r = self.queue.receive(held.len() as i32, wait, visibility) => r,
+                _ = cancel.cancelled() => break,
+            };
+            let messages = match received {
+                Ok(m) => {
+                    failures = 0;
+                    m
+                }
+                Err(e) => {
+                    failures += 1;
+                    let delay = backfill_aws::backoff_delay(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(20),
+                    );
+                    tracing::warn!(error = %e, retry_in = ?delay, "receiving from the queue failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+            };
+            if messages.is_empty() {
+                drop(held);
+                if opts.until_idle && tasks.is_empty() {
+                    match self.queue.depth().await {
+                        Ok(d) if d.total() == 0 => {
+                            idle_checks += 1;
+                            if idle_checks >= 2 {
+                                tracing::info!("queue is empty and no job is in hand: exiting");
+                                break;
+                            }
+                        }
+                        Ok(_) => idle_checks = 0,
+                        Err(e) => tracing::warn!(error = %e, "reading the queue depth failed"),
+                    }
+                }
+                continue;
+            }
+            idle_checks = 0;
+            for (msg, permit) in messages.into_iter().zip(held.drain(..)) {
+                let me = self.clone();
+                let cancel = cancel.clone();
+                tasks.spawn(async move {
+                    let outcome = me.handle(msg, cancel).await;
+                    drop(permit);
+                    outcome
+                });
+            }
+        }
+        self.drain(tasks, &mut summary).await;
+        tracing::info!(worker = %self.worker_id, ?summary, "worker stopped");
+        summary
+    }
+
+    /// Waits for the jobs in hand to stop, at most the grace period; a job
+    /// still running then is abandoned and comes back after its visibility timeout.
+    async fn drain(&self, mut tasks: JoinSet<Outcome>, summary: &mut WorkSummary) {
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.worker.shutdown_grace_secs);
+        while !tasks.is_empty() {
+            match tokio::time::timeout_at(deadline.into(), tasks.join_next()).await {
+                Ok(Some(done)) => record_join(summary, done),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        jobs = tasks.len(),
+                        "shutdown grace period over: abandoning jobs in hand"
+                    );
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, msg: ReceivedMessage, cancel: CancellationToken) -> Outcome {
+        let job = match JobMessage::from_body(&msg.body) {
+            Ok(j) => j,
+            Err(e) => {
+                let span = tracing::info_span!("message", message_id = %msg.message_id);
+                return self
+                    .dead_letter(&msg, None, &e.to_string(), "malformed_message")
+                    .instrument(span)
+                    .await;
+            }
+        };
+        let span =
+            tracing::info_span!("job", run = %job.run_id, table = %job.table, job = %job.job_id);
+        self.handle_job(msg, job, cancel).instrument(span).await
+    }
+
+    async fn handle_job(
+        &self,
+        msg: ReceivedMessage,
+        job: JobMessage,
+        cancel: CancellationToken,
+    ) -> Outcome {
+        let started = Instant::now();
+        match self.control.claim(&job, &self.worker_id).await {
+            Ok(Claim::AlreadyDone) => {
+                tracing::info!("job already done by another delivery: acknowledging");
+                return match self.queue.delete(&msg.receipt_handle).await {
+                    Ok(()) => Outcome::Duplicate,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting a duplicate message failed");
+                        Outcome::Retry
+                    }
+                };
+            }
+            Ok(Claim::Started { attempts }) => {
+                tracing::info!(attempts, range = %job.range, "job started")
+            }
+            Err(e) => return self.after_failure(&msg, &job, JobError::Control(e)).await,
+        }
+        let heartbeat = self.spawn_heartbeat(&msg);
+        let result = copy::copy_range(self, &job, &cancel).await;
+        heartbeat.abort();
+        match result {
+            Ok(CopyProgress {
+                rows,
+                complete: true,
+                ..
+            }) => {
+                if let Err(e) = self.control.finish(&job, rows).await {
+                    return self.after_failure(&msg, &job, JobError::Control(e)).await;
+                }
+                if let Err(e) = self.queue.delete(&msg.receipt_handle).await {
+                    // The job is done and recorded; a redelivery is acknowledged as a duplicate.
+                    tracing::warn!(error = %e, "deleting the finished job's message failed");
+                }
+                tracing::info!(rows, secs = started.elapsed().as_secs_f64(), "job done");
+                Outcome::Done { rows }
+            }
+            Ok(CopyProgress { rows, .. }) => {
+                tracing::info!(rows, "shutting down: handing the job back to the queue");
+                if let Err(e) = self.queue.set_visibility(&msg.receipt_handle, 0).await {
+                    tracing::warn!(error = %e, "handing the job back failed; it returns after its visibility timeout");
+                }
+                Outcome::Released
+            }
+            Err(e) => self.after_failure(&msg, &job, e).await,
+        }
+    }
+
+    /// Retryable failures leave the message to come back; permanent ones,
+    /// and retryable ones on the last receive SQS allows, go to the DLQ now
+    /// so the reason travels with the job.
+    async fn after_failure(&self, msg: &ReceivedMessage, job: &JobMessage, e: JobError) -> Outcome {
+        let reason = e.to_string();
+        let last_receive = msg.receive_count >= self.cfg.queue.max_receive_count;
+        if e.is_retryable() && !last_receive {
+            tracing::warn!(error = %reason, receive_count = msg.receive_count, "job failed, will be retried");
+            if let Err(ce) = self.control.record_failure(job, &reason, false).await {
+                tracing::warn!(error = %ce, "recording the failure failed");
+            }
+            return Outcome::Retry;
+        }
+        let (kind, reason) = if e.is_retryable() {
+            (
+                "retries_exhausted",
+                format!("gave up after {} receives: {reason}", msg.receive_count),
+            )
+        } else {
+            ("permanent", reason)
+        };
+        if let Err(ce) = self.control.record_failure(job, &reason, true).await {
+            tracing::warn!(error = %ce, "recording the failure failed");
+        }
+        self.dead_letter(msg, Some(job), &reason, kind).await
+    }
+
+    async fn dead_letter(
+        &self,
+        msg: &ReceivedMessage,
+        job: Option<&JobMessage>,
+        reason: &str,
+        kind: &str,
+    ) -> Outcome {
+        let dl = DeadLetter {
+            reason,
+            kind,
+            run_id: job.map(|j| j.run_id.as_str()),
+            table: job.map(|j| j.table.as_str()),
+            job_id: job.map(|j| j.job_id.as_str()),
+        };
+        match self.queue.dead_letter(msg, &dl).await {
+            Ok(()) => {
+                tracing::error!(error = reason, kind, "job sent to the dead-letter queue");
+                Outcome::DeadLettered
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reason, "sending to the dead-letter queue failed; the job will come back");
+                Outcome::Retry
+            }
+        }
+    }
+
+    /// Keeps a long job hidden from other workers: every third of the
+    /// visibility timeout, the timeout starts again.
+    fn spawn_heartbeat(&self, msg: &ReceivedMessage) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let receipt = msg.receipt_handle.clone();
+        let visibility = self.cfg.queue.visibility_timeout_secs;
+        tokio::spawn(
+            async move {
+                let period = Duration::from_secs_f64((f64::from(visibility) / 3.0).max(0.5));
+                loop {
+                    tokio::time::sleep(period).await;
+                    if let Err(e) = queue.set_visibility(&receipt, visibility as i32).await {
+                        tracing::warn!(error = %e, "extending the job's visibility failed");
+                    }
+                }
+            }
+            .in_current_span(),
+        )
+    }
+}
+
+fn record_join(summary: &mut WorkSummary, done: Result<Outcome, tokio::task::JoinError>) {
+    match done {
+        Ok(o) => summary.record(o),
+        Err(e) if e.is_cancelled() => {}
+        Err(e) => {
+            tracing::error!(error = %e, "a job task panicked; its message comes back after its visibility timeout")
+        }
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: brings up the stack, runs every unit and integration
+# test against the real Postgres and the emulators, stops what it started,
+# and exits non-zero on any failure.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+started_here=0
+[ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
+stack_up
+if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+cd "$ROOT"
+cargo test --workspace --all-targets --locked "$@"
