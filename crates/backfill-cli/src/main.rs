@@ -70,9 +70,17 @@ enum Command {
         until_idle: bool,
     },
     /// Compares the source row count with the target item count of every table.
-    Verify,
+    Verify {
+        /// Seconds the copy took, to print rows per second (used by the demo).
+        #[arg(long)]
+        elapsed_secs: Option<f64>,
+    },
     /// Creates the queues, the control table and the target tables of a local stack.
-    Bootstrap,
+    Bootstrap {
+        /// Delete the target tables and purge both queues first (local demos only).
+        #[arg(long)]
+        fresh: bool,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -116,8 +124,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan { run } => plan(&cfg, &run).await,
         Command::Produce { run } => produce(&cfg, &run).await,
         Command::Work { until_idle } => work(cfg, until_idle).await,
-        Command::Verify => verify(&cfg).await,
-        Command::Bootstrap => bootstrap(&cfg).await,
+        Command::Verify { elapsed_secs } => verify(&cfg, elapsed_secs).await,
+        Command::Bootstrap { fresh } => bootstrap(&cfg, fresh).await,
     }
 }
 
@@ -251,19 +259,27 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
-async fn verify(cfg: &BackfillConfig) -> Result<ExitCode> {
+async fn verify(cfg: &BackfillConfig, elapsed_secs: Option<f64>) -> Result<ExitCode> {
     let source = connect_source(cfg).await?;
     let aws = AwsClients::from_config(&cfg.aws).await;
     let sink = sink(cfg, &aws);
     let mut all_match = true;
+    let mut total = 0;
     for t in &cfg.tables {
         let rows = source.count_rows(&TableRef::parse(&t.source)).await?;
         let items = sink.count_items(&t.target).await?;
         let verdict = if rows == items { "match" } else { "MISMATCH" };
         all_match &= rows == items;
+        total += items;
         println!(
-            "{}: source rows {rows}, target items {items}: {verdict}",
-            t.source
+            "{} -> {}: source rows {rows}, target items {items}: {verdict}",
+            t.source, t.target
+        );
+    }
+    if let Some(secs) = elapsed_secs {
+        println!(
+            "copied {total} items in {secs:.1} s: {:.0} rows/s",
+            total as f64 / secs.max(1e-9)
         );
     }
     Ok(if all_match {
@@ -273,9 +289,17 @@ async fn verify(cfg: &BackfillConfig) -> Result<ExitCode> {
     })
 }
 
-async fn bootstrap(cfg: &BackfillConfig) -> Result<ExitCode> {
+async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitCode> {
     use aws_sdk_dynamodb::types::ScalarAttributeType as T;
     let aws = AwsClients::from_config(&cfg.aws).await;
+    let sink = sink(cfg, &aws);
+    if fresh {
+        for t in &cfg.tables {
+            if sink.delete_table(&t.target).await? {
+                println!("deleted target table {}", t.target);
+            }
+        }
+    }
     let name = backfill_queue::queue_name_from_url(&cfg.queue.url);
     let dlq_name = backfill_queue::queue_name_from_url(&cfg.queue.dlq_url);
     let (url, dlq_url) = backfill_queue::create_queues(
@@ -291,9 +315,21 @@ async fn bootstrap(cfg: &BackfillConfig) -> Result<ExitCode> {
         cfg.queue.max_receive_count
     );
     if url != cfg.queue.url || dlq_url != cfg.queue.dlq_url {
-        eprintln!("warning: the emulator's queue URLs differ from queue.url / queue.dlq_url in the config");
+        anyhow::bail!(
+            "the queues were created at {url} and {dlq_url}, not at queue.url and queue.dlq_url of the config"
+        );
     }
-    let sink = sink(cfg, &aws);
+    if fresh {
+        for u in [&url, &dlq_url] {
+            aws.sqs
+                .purge_queue()
+                .queue_url(u)
+                .send()
+                .await
+                .with_context(|| format!("purging {u}"))?;
+        }
+        println!("purged both queues");
+    }
     sink.ensure_table(&cfg.control.table, ("pk", T::S), Some(("sk", T::S)))
         .await?;
     println!("control table {}", cfg.control.table);

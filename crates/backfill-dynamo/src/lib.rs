@@ -249,6 +249,33 @@ impl DynamoSink {
         }
     }
 
+    /// Deletes a table and waits until it is gone; `false` when there was none.
+    /// For local demos only.
+    pub async fn delete_table(&self, table: &str) -> Result<bool, SinkError> {
+        match self.client.delete_table().table_name(table).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                return Ok(false)
+            }
+            Err(e) => return Err(service_error(table, "DeleteTable", &e)),
+        }
+        for _ in 0..300 {
+            match self.client.describe_table().table_name(table).send().await {
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                    return Ok(true)
+                }
+                Err(e) => return Err(service_error(table, "DescribeTable", &e)),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(SinkError::Service {
+            table: table.to_string(),
+            op: "DeleteTable",
+            message: "table was not deleted within 30 s".into(),
+            retryable: true,
+        })
+    }
+
     /// Creates an on-demand table with the given key unless one exists, and
     /// waits until it is active. For local stacks and tests; production
     /// tables are created by their owners.
