@@ -128,9 +128,10 @@ fn planned_ranges_cover_every_key_exactly_once() -> Result<()> {
         cases: 60,
         ..Config::default()
     });
-    let mut n = 0usize;
+    // Each case (and each shrinking step) gets its own table.
+    let n = std::sync::atomic::AtomicUsize::new(0);
     let result = runner.run(&(key_sets(), 1u64..40, 1u32..9), |(keys, rows_per_job, page)| {
-        n += 1;
+        let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         rt.block_on(check_cover(&stack, &source, n, &keys, rows_per_job, page))
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))
     });
@@ -147,7 +148,7 @@ async fn a_sampled_big_table_is_tiled_evenly() -> Result<()> {
     stack
         .sql(&format!(
             "CREATE TABLE {src} (id bigint PRIMARY KEY, pad text); \
-             INSERT INTO {src} SELECT CASE WHEN g % 2 = 0 THEN g ELSE g * 1000003 END, repeat('x', 200) \
+             INSERT INTO {src} SELECT CASE WHEN g % 2 = 0 THEN g ELSE g::bigint * 1000003 END, repeat('x', 200) \
              FROM generate_series(1, 120000) g; ANALYZE {src};"
         ))
         .await?;
