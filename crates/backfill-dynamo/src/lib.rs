@@ -254,14 +254,20 @@ impl DynamoSink {
     pub async fn delete_table(&self, table: &str) -> Result<bool, SinkError> {
         match self.client.delete_table().table_name(table).send().await {
             Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
                 return Ok(false)
             }
             Err(e) => return Err(service_error(table, "DeleteTable", &e)),
         }
         for _ in 0..300 {
             match self.client.describe_table().table_name(table).send().await {
-                Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_resource_not_found_exception()) =>
+                {
                     return Ok(true)
                 }
                 Err(e) => return Err(service_error(table, "DescribeTable", &e)),

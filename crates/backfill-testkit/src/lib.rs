@@ -213,6 +213,65 @@ impl TestStack {
     }
 }
 
+/// Renders a config as the TOML file a `backfill` process reads, for tests
+/// that run the binary.
+pub fn config_toml(cfg: &BackfillConfig) -> String {
+    let q = |s: &str| format!("{s:?}");
+    let opt = |k: &str, v: &Option<String>| {
+        v.as_ref()
+            .map(|v| format!("{k} = {}\n", q(v)))
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "[source]\nurl = {}\nmax_connections = {}\n\n[aws]\nregion = {}\n{}{}{}\n\
+         [queue]\nurl = {}\ndlq_url = {}\nmax_receive_count = {}\nvisibility_timeout_secs = {}\nwait_time_secs = {}\n\n\
+         [control]\ntable = {}\n\n\
+         [producer]\nrows_per_job = {}\nsamples_per_job = {}\nmax_sample_rows = {}\n\n\
+         [worker]\nconcurrency = {}\npage_rows = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\n",
+        q(cfg.source.url.expose()),
+        cfg.source.max_connections,
+        q(&cfg.aws.region),
+        opt("endpoint_url", &cfg.aws.endpoint_url),
+        opt("dynamodb_endpoint_url", &cfg.aws.dynamodb_endpoint_url),
+        opt("sqs_endpoint_url", &cfg.aws.sqs_endpoint_url),
+        q(&cfg.queue.url),
+        q(&cfg.queue.dlq_url),
+        cfg.queue.max_receive_count,
+        cfg.queue.visibility_timeout_secs,
+        cfg.queue.wait_time_secs,
+        q(&cfg.control.table),
+        cfg.producer.rows_per_job,
+        cfg.producer.samples_per_job,
+        cfg.producer.max_sample_rows,
+        cfg.worker.concurrency,
+        cfg.worker.page_rows,
+        cfg.worker.write_concurrency,
+        cfg.worker.max_write_attempts,
+        cfg.worker.shutdown_grace_secs,
+    );
+    let key = |k: &backfill_config::KeyAttribute| {
+        let cols: Vec<String> = k.columns.iter().map(|c| q(c)).collect();
+        let attr = k
+            .attribute
+            .as_ref()
+            .map(|a| format!(", attribute = {}", q(a)))
+            .unwrap_or_default();
+        format!("{{ columns = [{}]{attr} }}", cols.join(", "))
+    };
+    for t in &cfg.tables {
+        out.push_str(&format!(
+            "\n[[tables]]\nsource = {}\ntarget = {}\npartition_key = {}\n",
+            q(&t.source),
+            q(&t.target),
+            key(&t.partition_key)
+        ));
+        if let Some(sk) = &t.sort_key {
+            out.push_str(&format!("sort_key = {}\n", key(sk)));
+        }
+    }
+    out
+}
+
 /// A table config keyed by one column.
 pub fn table(source: String, target: String, pk: &[&str], pk_attr: Option<&str>) -> TableConfig {
     TableConfig {

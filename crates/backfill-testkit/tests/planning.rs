@@ -13,7 +13,12 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 /// Reads every range page by page and counts how often each key appears.
-async fn keys_by_range(source: &PgSource, t: &TableRef, ranges: &[KeyRange], page: u32) -> Result<BTreeMap<String, usize>> {
+async fn keys_by_range(
+    source: &PgSource,
+    t: &TableRef,
+    ranges: &[KeyRange],
+    page: u32,
+) -> Result<BTreeMap<String, usize>> {
     let schema = source.describe(t).await?;
     let mut seen = BTreeMap::new();
     for r in ranges {
@@ -54,57 +59,88 @@ fn key_sets() -> impl Strategy<Value = Keys> {
         // dense
         (1i64..400).prop_map(|n| Keys::Int((1..=n).collect())),
         // sparse, with the extremes of bigint
-        proptest::collection::btree_set(any::<i64>(), 0..300).prop_map(|s| Keys::Int(s.into_iter().collect())),
+        proptest::collection::btree_set(any::<i64>(), 0..300)
+            .prop_map(|s| Keys::Int(s.into_iter().collect())),
         // skewed: a dense cluster and a few far-away keys
-        (proptest::collection::btree_set(0i64..200, 1..200), proptest::collection::btree_set(1_000_000i64..i64::MAX, 0..5))
+        (
+            proptest::collection::btree_set(0i64..200, 1..200),
+            proptest::collection::btree_set(1_000_000i64..i64::MAX, 0..5)
+        )
             .prop_map(|(a, b)| Keys::Int(a.into_iter().chain(b).collect())),
         // text with any characters but NUL (which Postgres text cannot hold)
-        proptest::collection::btree_set("[^\u{0}]{0,8}", 0..200).prop_map(|s| Keys::Text(s.into_iter().collect())),
+        proptest::collection::btree_set("[^\u{0}]{0,8}", 0..200)
+            .prop_map(|s| Keys::Text(s.into_iter().collect())),
         // composite with few distinct values per column: duplicates across columns
         proptest::collection::btree_set((0i32..4, "[ab#é ]{0,3}"), 0..150)
             .prop_map(|s| Keys::Composite(s.into_iter().collect())),
     ]
 }
 
-async fn check_cover(stack: &TestStack, source: &PgSource, n: usize, keys: &Keys, rows_per_job: u64, page: u32) -> Result<()> {
+async fn check_cover(
+    stack: &TestStack,
+    source: &PgSource,
+    n: usize,
+    keys: &Keys,
+    rows_per_job: u64,
+    page: u32,
+) -> Result<()> {
     let name = format!("k{n}");
     let src = stack.source(&name);
     let expected: Vec<String> = match keys {
         Keys::Int(v) => {
-            stack.sql(&format!("CREATE TABLE {src} (id bigint PRIMARY KEY)")).await?;
+            stack
+                .sql(&format!("CREATE TABLE {src} (id bigint PRIMARY KEY)"))
+                .await?;
             sqlx::query(&format!("INSERT INTO {src} SELECT unnest($1::int8[])"))
                 .bind(v)
                 .execute(&stack.pg)
                 .await?;
-            v.iter().map(|i| format!("{:?}", vec![KeyValue::Int(*i)])).collect()
+            v.iter()
+                .map(|i| format!("{:?}", vec![KeyValue::Int(*i)]))
+                .collect()
         }
         Keys::Text(v) => {
-            stack.sql(&format!("CREATE TABLE {src} (k text PRIMARY KEY)")).await?;
+            stack
+                .sql(&format!("CREATE TABLE {src} (k text PRIMARY KEY)"))
+                .await?;
             sqlx::query(&format!("INSERT INTO {src} SELECT unnest($1::text[])"))
                 .bind(v)
                 .execute(&stack.pg)
                 .await?;
-            v.iter().map(|s| format!("{:?}", vec![KeyValue::Text(s.clone())])).collect()
+            v.iter()
+                .map(|s| format!("{:?}", vec![KeyValue::Text(s.clone())]))
+                .collect()
         }
         Keys::Composite(v) => {
             stack
-                .sql(&format!("CREATE TABLE {src} (a int, b varchar(10), PRIMARY KEY (a, b))"))
+                .sql(&format!(
+                    "CREATE TABLE {src} (a int, b varchar(10), PRIMARY KEY (a, b))"
+                ))
                 .await?;
             let a: Vec<i32> = v.iter().map(|x| x.0).collect();
             let b: Vec<String> = v.iter().map(|x| x.1.clone()).collect();
-            sqlx::query(&format!("INSERT INTO {src} SELECT * FROM unnest($1::int4[], $2::text[])"))
-                .bind(&a)
-                .bind(&b)
-                .execute(&stack.pg)
-                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO {src} SELECT * FROM unnest($1::int4[], $2::text[])"
+            ))
+            .bind(&a)
+            .bind(&b)
+            .execute(&stack.pg)
+            .await?;
             v.iter()
-                .map(|(a, b)| format!("{:?}", vec![KeyValue::Int(i64::from(*a)), KeyValue::Text(b.clone())]))
+                .map(|(a, b)| {
+                    format!(
+                        "{:?}",
+                        vec![KeyValue::Int(i64::from(*a)), KeyValue::Text(b.clone())]
+                    )
+                })
                 .collect()
         }
     };
     let t = TableRef::parse(&src);
     let schema = source.describe(&t).await?;
-    let sample = source.sample_boundaries(&schema, &spec(rows_per_job)).await?;
+    let sample = source
+        .sample_boundaries(&schema, &spec(rows_per_job))
+        .await?;
     let ranges = KeyRange::tile(sample.boundaries);
     let seen = keys_by_range(source, &t, &ranges, page).await?;
     let dupes: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
@@ -114,7 +150,11 @@ async fn check_cover(stack: &TestStack, source: &PgSource, n: usize, keys: &Keys
     let got: Vec<String> = seen.into_keys().collect();
     assert_eq!(got, want, "ranges {ranges:?}");
     if !expected.is_empty() && rows_per_job < expected.len() as u64 {
-        assert!(ranges.len() > 1, "{} keys, {rows_per_job} per job, one range", expected.len());
+        assert!(
+            ranges.len() > 1,
+            "{} keys, {rows_per_job} per job, one range",
+            expected.len()
+        );
     }
     Ok(())
 }
@@ -130,11 +170,14 @@ fn planned_ranges_cover_every_key_exactly_once() -> Result<()> {
     });
     // Each case (and each shrinking step) gets its own table.
     let n = std::sync::atomic::AtomicUsize::new(0);
-    let result = runner.run(&(key_sets(), 1u64..40, 1u32..9), |(keys, rows_per_job, page)| {
-        let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        rt.block_on(check_cover(&stack, &source, n, &keys, rows_per_job, page))
-            .map_err(|e| TestCaseError::fail(format!("{e:#}")))
-    });
+    let result = runner.run(
+        &(key_sets(), 1u64..40, 1u32..9),
+        |(keys, rows_per_job, page)| {
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.block_on(check_cover(&stack, &source, n, &keys, rows_per_job, page))
+                .map_err(|e| TestCaseError::fail(format!("{e:#}")))
+        },
+    );
     rt.block_on(stack.cleanup())?;
     result.map_err(|e| anyhow::anyhow!("{e}"))
 }
@@ -203,10 +246,24 @@ async fn plan_reports_problems_and_produce_refuses() -> Result<()> {
     let problems = plan.problems();
     assert_eq!(problems.len(), 4, "{problems:#?}");
     let has = |needle: &str| problems.iter().any(|p| p.contains(needle));
-    assert!(has(&format!("table {nokey} has no usable key")), "{problems:#?}");
-    assert!(has(&format!("table {floatkey}: key column x has type double precision")), "{problems:#?}");
-    assert!(has(&format!("table {missing} does not exist")), "{problems:#?}");
-    assert!(has("names column user_id, which the table does not have"), "{problems:#?}");
+    assert!(
+        has(&format!("table {nokey} has no usable key")),
+        "{problems:#?}"
+    );
+    assert!(
+        has(&format!(
+            "table {floatkey}: key column x has type double precision"
+        )),
+        "{problems:#?}"
+    );
+    assert!(
+        has(&format!("table {missing} does not exist")),
+        "{problems:#?}"
+    );
+    assert!(
+        has("names column user_id, which the table does not have"),
+        "{problems:#?}"
+    );
     assert_eq!(plan.tables[0].jobs.len(), 1);
     assert!(plan.tables[0].problems.is_empty());
 
