@@ -46,4 +46,4 @@ cat "$RUN_DIR"/worker-*.out
 secs=$(python3 -c "print(round($end - $start, 2))")
 echo
 echo "== demo run $run: $WORKERS workers =="
-"$BIN" verify --elapsed-secs "$secs"
+"$BIN" verify --counts --elapsed-secs "$secs"

@@ -6,7 +6,7 @@
 //! source URL carries a password) are wrapped in [`Secret`], which never
 //! prints its content.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
@@ -264,25 +264,197 @@ pub struct TableConfig {
     pub partition_key: KeyAttribute,
     #[serde(default)]
     pub sort_key: Option<KeyAttribute>,
+    /// Columns to copy (default: all). Key and version columns are read anyway.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
+    /// Columns never copied.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Attribute names that differ from column names: `{ column = "attribute" }`.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Per-column form overrides: `{ column = "string" | "number" | "json" }`.
+    #[serde(default)]
+    pub types: BTreeMap<String, TypeOverride>,
+    /// What a SQL NULL becomes.
+    #[serde(default)]
+    pub nulls: NullPolicy,
+    /// What a value without a DynamoDB form (NaN, Infinity, a number of more
+    /// than 38 significant digits or out of range) becomes.
+    #[serde(default)]
+    pub unrepresentable: Unrepresentable,
+    /// A column (e.g. `updated_at`, `version`) that makes writes conditional:
+    /// an item whose version attribute is newer or equal is never overwritten.
+    #[serde(default)]
+    pub version_column: Option<String>,
 }
 
-/// A DynamoDB key attribute built from one or more source columns.
+/// A per-column override of the DynamoDB form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeOverride {
+    /// S: the value's text form (jsonb as its JSON text, numeric as its digits).
+    String,
+    /// N: the value must be a DynamoDB number.
+    Number,
+    /// M / L: the value's text must be JSON.
+    Json,
+}
+
+/// What a SQL NULL becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NullPolicy {
+    /// The attribute is left out of the item.
+    #[default]
+    Omit,
+    /// The attribute is stored as `{"NULL": true}`.
+    Null,
+}
+
+/// What a value without a DynamoDB form becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unrepresentable {
+    /// The job fails, naming table, key and column.
+    #[default]
+    Fail,
+    /// The value is stored as S of its exact text form.
+    String,
+}
+
+/// A DynamoDB key attribute built from one or more source columns, or from
+/// a template such as `USER#{user_id}` (single-table designs).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAttribute {
     /// Source columns; several are joined with `#` into a string.
+    #[serde(default)]
     pub columns: Vec<String>,
+    /// A template: `{column}` is replaced by the column's value, `{{` and `}}` are braces.
+    #[serde(default)]
+    pub template: Option<String>,
     /// Attribute name in DynamoDB; defaults to the column's name when there is one column.
     #[serde(default)]
     pub attribute: Option<String>,
 }
 
+/// A parsed key template: literal text and column placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Column(String),
+}
+
+/// Parses `USER#{user_id}` into parts; `{{` and `}}` are literal braces.
+pub fn parse_template(t: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                lit.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                lit.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("`{t}`: unclosed `{{`")),
+                    }
+                }
+                if name.is_empty() {
+                    return Err(format!("`{t}`: empty `{{}}`"));
+                }
+                if !lit.is_empty() {
+                    parts.push(TemplatePart::Literal(std::mem::take(&mut lit)));
+                }
+                parts.push(TemplatePart::Column(name));
+            }
+            '}' => return Err(format!("`{t}`: unmatched `}}` (write `}}}}` for a brace)")),
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(TemplatePart::Literal(lit));
+    }
+    Ok(parts)
+}
+
+fn template_columns(t: &str) -> Result<Vec<String>, String> {
+    Ok(parse_template(t)?
+        .into_iter()
+        .filter_map(|p| match p {
+            TemplatePart::Column(c) => Some(c),
+            TemplatePart::Literal(_) => None,
+        })
+        .collect())
+}
+
 impl KeyAttribute {
+    /// The source columns the attribute is built from, templates included.
+    pub fn source_columns(&self) -> Vec<String> {
+        match &self.template {
+            Some(t) => template_columns(t).unwrap_or_default(),
+            None => self.columns.clone(),
+        }
+    }
+
     /// The attribute name in DynamoDB (validated to exist by [`BackfillConfig::validate`]).
     pub fn attribute_name(&self) -> &str {
         match &self.attribute {
             Some(a) => a,
             None => self.columns.first().map(String::as_str).unwrap_or(""),
+        }
+    }
+}
+
+impl TableConfig {
+    /// A table copied whole, keyed by `partition_key`, every option at its default.
+    pub fn new(
+        source: impl Into<String>,
+        target: impl Into<String>,
+        partition_key: KeyAttribute,
+    ) -> Self {
+        TableConfig {
+            source: source.into(),
+            target: target.into(),
+            partition_key,
+            sort_key: None,
+            include: None,
+            exclude: Vec::new(),
+            rename: BTreeMap::new(),
+            types: BTreeMap::new(),
+            nulls: NullPolicy::default(),
+            unrepresentable: Unrepresentable::default(),
+            version_column: None,
+        }
+    }
+}
+
+impl KeyAttribute {
+    /// A key from columns (joined with `#` when several), named `attribute` or after its one column.
+    pub fn columns(columns: &[&str], attribute: Option<&str>) -> Self {
+        KeyAttribute {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            template: None,
+            attribute: attribute.map(str::to_string),
+        }
+    }
+
+    /// A key from a template such as `USER#{user_id}`.
+    pub fn template(template: &str, attribute: &str) -> Self {
+        KeyAttribute {
+            columns: Vec::new(),
+            template: Some(template.to_string()),
+            attribute: Some(attribute.to_string()),
         }
     }
 }
@@ -430,6 +602,26 @@ impl BackfillConfig {
                 ));
             }
             check_table_name(&at("target"), &t.target)?;
+            if let Some(inc) = &t.include {
+                if let Some(c) = inc.iter().find(|c| t.exclude.contains(c)) {
+                    return Err(invalid(
+                        at("exclude"),
+                        format!("column {c} is also in `include`"),
+                    ));
+                }
+            }
+            let mut attrs = HashSet::new();
+            for a in t.rename.values() {
+                if a.is_empty() {
+                    return Err(invalid(at("rename"), "an attribute name is empty"));
+                }
+                if !attrs.insert(a) {
+                    return Err(invalid(
+                        at("rename"),
+                        format!("two columns are renamed to {a}"),
+                    ));
+                }
+            }
             check_key(&at("partition_key"), &t.partition_key)?;
             if let Some(sk) = &t.sort_key {
                 check_key(&at("sort_key"), sk)?;

@@ -226,6 +226,95 @@ impl DynamoSink {
         }
     }
 
+    /// Reads items back by key (BatchGetItem, 100 keys a request, strongly
+    /// consistent), resending unprocessed keys with backoff until every key
+    /// is answered. Returns the items found; a key with no item is absent.
+    pub async fn get_items(&self, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, SinkError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| SinkError::Service {
+                    table: table.to_string(),
+                    op: "BatchGetItem",
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                match self
+                    .client
+                    .batch_get_item()
+                    .request_items(table, pending.clone())
+                    .send()
+                    .await
+                {
+                    Ok(resp) => {
+                        if let Some(mut r) = resp.responses {
+                            found.extend(r.remove(table).unwrap_or_default());
+                        }
+                        match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                            Some(left) if !left.keys().is_empty() => pending = left,
+                            _ => break,
+                        }
+                    }
+                    Err(e) => {
+                        if !is_retryable(&e) || attempt >= self.retry.max_attempts {
+                            return Err(service_error(table, "BatchGetItem", &e));
+                        }
+                    }
+                }
+                if attempt >= self.retry.max_attempts {
+                    return Err(SinkError::Unprocessed {
+                        table: table.to_string(),
+                        remaining: pending.keys().len(),
+                        attempts: attempt,
+                    });
+                }
+                tokio::time::sleep(backoff_delay(
+                    attempt - 1,
+                    self.retry.base_delay,
+                    self.retry.max_delay,
+                ))
+                .await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page of a table's items (a `Scan` page), from `start`; returns the
+    /// items and where the next page starts (`None` at the end).
+    pub async fn scan_page(
+        &self,
+        table: &str,
+        start: Option<Item>,
+        projection: Option<&[&str]>,
+    ) -> Result<(Vec<Item>, Option<Item>), SinkError> {
+        let mut req = self
+            .client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start);
+        if let Some(attrs) = projection {
+            let names: Vec<String> = (0..attrs.len()).map(|i| format!("#p{i}")).collect();
+            req = req.projection_expression(names.join(", "));
+            for (n, a) in names.iter().zip(attrs) {
+                req = req.expression_attribute_names(n, *a);
+            }
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| service_error(table, "Scan", &e))?;
+        let next = resp.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((resp.items.unwrap_or_default(), next))
+    }
+
     /// Items in a table, by a paginated `Scan` with `Select=COUNT`. For
     /// verification of small and demo tables; it reads the whole table.
     pub async fn count_items(&self, table: &str) -> Result<u64, SinkError> {

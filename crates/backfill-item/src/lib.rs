@@ -9,13 +9,19 @@
 //! emulator (which may be laxer): numbers ([`number`]), key attributes
 //! (non-empty, 2,048 bytes for a partition key, 1,024 for a sort key).
 
+pub mod compare;
+pub mod fidelity;
 pub mod number;
+pub mod size;
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
-use backfill_config::{KeyAttribute, TableConfig};
+use backfill_config::{
+    parse_template, KeyAttribute, NullPolicy, TableConfig, TemplatePart, TypeOverride,
+    Unrepresentable,
+};
 use backfill_job::display_key;
 use backfill_source::{ColumnKind, SourceRow, TableSchema, Value};
 
@@ -41,13 +47,37 @@ pub enum MapError {
     Table { table: String, reason: String },
 }
 
-/// A key attribute of the target and the source columns it is built from.
+/// Where a key attribute's value comes from.
+#[derive(Debug, Clone)]
+enum KeySource {
+    /// One column (keeps its type) or several joined with `#`.
+    Columns(Vec<usize>),
+    /// Literal text and columns, e.g. `USER#{user_id}`.
+    Template(Vec<Part>),
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Literal(String),
+    Column(usize),
+}
+
+/// A key attribute of the target and how it is built from the row.
 #[derive(Debug, Clone)]
 pub struct KeyPlan {
     pub attribute: String,
-    pub columns: Vec<usize>,
     pub attribute_type: ScalarAttributeType,
+    source: KeySource,
     max_bytes: usize,
+}
+
+/// A copied column: where it is in the row and what it becomes.
+#[derive(Debug, Clone)]
+struct ColumnPlan {
+    index: usize,
+    column: String,
+    attribute: String,
+    form: Option<TypeOverride>,
 }
 
 /// Maps the rows of one table to items of its target.
@@ -55,58 +85,144 @@ pub struct KeyPlan {
 pub struct ItemMapper {
     table: String,
     column_names: Vec<String>,
+    columns: Vec<ColumnPlan>,
     partition: KeyPlan,
     sort: Option<KeyPlan>,
+    nulls: NullPolicy,
+    unrepresentable: Unrepresentable,
+    version: Option<(usize, String)>,
 }
 
 impl ItemMapper {
-    /// Checks the key mapping against the table as it is and builds the mapper.
+    /// Checks the mapping (key, include, exclude, rename, types, version
+    /// column) against the table as it is and builds the mapper.
     pub fn new(cfg: &TableConfig, schema: &TableSchema) -> Result<Self, MapError> {
         let table = schema.table.to_string();
-        let plan = |k: &KeyAttribute, max_bytes: usize| -> Result<KeyPlan, MapError> {
-            let columns = k
+        let table_err = |reason: String| MapError::Table {
+            table: table.clone(),
+            reason,
+        };
+        let position = |name: &str, what: &str| {
+            schema
                 .columns
                 .iter()
-                .map(|name| {
-                    schema
+                .position(|c| c.name == name)
+                .ok_or_else(|| {
+                    table_err(format!(
+                        "{what} names column {name}, which the table does not have"
+                    ))
+                })
+        };
+        let plan = |k: &KeyAttribute, max_bytes: usize| -> Result<KeyPlan, MapError> {
+            let what = format!("key attribute {}", k.attribute_name());
+            let (source, attribute_type) = match &k.template {
+                Some(t) => {
+                    let parts = parse_template(t)
+                        .map_err(|e| table_err(format!("{what}: {e}")))?
+                        .into_iter()
+                        .map(|p| match p {
+                            TemplatePart::Literal(l) => Ok(Part::Literal(l)),
+                            TemplatePart::Column(c) => position(&c, &what).map(Part::Column),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (KeySource::Template(parts), ScalarAttributeType::S)
+                }
+                None => {
+                    let cols = k
                         .columns
                         .iter()
-                        .position(|c| &c.name == name)
-                        .ok_or_else(|| MapError::Table {
-                            table: table.clone(),
-                            reason: format!("key attribute {} names column {name}, which the table does not have", k.attribute_name()),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let attribute_type = if columns.len() == 1 {
-                match schema.columns[columns[0]].kind {
-                    ColumnKind::Int2
-                    | ColumnKind::Int4
-                    | ColumnKind::Int8
-                    | ColumnKind::Numeric
-                    | ColumnKind::Float4
-                    | ColumnKind::Float8 => ScalarAttributeType::N,
-                    ColumnKind::Bytea => ScalarAttributeType::B,
-                    _ => ScalarAttributeType::S,
+                        .map(|c| position(c, &what))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let ty = match cols.as_slice() {
+                        [one] => match schema.columns[*one].kind {
+                            ColumnKind::Int2
+                            | ColumnKind::Int4
+                            | ColumnKind::Int8
+                            | ColumnKind::Numeric
+                            | ColumnKind::Float4
+                            | ColumnKind::Float8
+                            | ColumnKind::Money => ScalarAttributeType::N,
+                            ColumnKind::Bytea => ScalarAttributeType::B,
+                            _ => ScalarAttributeType::S,
+                        },
+                        _ => ScalarAttributeType::S,
+                    };
+                    (KeySource::Columns(cols), ty)
                 }
-            } else {
-                ScalarAttributeType::S
             };
             Ok(KeyPlan {
                 attribute: k.attribute_name().to_string(),
-                columns,
                 attribute_type,
+                source,
                 max_bytes,
             })
         };
+        let partition = plan(&cfg.partition_key, MAX_PARTITION_KEY_BYTES)?;
+        let sort = cfg
+            .sort_key
+            .as_ref()
+            .map(|k| plan(k, MAX_SORT_KEY_BYTES))
+            .transpose()?;
+
+        for c in cfg.include.iter().flatten() {
+            position(c, "`include`")?;
+        }
+        for c in &cfg.exclude {
+            position(c, "`exclude`")?;
+        }
+        for c in cfg.rename.keys() {
+            position(c, "`rename`")?;
+        }
+        for c in cfg.types.keys() {
+            position(c, "`types`")?;
+        }
+        let version = cfg
+            .version_column
+            .as_ref()
+            .map(|v| {
+                let i = position(v, "`version_column`")?;
+                Ok::<_, MapError>((i, cfg.rename.get(v).cloned().unwrap_or_else(|| v.clone())))
+            })
+            .transpose()?;
+        let key_attrs: Vec<&str> = std::iter::once(&partition)
+            .chain(sort.as_ref())
+            .map(|k| k.attribute.as_str())
+            .collect();
+        let mut columns = Vec::new();
+        for (index, c) in schema.columns.iter().enumerate() {
+            let included = cfg.include.as_ref().is_none_or(|inc| inc.contains(&c.name))
+                || version.as_ref().is_some_and(|(v, _)| *v == index);
+            if !included || cfg.exclude.contains(&c.name) {
+                continue;
+            }
+            let attribute = cfg
+                .rename
+                .get(&c.name)
+                .cloned()
+                .unwrap_or_else(|| c.name.clone());
+            if key_attrs.contains(&attribute.as_str())
+                && !is_plain_key_column(&partition, &sort, index, &attribute)
+            {
+                return Err(table_err(format!(
+                    "column {} would be stored as attribute {attribute}, which is a key attribute; rename or exclude it",
+                    c.name
+                )));
+            }
+            columns.push(ColumnPlan {
+                index,
+                column: c.name.clone(),
+                attribute,
+                form: cfg.types.get(&c.name).copied(),
+            });
+        }
         Ok(ItemMapper {
-            partition: plan(&cfg.partition_key, MAX_PARTITION_KEY_BYTES)?,
-            sort: cfg
-                .sort_key
-                .as_ref()
-                .map(|k| plan(k, MAX_SORT_KEY_BYTES))
-                .transpose()?,
+            partition,
+            sort,
             column_names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            columns,
+            nulls: cfg.nulls,
+            unrepresentable: cfg.unrepresentable,
+            version,
             table,
         })
     }
@@ -121,8 +237,18 @@ impl ItemMapper {
         self.sort.as_ref()
     }
 
-    /// The item a row becomes: every non-NULL column under its own name, and
-    /// the key attributes.
+    /// The attribute holding the version, when writes are conditional on it.
+    pub fn version_attribute(&self) -> Option<&str> {
+        self.version.as_ref().map(|(_, a)| a.as_str())
+    }
+
+    /// Names of the attributes copied columns become (keys excluded).
+    pub fn column_attributes(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|c| c.attribute.as_str())
+    }
+
+    /// The item a row becomes: copied columns under their attribute names
+    /// (NULL per the NULL policy), and the key attributes.
     pub fn map_row(&self, row: &SourceRow) -> Result<Item, MapError> {
         let row_err = |column: &str, reason: String| MapError::Row {
             table: self.table.clone(),
@@ -130,10 +256,14 @@ impl ItemMapper {
             column: column.to_string(),
             reason,
         };
-        let mut item = Item::with_capacity(self.column_names.len() + 2);
-        for (name, value) in self.column_names.iter().zip(&row.values) {
-            if let Some(av) = to_attribute(value).map_err(|r| row_err(name, r))? {
-                item.insert(name.clone(), av);
+        let mut item = Item::with_capacity(self.columns.len() + 2);
+        for plan in &self.columns {
+            let value = row.values.get(plan.index).unwrap_or(&Value::Null);
+            if let Some(av) = self
+                .column_attribute(plan, value)
+                .map_err(|r| row_err(&plan.column, r))?
+            {
+                item.insert(plan.attribute.clone(), av);
             }
         }
         for plan in std::iter::once(&self.partition).chain(self.sort.as_ref()) {
@@ -143,6 +273,43 @@ impl ItemMapper {
             item.insert(plan.attribute.clone(), av);
         }
         Ok(item)
+    }
+
+    fn column_attribute(
+        &self,
+        plan: &ColumnPlan,
+        v: &Value,
+    ) -> Result<Option<AttributeValue>, String> {
+        if matches!(v, Value::Null) {
+            return Ok(match self.nulls {
+                NullPolicy::Omit => None,
+                NullPolicy::Null => Some(AttributeValue::Null(true)),
+            });
+        }
+        let fallback = self.unrepresentable;
+        Ok(Some(match plan.form {
+            Some(TypeOverride::String) => AttributeValue::S(text_form(v)),
+            Some(TypeOverride::Number) => AttributeValue::N(
+                number::to_dynamo_number(&text_form(v)).map_err(|e| e.to_string())?,
+            ),
+            Some(TypeOverride::Json) => {
+                let j = match v {
+                    Value::Json(j) => j.clone(),
+                    other => serde_json::from_str(&text_form(other))
+                        .map_err(|e| format!("is not JSON: {e}"))?,
+                };
+                json_to_attribute(&j, fallback)?
+            }
+            None => match v {
+                Value::Null => return Ok(None),
+                Value::Int(i) => AttributeValue::N(i.to_string()),
+                Value::Number(s) => number_attribute(s, fallback)?,
+                Value::Bool(b) => AttributeValue::Bool(*b),
+                Value::Text(s) => AttributeValue::S(s.clone()),
+                Value::Bytes(b) => AttributeValue::B(Blob::new(b.clone())),
+                Value::Json(j) => json_to_attribute(j, fallback)?,
+            },
+        }))
     }
 
     /// The key attributes of an item (for reads and deletes).
@@ -161,12 +328,6 @@ impl ItemMapper {
         plan: &KeyPlan,
         row: &SourceRow,
     ) -> Result<AttributeValue, (String, String)> {
-        let names: Vec<&str> = plan
-            .columns
-            .iter()
-            .map(|&i| self.column_names[i].as_str())
-            .collect();
-        let col_label = names.join(", ");
         let value_of = |i: usize| -> Result<&Value, (String, String)> {
             match row.values.get(i) {
                 Some(Value::Null) | None => Err((
@@ -176,25 +337,48 @@ impl ItemMapper {
                 Some(v) => Ok(v),
             }
         };
-        let av = if plan.columns.len() == 1 {
-            let v = value_of(plan.columns[0])?;
-            match (&plan.attribute_type, v) {
-                (ScalarAttributeType::N, Value::Int(i)) => AttributeValue::N(i.to_string()),
-                (ScalarAttributeType::N, Value::Number(s)) => AttributeValue::N(
-                    number::to_dynamo_number(s).map_err(|e| (col_label.clone(), e.to_string()))?,
-                ),
-                (ScalarAttributeType::B, Value::Bytes(b)) => {
-                    AttributeValue::B(Blob::new(b.clone()))
-                }
-                (_, v) => AttributeValue::S(key_text(v)),
+        let (av, col_label) = match &plan.source {
+            KeySource::Columns(cols) if cols.len() == 1 => {
+                let label = self.column_names[cols[0]].clone();
+                let v = value_of(cols[0])?;
+                let av = match (&plan.attribute_type, v) {
+                    (ScalarAttributeType::N, Value::Int(i)) => AttributeValue::N(i.to_string()),
+                    (ScalarAttributeType::N, Value::Number(s)) => AttributeValue::N(
+                        number::to_dynamo_number(s).map_err(|e| (label.clone(), e.to_string()))?,
+                    ),
+                    (ScalarAttributeType::B, Value::Bytes(b)) => {
+                        AttributeValue::B(Blob::new(b.clone()))
+                    }
+                    (_, v) => AttributeValue::S(text_form(v)),
+                };
+                (av, label)
             }
-        } else {
-            let parts = plan
-                .columns
-                .iter()
-                .map(|&i| value_of(i).map(key_text))
-                .collect::<Result<Vec<_>, _>>()?;
-            AttributeValue::S(parts.join("#"))
+            KeySource::Columns(cols) => {
+                let parts = cols
+                    .iter()
+                    .map(|&i| value_of(i).map(text_form))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let label = cols
+                    .iter()
+                    .map(|&i| self.column_names[i].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (AttributeValue::S(parts.join("#")), label)
+            }
+            KeySource::Template(parts) => {
+                let mut out = String::new();
+                let mut cols = Vec::new();
+                for p in parts {
+                    match p {
+                        Part::Literal(l) => out.push_str(l),
+                        Part::Column(i) => {
+                            out.push_str(&text_form(value_of(*i)?));
+                            cols.push(self.column_names[*i].as_str());
+                        }
+                    }
+                }
+                (AttributeValue::S(out), cols.join(", "))
+            }
         };
         let len = match &av {
             AttributeValue::S(s) => s.len(),
@@ -224,49 +408,70 @@ impl ItemMapper {
     }
 }
 
-/// The text a value contributes to a string key.
-fn key_text(v: &Value) -> String {
+/// A column stored under a key attribute's name is fine only when it is
+/// that key's own single column (its value is the key's value).
+fn is_plain_key_column(
+    partition: &KeyPlan,
+    sort: &Option<KeyPlan>,
+    index: usize,
+    attribute: &str,
+) -> bool {
+    std::iter::once(partition).chain(sort.as_ref()).any(|k| {
+        k.attribute == attribute
+            && matches!(&k.source, KeySource::Columns(c) if c.as_slice() == [index])
+    })
+}
+
+/// The text form of a value: what it contributes to a string key or a
+/// `string` override (Postgres' own text form; bytea as `\x` hex).
+pub fn text_form(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
         Value::Int(i) => i.to_string(),
         Value::Number(s) | Value::Text(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
-        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        Value::Bytes(b) => {
+            let mut s = String::with_capacity(2 + b.len() * 2);
+            s.push_str("\\x");
+            for x in b {
+                s.push_str(&format!("{x:02x}"));
+            }
+            s
+        }
         Value::Json(j) => j.to_string(),
     }
 }
 
-/// The attribute a column value becomes; `None` for NULL (the attribute is omitted).
-pub fn to_attribute(v: &Value) -> Result<Option<AttributeValue>, String> {
-    Ok(Some(match v {
-        Value::Null => return Ok(None),
-        Value::Int(i) => AttributeValue::N(i.to_string()),
-        Value::Number(s) => {
-            AttributeValue::N(number::to_dynamo_number(s).map_err(|e| e.to_string())?)
-        }
-        Value::Bool(b) => AttributeValue::Bool(*b),
-        Value::Text(s) => AttributeValue::S(s.clone()),
-        Value::Bytes(b) => AttributeValue::B(Blob::new(b.clone())),
-        Value::Json(j) => json_to_attribute(j)?,
-    }))
+fn number_attribute(text: &str, fallback: Unrepresentable) -> Result<AttributeValue, String> {
+    match number::to_dynamo_number(text) {
+        Ok(n) => Ok(AttributeValue::N(n)),
+        Err(_) if fallback == Unrepresentable::String => Ok(AttributeValue::S(text.to_string())),
+        Err(e) => Err(format!(
+            "{e} (set `unrepresentable = \"string\"` or a `types` override to store it as text)"
+        )),
+    }
 }
 
-/// JSON to DynamoDB: objects to M, arrays to L, numbers to N (exact digits).
-pub fn json_to_attribute(j: &serde_json::Value) -> Result<AttributeValue, String> {
+/// JSON to DynamoDB: objects to M, arrays to L, numbers to N with their
+/// exact digits, strings to S, null to NULL.
+pub fn json_to_attribute(
+    j: &serde_json::Value,
+    fallback: Unrepresentable,
+) -> Result<AttributeValue, String> {
     use serde_json::Value as J;
     Ok(match j {
         J::Null => AttributeValue::Null(true),
         J::Bool(b) => AttributeValue::Bool(*b),
-        J::Number(n) => {
-            AttributeValue::N(number::to_dynamo_number(&n.to_string()).map_err(|e| e.to_string())?)
-        }
+        J::Number(n) => number_attribute(&n.to_string(), fallback)?,
         J::String(s) => AttributeValue::S(s.clone()),
-        J::Array(a) => {
-            AttributeValue::L(a.iter().map(json_to_attribute).collect::<Result<_, _>>()?)
-        }
+        J::Array(a) => AttributeValue::L(
+            a.iter()
+                .map(|x| json_to_attribute(x, fallback))
+                .collect::<Result<_, _>>()?,
+        ),
         J::Object(o) => AttributeValue::M(
             o.iter()
-                .map(|(k, v)| Ok((k.clone(), json_to_attribute(v)?)))
+                .map(|(k, v)| Ok((k.clone(), json_to_attribute(v, fallback)?)))
                 .collect::<Result<_, String>>()?,
         ),
     })

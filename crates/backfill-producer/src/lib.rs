@@ -40,6 +40,8 @@ pub struct TablePlan {
     pub jobs: Vec<JobMessage>,
     /// What stops this table from being copied, each naming table and column.
     pub problems: Vec<String>,
+    /// Columns whose values may not all have a faithful form, and what happens to them.
+    pub notes: Vec<String>,
 }
 
 /// The plan of a run: every table's jobs.
@@ -99,6 +101,7 @@ pub async fn plan(
             sample_percent: 0.0,
             jobs: Vec::new(),
             problems: Vec::new(),
+            notes: Vec::new(),
         };
         let schema = match source.describe(&TableRef::parse(&t.source)).await {
             Ok(s) => s,
@@ -113,17 +116,10 @@ pub async fn plan(
         if let Err(e) = schema.check_key_types() {
             tp.problems.push(e.to_string());
         }
-        for key in std::iter::once(&t.partition_key).chain(t.sort_key.as_ref()) {
-            for col in &key.columns {
-                if schema.column(col).is_none() {
-                    tp.problems.push(format!(
-                        "table {}: key attribute {} names column {col}, which the table does not have",
-                        t.source,
-                        key.attribute_name()
-                    ));
-                }
-            }
+        if let Err(e) = backfill_item::ItemMapper::new(t, &schema) {
+            tp.problems.push(e.to_string());
         }
+        tp.notes = backfill_item::fidelity::fidelity_notes(t, &schema);
         if tp.problems.is_empty() {
             let sample = source.sample_boundaries(&schema, &spec).await?;
             tp.estimated_rows = sample.estimated_rows;

@@ -122,13 +122,27 @@ fn decode_key(
     })
 }
 
+/// The expression a column is selected with: each type read in the form
+/// that keeps it exactly (docs/TYPES.md lists them).
 fn value_expr(c: &ColumnSchema) -> String {
     let q = quote_ident(&c.name);
     match c.kind {
         ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => format!("{q}::int8"),
         ColumnKind::Bool | ColumnKind::Bytea => q,
-        // to_json gives ISO 8601 with a 'T'; the session's zone is UTC.
-        ColumnKind::Timestamp | ColumnKind::TimestampTz => format!("to_json({q}) #>> '{{}}'"),
+        // The exact amount, without the locale's currency formatting.
+        ColumnKind::Money => format!("{q}::numeric::text"),
+        // to_json gives ISO 8601 (a 'T', the session's zone UTC as +00:00)
+        // and keeps char(n) padding, which a cast to text would strip.
+        ColumnKind::Timestamp
+        | ColumnKind::TimestampTz
+        | ColumnKind::Date
+        | ColumnKind::Time
+        | ColumnKind::Interval
+        | ColumnKind::Char => format!("to_json({q}) #>> '{{}}'"),
+        // A time with zone is normalised to UTC like timestamps are.
+        ColumnKind::TimeTz => format!("to_json({q} AT TIME ZONE 'UTC') #>> '{{}}'"),
+        // Arrays become JSON (nested for several dimensions, null elements kept).
+        ColumnKind::Array(_) => format!("to_json({q})::text"),
         _ => format!("{q}::text"),
     }
 }
@@ -158,11 +172,11 @@ fn decode_value(
             .try_get::<Option<Vec<u8>>, _>(idx)
             .map_err(e)?
             .map(Value::Bytes),
-        ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 => row
+        ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 | ColumnKind::Money => row
             .try_get::<Option<String>, _>(idx)
             .map_err(e)?
             .map(Value::Number),
-        ColumnKind::Json | ColumnKind::Jsonb => {
+        ColumnKind::Json | ColumnKind::Jsonb | ColumnKind::Array(_) => {
             match row.try_get::<Option<String>, _>(idx).map_err(e)? {
                 None => None,
                 Some(text) => Some(Value::Json(
@@ -176,6 +190,33 @@ fn decode_value(
             .map(Value::Text),
     }
     .unwrap_or(Value::Null))
+}
+
+/// The select list every row read uses: key columns (as key values), then
+/// every column in its faithful form. [`decode_row`] reads it back.
+fn select_list(schema: &TableSchema) -> String {
+    schema
+        .key_columns()
+        .map(key_text_expr)
+        .chain(schema.columns.iter().map(value_expr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn decode_row(schema: &TableSchema, table: &str, row: &PgRow) -> Result<SourceRow, SourceError> {
+    let nkey = schema.key.len();
+    let key = schema
+        .key_columns()
+        .enumerate()
+        .map(|(i, c)| decode_key(row, i, c, table))
+        .collect::<Result<KeyTuple, _>>()?;
+    let values = schema
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| decode_value(row, nkey + i, c, table))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SourceRow { key, values })
 }
 
 /// The SQL of the pages of one range, built once per job.
@@ -285,23 +326,68 @@ impl PgSource {
                 table: query.table.clone(),
                 source,
             })?;
-        let table = query.table.as_str();
-        let nkey = schema.key.len();
         rows.iter()
-            .map(|row| {
-                let key = schema
-                    .key_columns()
-                    .enumerate()
-                    .map(|(i, c)| decode_key(row, i, c, table))
-                    .collect::<Result<KeyTuple, _>>()?;
-                let values = schema
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| decode_value(row, nkey + i, c, table))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(SourceRow { key, values })
+            .map(|row| decode_row(schema, &query.table, row))
+            .collect()
+    }
+
+    /// The row with exactly this key, if it exists now.
+    pub async fn read_key(
+        &self,
+        schema: &TableSchema,
+        key: &KeyTuple,
+    ) -> Result<Option<SourceRow>, SourceError> {
+        let q = PageQuery::new(
+            schema,
+            &KeyRange {
+                lo: Some(key.clone()),
+                hi: None,
+            },
+        );
+        let rows = self.read_page(schema, &q, None, 1).await?;
+        Ok(rows.into_iter().next().filter(|r| &r.key == key))
+    }
+
+    /// Rows for an audit: a Bernoulli sample of `percent` of the rows, and/or
+    /// the rows whose `since.0` column is at least `since.1`; at most `limit`.
+    pub async fn read_audit(
+        &self,
+        schema: &TableSchema,
+        percent: Option<f64>,
+        since: Option<(&ColumnSchema, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let sample = percent
+            .map(|p| format!(" TABLESAMPLE BERNOULLI ({})", p.clamp(0.0, 100.0)))
+            .unwrap_or_default();
+        let where_ = since
+            .map(|(c, _)| {
+                format!(
+                    " WHERE {} >= CAST($1 AS {})",
+                    quote_ident(&c.name),
+                    c.pg_type
+                )
             })
+            .unwrap_or_default();
+        let sql = format!(
+            "SELECT {} FROM {}{sample}{where_} LIMIT {limit}",
+            select_list(schema),
+            schema.table.quoted()
+        );
+        let mut q = sqlx::query(&sql);
+        if let Some((_, v)) = since {
+            q = q.bind(v.to_string());
+        }
+        let table = schema.table.to_string();
+        let rows = q
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: table.clone(),
+                source,
+            })?;
+        rows.iter()
+            .map(|row| decode_row(schema, &table, row))
             .collect()
     }
 

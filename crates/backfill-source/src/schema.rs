@@ -60,12 +60,28 @@ pub enum ColumnKind {
     Json,
     Jsonb,
     Bytea,
-    /// Any other type, read in its text form.
+    /// char(n): read with its padding.
+    Char,
+    Money,
+    Time,
+    TimeTz,
+    Interval,
+    /// An enum type: its label.
+    Enum,
+    /// An array (any dimensions) of the given element kind.
+    Array(Box<ColumnKind>),
+    /// Any other type (inet, cidr, macaddr, xml, geometric, ranges, ...), read in its text form.
     Other,
 }
 
 impl ColumnKind {
-    fn from_type_name(typname: &str) -> Self {
+    fn from_catalog(typname: &str, typtype: &str, elem: Option<(&str, &str)>) -> Self {
+        if let Some((elem_name, elem_type)) = elem {
+            return ColumnKind::Array(Box::new(Self::from_catalog(elem_name, elem_type, None)));
+        }
+        if typtype == "e" {
+            return ColumnKind::Enum;
+        }
         match typname {
             "int2" => ColumnKind::Int2,
             "int4" => ColumnKind::Int4,
@@ -74,7 +90,12 @@ impl ColumnKind {
             "float4" => ColumnKind::Float4,
             "float8" => ColumnKind::Float8,
             "bool" => ColumnKind::Bool,
-            "text" | "varchar" | "bpchar" | "name" | "citext" => ColumnKind::Text,
+            "text" | "varchar" | "name" | "citext" => ColumnKind::Text,
+            "bpchar" => ColumnKind::Char,
+            "money" => ColumnKind::Money,
+            "time" => ColumnKind::Time,
+            "timetz" => ColumnKind::TimeTz,
+            "interval" => ColumnKind::Interval,
             "uuid" => ColumnKind::Uuid,
             "date" => ColumnKind::Date,
             "timestamp" => ColumnKind::Timestamp,
@@ -96,6 +117,7 @@ impl ColumnKind {
                 | ColumnKind::Int8
                 | ColumnKind::Numeric
                 | ColumnKind::Text
+                | ColumnKind::Char
                 | ColumnKind::Uuid
                 | ColumnKind::Date
                 | ColumnKind::Timestamp
@@ -112,6 +134,8 @@ pub struct ColumnSchema {
     pub pg_type: String,
     pub kind: ColumnKind,
     pub not_null: bool,
+    /// Declared precision of a numeric column (`None`: unconstrained or not numeric).
+    pub precision: Option<i32>,
 }
 
 /// What a worker and the producer know of a table.
@@ -214,8 +238,11 @@ impl PgSource {
 
         let columns: Vec<ColumnSchema> = sqlx::query(
             "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS pg_type, \
-                    t.typname::text AS typname, a.attnotnull AS not_null \
+                    t.typname::text AS typname, t.typtype::text AS typtype, a.attnotnull AS not_null, \
+                    e.typname::text AS elem_name, e.typtype::text AS elem_type, \
+                    information_schema._pg_numeric_precision(a.atttypid, a.atttypmod) AS precision \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_type e ON t.typcategory = 'A' AND e.oid = t.typelem \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
         )
@@ -224,11 +251,20 @@ impl PgSource {
         .await
         .map_err(q)?
         .iter()
-        .map(|r| ColumnSchema {
-            name: r.get("name"),
-            pg_type: r.get("pg_type"),
-            kind: ColumnKind::from_type_name(r.get::<&str, _>("typname")),
-            not_null: r.get("not_null"),
+        .map(|r| {
+            let elem_name: Option<&str> = r.get("elem_name");
+            let elem_type: Option<&str> = r.get("elem_type");
+            ColumnSchema {
+                name: r.get("name"),
+                pg_type: r.get("pg_type"),
+                kind: ColumnKind::from_catalog(
+                    r.get::<&str, _>("typname"),
+                    r.get::<&str, _>("typtype"),
+                    elem_name.zip(elem_type),
+                ),
+                not_null: r.get("not_null"),
+                precision: r.get::<Option<i32>, _>("precision"),
+            }
         })
         .collect();
 

@@ -268,19 +268,47 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         if let Some(sk) = &t.sort_key {
             out.push_str(&format!("sort_key = {}\n", key(sk)));
         }
+        let list = |v: &[String]| v.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ");
+        if let Some(inc) = &t.include {
+            out.push_str(&format!("include = [{}]\n", list(inc)));
+        }
+        out.push_str(&format!("exclude = [{}]\n", list(&t.exclude)));
+        let map = |m: Vec<(String, String)>| {
+            m.into_iter()
+                .map(|(k, v)| format!("{} = {}", q(&k), q(&v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "rename = {{ {} }}\n",
+            map(t.rename.clone().into_iter().collect())
+        ));
+        let types = t
+            .types
+            .iter()
+            .map(|(k, v)| (k.clone(), format!("{v:?}").to_lowercase()))
+            .collect();
+        out.push_str(&format!("types = {{ {} }}\n", map(types)));
+        out.push_str(&format!(
+            "nulls = {:?}\n",
+            format!("{:?}", t.nulls).to_lowercase()
+        ));
+        out.push_str(&format!(
+            "unrepresentable = {:?}\n",
+            format!("{:?}", t.unrepresentable).to_lowercase()
+        ));
+        if let Some(v) = &t.version_column {
+            out.push_str(&format!("version_column = {}\n", q(v)));
+        }
     }
     out
 }
 
-/// A table config keyed by one column.
+/// A table config keyed by one or more columns.
 pub fn table(source: String, target: String, pk: &[&str], pk_attr: Option<&str>) -> TableConfig {
-    TableConfig {
+    TableConfig::new(
         source,
         target,
-        partition_key: backfill_config::KeyAttribute {
-            columns: pk.iter().map(|s| s.to_string()).collect(),
-            attribute: pk_attr.map(str::to_string),
-        },
-        sort_key: None,
-    }
+        backfill_config::KeyAttribute::columns(pk, pk_attr),
+    )
 }

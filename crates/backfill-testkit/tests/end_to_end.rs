@@ -124,10 +124,7 @@ async fn composite_text_key_copies_with_sort_key() -> Result<()> {
         .create_target(&target, ("tenant", T::S), Some(("sku", T::S)))
         .await?;
     let mut t = table(src.clone(), target.clone(), &["tenant"], None);
-    t.sort_key = Some(backfill_config::KeyAttribute {
-        columns: vec!["sku".into()],
-        attribute: None,
-    });
+    t.sort_key = Some(backfill_config::KeyAttribute::columns(&["sku"], None));
     let mut cfg = stack.config(vec![t]);
     cfg.producer.rows_per_job = 200;
     cfg.worker.page_rows = 50;

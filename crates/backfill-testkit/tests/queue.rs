@@ -62,7 +62,10 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
     cfg.worker.page_rows = 20;
     cfg.worker.write_concurrency = 1;
     let job = JobMessage::new("run", &src, vec!["id".into()], KeyRange::all());
-    stack.queue().send_raw(&stack.queue_url, vec![job.to_body()]).await?;
+    stack
+        .queue()
+        .send_raw(&stack.queue_url, vec![job.to_body()])
+        .await?;
 
     let started = std::time::Instant::now();
     let mut handles = Vec::new();
@@ -75,7 +78,9 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
             stack.queue(),
             stack.control(),
         ));
-        handles.push(tokio::spawn(w.run(CancellationToken::new(), WorkOptions { until_idle: true })));
+        handles.push(tokio::spawn(
+            w.run(CancellationToken::new(), WorkOptions { until_idle: true }),
+        ));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let mut done = 0;
@@ -85,7 +90,10 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
         assert_eq!(s.jobs_duplicate, 0, "{s:?}");
         assert_eq!(s.jobs_released, 0, "{s:?}");
     }
-    assert!(started.elapsed() > Duration::from_secs(4), "the job was too short to need a heartbeat");
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "the job was too short to need a heartbeat"
+    );
     assert_eq!(done, 1);
     let rec = stack.control().jobs("run").await?;
     assert_eq!(rec[0].attempts, 1, "the job was taken twice");

@@ -1,0 +1,284 @@
+//! Comparing items the way DynamoDB means them, and an order-independent
+//! digest of a set of items.
+//!
+//! DynamoDB normalises numbers (`3.750` comes back as `3.75`), so numbers are
+//! compared by value; sets are compared without order; maps key by key. A
+//! difference names the attribute path and both sides.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use sha2::{Digest, Sha256};
+
+use crate::Item;
+
+/// One attribute that differs between what the row should produce and what DynamoDB holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeDiff {
+    /// `doc.items[2]`: the attribute and the path inside it.
+    pub path: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl fmt::Display for AttributeDiff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, found {}",
+            self.path, self.expected, self.actual
+        )
+    }
+}
+
+const ABSENT: &str = "(absent)";
+
+/// Every attribute that differs, in attribute order.
+pub fn diff_items(expected: &Item, actual: &Item) -> Vec<AttributeDiff> {
+    let mut out = Vec::new();
+    let names: std::collections::BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+    for name in names {
+        diff_value(name.clone(), expected.get(name), actual.get(name), &mut out);
+    }
+    out
+}
+
+fn diff_value(
+    path: String,
+    e: Option<&AttributeValue>,
+    a: Option<&AttributeValue>,
+    out: &mut Vec<AttributeDiff>,
+) {
+    use AttributeValue as A;
+    match (e, a) {
+        (Some(A::M(em)), Some(A::M(am))) => {
+            let keys: std::collections::BTreeSet<&String> = em.keys().chain(am.keys()).collect();
+            for k in keys {
+                diff_value(format!("{path}.{k}"), em.get(k), am.get(k), out);
+            }
+        }
+        (Some(A::L(el)), Some(A::L(al))) if el.len() == al.len() => {
+            for (i, (x, y)) in el.iter().zip(al).enumerate() {
+                diff_value(format!("{path}[{i}]"), Some(x), Some(y), out);
+            }
+        }
+        (e, a) => {
+            let ce = e.map(canonical);
+            let ca = a.map(canonical);
+            if ce != ca {
+                out.push(AttributeDiff {
+                    path,
+                    expected: ce.unwrap_or_else(|| ABSENT.into()),
+                    actual: ca.unwrap_or_else(|| ABSENT.into()),
+                });
+            }
+        }
+    }
+}
+
+/// A canonical text of a value: equal values (as DynamoDB compares them)
+/// give equal texts. Type tags keep `"1"` (S) apart from `1` (N).
+pub fn canonical(v: &AttributeValue) -> String {
+    use AttributeValue as A;
+    match v {
+        A::S(s) => format!("S:{s:?}"),
+        A::N(n) => format!("N:{}", canonical_number(n)),
+        A::B(b) => format!("B:{}", hex(b.as_ref())),
+        A::Bool(b) => format!("BOOL:{b}"),
+        A::Null(_) => "NULL".into(),
+        A::L(l) => format!(
+            "L[{}]",
+            l.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
+        A::M(m) => {
+            let sorted: BTreeMap<&String, String> =
+                m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+            format!("M{{{}}}", parts.join(","))
+        }
+        A::Ss(s) => {
+            let mut s: Vec<String> = s.iter().map(|x| format!("{x:?}")).collect();
+            s.sort();
+            format!("SS[{}]", s.join(","))
+        }
+        A::Ns(s) => {
+            let mut s: Vec<String> = s.iter().map(|x| canonical_number(x)).collect();
+            s.sort();
+            format!("NS[{}]", s.join(","))
+        }
+        A::Bs(s) => {
+            let mut s: Vec<String> = s.iter().map(|x| hex(x.as_ref())).collect();
+            s.sort();
+            format!("BS[{}]", s.join(","))
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A number's value as `[-]d.dddE<exp>` with no superfluous zeros (`0` for
+/// zero, whatever its sign); a text that is not a number is kept as it is.
+pub fn canonical_number(text: &str) -> String {
+    let t = text.trim();
+    let (neg, unsigned) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+        Some(i) => match unsigned[i + 1..].parse::<i64>() {
+            Ok(e) => (&unsigned[..i], e),
+            Err(_) => return t.to_string(),
+        },
+        None => (unsigned, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return t.to_string();
+    }
+    let digits: String = int_part.chars().chain(frac_part.chars()).collect();
+    let Some(first) = digits.find(|c| c != '0') else {
+        return "0".to_string();
+    };
+    let last = digits.rfind(|c| c != '0').unwrap_or(first);
+    let sig = &digits[first..=last];
+    let e = int_part.len() as i64 - 1 - first as i64 + exp;
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    out.push_str(&sig[..1]);
+    if sig.len() > 1 {
+        out.push('.');
+        out.push_str(&sig[1..]);
+    }
+    out.push_str(&format!("E{e}"));
+    out
+}
+
+/// An order-independent digest of a set of items: their count and the sum
+/// (mod 2^128) of a 128-bit hash of each item's canonical form. Adding the
+/// same items in any order gives the same digest; a missing, extra or
+/// changed item changes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ItemDigest {
+    pub count: u64,
+    pub sum: u128,
+}
+
+impl ItemDigest {
+    /// Adds one item. `columns` are the attributes copied columns become:
+    /// one that is absent is hashed as an explicit null marker, so a NULL
+    /// and a missing attribute are told apart from a present value.
+    pub fn add(&mut self, item: &Item, columns: &[&str]) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(item_hash(item, columns));
+    }
+
+    pub fn merge(&mut self, other: &ItemDigest) {
+        self.count += other.count;
+        self.sum = self.sum.wrapping_add(other.sum);
+    }
+
+    /// The sum as 32 hex digits, for storage.
+    pub fn sum_hex(&self) -> String {
+        format!("{:032x}", self.sum)
+    }
+}
+
+/// A 128-bit hash of an item's canonical form, null markers included.
+pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
+    let mut fields: BTreeMap<&str, String> = item
+        .iter()
+        .map(|(k, v)| (k.as_str(), canonical(v)))
+        .collect();
+    for c in columns {
+        fields
+            .entry(c)
+            .or_insert_with(|| "\u{0}NULL-MARKER".to_string());
+    }
+    let mut h = Sha256::new();
+    for (k, v) in fields {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v.as_bytes());
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    u128::from_be_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttributeValue as A;
+
+    #[test]
+    fn numbers_compare_by_value() {
+        assert_eq!(canonical_number("3.750"), canonical_number("3.75"));
+        assert_eq!(canonical_number("0375e-2"), canonical_number("3.75"));
+        assert_eq!(canonical_number("-0"), "0");
+        assert_eq!(canonical_number("100"), "1E2");
+        assert_ne!(canonical_number("100"), canonical_number("10"));
+        assert_ne!(canonical_number("-1"), canonical_number("1"));
+    }
+
+    #[test]
+    fn diffs_name_the_path() {
+        let e: Item = [
+            ("a".to_string(), A::N("1.50".into())),
+            (
+                "m".to_string(),
+                A::M([("x".to_string(), A::L(vec![A::S("p".into()), A::Null(true)]))].into()),
+            ),
+            ("gone".to_string(), A::Bool(true)),
+        ]
+        .into();
+        let mut a = e.clone();
+        a.insert("a".into(), A::N("1.5".into()));
+        assert!(diff_items(&e, &a).is_empty());
+        a.insert(
+            "m".into(),
+            A::M([("x".to_string(), A::L(vec![A::S("q".into()), A::Null(true)]))].into()),
+        );
+        a.remove("gone");
+        a.insert("extra".into(), A::S("".into()));
+        let d = diff_items(&e, &a);
+        let paths: Vec<&str> = d.iter().map(|x| x.path.as_str()).collect();
+        assert_eq!(paths, vec!["extra", "gone", "m.x[0]"]);
+        assert_eq!(d[1].actual, "(absent)");
+    }
+
+    #[test]
+    fn digest_is_order_independent_and_sees_nulls() {
+        let i1: Item = [("id".to_string(), A::N("1".into()))].into();
+        let i2: Item = [
+            ("id".to_string(), A::N("2".into())),
+            ("v".to_string(), A::S("x".into())),
+        ]
+        .into();
+        let mut d1 = ItemDigest::default();
+        d1.add(&i1, &["v"]);
+        d1.add(&i2, &["v"]);
+        let mut d2 = ItemDigest::default();
+        d2.add(&i2, &["v"]);
+        d2.add(&i1, &["v"]);
+        assert_eq!(d1, d2);
+        let with_null: Item = [
+            ("id".to_string(), A::N("1".into())),
+            ("v".to_string(), A::Null(true)),
+        ]
+        .into();
+        assert_ne!(item_hash(&i1, &["v"]), item_hash(&with_null, &["v"]));
+        assert_ne!(item_hash(&i1, &["v"]), item_hash(&i1, &[]));
+    }
+}

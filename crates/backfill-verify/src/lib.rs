@@ -1,0 +1,323 @@
+//! Verification: the copy proved, down to the key and attribute.
+//!
+//! [`Verifier::verify_table`] re-reads a whole table from both sides: every
+//! source row is mapped to the item it should be and compared with what
+//! DynamoDB holds (missing, different), then the target is scanned for items
+//! no row produces (extra). [`Verifier::audit`] compares a sample of rows,
+//! or the rows changed since a version value, while the application still
+//! dual-writes; a difference is re-read from both sides after a pause before
+//! it is reported, so a write in flight is not reported as an error.
+//! Every DynamoDB read goes through one rate limiter (governor), so a
+//! verification never takes the capacity the application needs.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use backfill_config::TableConfig;
+use backfill_dynamo::{DynamoSink, SinkError};
+use backfill_item::compare::{canonical, diff_items, AttributeDiff, ItemDigest};
+use backfill_item::{Item, ItemMapper, MapError};
+use backfill_job::{KeyRange, KeyTuple};
+use backfill_source::reader::PageQuery;
+use backfill_source::{PgSource, SourceError, SourceRow, TableRef, TableSchema};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Why a verification could not run (a difference is a finding, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("table {table}: {reason}")]
+    Usage { table: String, reason: String },
+}
+
+/// How a verification reads.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions {
+    /// Rows per source page (and keys per round of reads).
+    pub page_rows: u32,
+    /// DynamoDB read requests per second, at most.
+    pub max_reads_per_sec: NonZeroU32,
+    /// Findings listed per kind; the counts are always complete.
+    pub max_listed: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            page_rows: 500,
+            max_reads_per_sec: NonZeroU32::new(50).expect("50 is not zero"),
+            max_listed: 100,
+        }
+    }
+}
+
+/// What a verification found in one table.
+#[derive(Debug, Clone, Default)]
+pub struct TableReport {
+    pub source: String,
+    pub target: String,
+    pub rows_checked: u64,
+    pub items_scanned: u64,
+    pub missing_count: u64,
+    pub extra_count: u64,
+    pub different_count: u64,
+    /// Keys of rows with no item.
+    pub missing: Vec<String>,
+    /// Keys of items no row produces.
+    pub extra: Vec<String>,
+    /// Keys of items that differ, and how.
+    pub different: Vec<(String, Vec<AttributeDiff>)>,
+    /// Digest of the items the source rows produce.
+    pub source_digest: ItemDigest,
+}
+
+impl TableReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing_count == 0 && self.extra_count == 0 && self.different_count == 0
+    }
+}
+
+/// A key as the report shows it: `id=N:1, sk=S:"a"`.
+pub fn display_item_key(key: &Item) -> String {
+    let mut parts: Vec<String> = key
+        .iter()
+        .map(|(k, v)| format!("{k}={}", canonical(v)))
+        .collect();
+    parts.sort();
+    parts.join(", ")
+}
+
+fn key_id(key: &Item) -> String {
+    canonical(&AttributeValue::M(key.clone()))
+}
+
+/// Verifies tables, reading DynamoDB at a bounded rate.
+pub struct Verifier {
+    source: PgSource,
+    sink: DynamoSink,
+    limiter: DefaultDirectRateLimiter,
+    opts: VerifyOptions,
+}
+
+impl Verifier {
+    pub fn new(source: PgSource, sink: DynamoSink, opts: VerifyOptions) -> Self {
+        Verifier {
+            source,
+            sink,
+            limiter: RateLimiter::direct(Quota::per_second(opts.max_reads_per_sec)),
+            opts,
+        }
+    }
+
+    async fn prepare(&self, t: &TableConfig) -> Result<(TableSchema, ItemMapper), VerifyError> {
+        let schema = self.source.describe(&TableRef::parse(&t.source)).await?;
+        let mapper = ItemMapper::new(t, &schema)?;
+        Ok((schema, mapper))
+    }
+
+    /// Reads the items of these keys, one rate-limited request per 100 keys.
+    async fn read_items(
+        &self,
+        target: &str,
+        keys: Vec<Item>,
+        mapper: &ItemMapper,
+    ) -> Result<HashMap<String, Item>, VerifyError> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            self.limiter.until_ready().await;
+            for item in self.sink.get_items(target, chunk.to_vec()).await? {
+                out.insert(key_id(&mapper.key_of(&item)), item);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-reads every row and every item of a table; reports each missing,
+    /// extra and different item by key (and attribute).
+    pub async fn verify_table(&self, t: &TableConfig) -> Result<TableReport, VerifyError> {
+        let (schema, mapper) = self.prepare(t).await?;
+        let columns: Vec<&str> = mapper.column_attributes().collect();
+        let mut report = TableReport {
+            source: t.source.clone(),
+            target: t.target.clone(),
+            ..Default::default()
+        };
+        let mut expected_keys: HashSet<String> = HashSet::new();
+        let query = PageQuery::new(&schema, &KeyRange::all());
+        let mut after: Option<KeyTuple> = None;
+        loop {
+            let rows = self
+                .source
+                .read_page(&schema, &query, after.as_ref(), self.opts.page_rows)
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.key.clone());
+            let full = rows.len() == self.opts.page_rows as usize;
+            self.check_rows(
+                t,
+                &mapper,
+                &columns,
+                &rows,
+                &mut report,
+                Some(&mut expected_keys),
+            )
+            .await?;
+            if !full {
+                break;
+            }
+        }
+        // Extra: items whose key no row produces.
+        let key_attrs: Vec<&str> = std::iter::once(mapper.partition_key().attribute.as_str())
+            .chain(mapper.sort_key().map(|k| k.attribute.as_str()))
+            .collect();
+        let mut start = None;
+        loop {
+            self.limiter.until_ready().await;
+            let (items, next) = self
+                .sink
+                .scan_page(&t.target, start.take(), Some(&key_attrs))
+                .await?;
+            for item in &items {
+                report.items_scanned += 1;
+                if !expected_keys.contains(&key_id(item)) {
+                    report.extra_count += 1;
+                    if report.extra.len() < self.opts.max_listed {
+                        report.extra.push(display_item_key(item));
+                    }
+                }
+            }
+            match next {
+                Some(n) => start = Some(n),
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compares rows with their items; records missing and different.
+    async fn check_rows(
+        &self,
+        t: &TableConfig,
+        mapper: &ItemMapper,
+        columns: &[&str],
+        rows: &[SourceRow],
+        report: &mut TableReport,
+        mut expected_keys: Option<&mut HashSet<String>>,
+    ) -> Result<Vec<SourceRow>, VerifyError> {
+        let expected: Vec<Item> = rows
+            .iter()
+            .map(|r| mapper.map_row(r))
+            .collect::<Result<_, _>>()?;
+        let keys: Vec<Item> = expected.iter().map(|i| mapper.key_of(i)).collect();
+        let actual = self.read_items(&t.target, keys.clone(), mapper).await?;
+        let mut differing = Vec::new();
+        for ((row, item), key) in rows.iter().zip(&expected).zip(&keys) {
+            report.rows_checked += 1;
+            report.source_digest.add(item, columns);
+            let id = key_id(key);
+            match actual.get(&id) {
+                None => {
+                    report.missing_count += 1;
+                    if report.missing.len() < self.opts.max_listed {
+                        report.missing.push(display_item_key(key));
+                    }
+                    differing.push(row.clone());
+                }
+                Some(found) => {
+                    let diffs = diff_items(item, found);
+                    if !diffs.is_empty() {
+                        report.different_count += 1;
+                        if report.different.len() < self.opts.max_listed {
+                            report.different.push((display_item_key(key), diffs));
+                        }
+                        differing.push(row.clone());
+                    }
+                }
+            }
+            if let Some(set) = expected_keys.as_deref_mut() {
+                set.insert(id);
+            }
+        }
+        Ok(differing)
+    }
+
+    /// Audits recently changed rows while the application dual-writes: a
+    /// Bernoulli sample of `percent` of the rows and/or the rows whose
+    /// version column is at least `since`, at most `limit`. A difference is
+    /// checked again after `recheck_after`, from both sides, and reported
+    /// only if it is still there (a write in flight settles in between).
+    pub async fn audit(
+        &self,
+        t: &TableConfig,
+        percent: Option<f64>,
+        since: Option<&str>,
+        limit: u32,
+        recheck_after: Duration,
+    ) -> Result<TableReport, VerifyError> {
+        let (schema, mapper) = self.prepare(t).await?;
+        let since_col = match since {
+            None => None,
+            Some(v) => {
+                let name = t
+                    .version_column
+                    .as_deref()
+                    .ok_or_else(|| VerifyError::Usage {
+                        table: t.source.clone(),
+                        reason: "`--since` needs a `version_column` in the table's config".into(),
+                    })?;
+                let col = schema.column(name).ok_or_else(|| VerifyError::Usage {
+                    table: t.source.clone(),
+                    reason: format!("version column {name} does not exist"),
+                })?;
+                Some((col, v))
+            }
+        };
+        let columns: Vec<&str> = mapper.column_attributes().collect();
+        let rows = self
+            .source
+            .read_audit(&schema, percent, since_col, limit)
+            .await?;
+        let mut first = TableReport::default();
+        let mut suspects = Vec::new();
+        for page in rows.chunks(self.opts.page_rows as usize) {
+            suspects.extend(
+                self.check_rows(t, &mapper, &columns, page, &mut first, None)
+                    .await?,
+            );
+        }
+        let mut report = TableReport {
+            source: t.source.clone(),
+            target: t.target.clone(),
+            rows_checked: first.rows_checked,
+            source_digest: first.source_digest,
+            ..Default::default()
+        };
+        if suspects.is_empty() {
+            return Ok(report);
+        }
+        tracing::info!(table = %t.source, suspects = suspects.len(), "re-checking differences after a pause");
+        tokio::time::sleep(recheck_after).await;
+        let mut now_rows = Vec::new();
+        for r in &suspects {
+            // A row deleted since is no longer a finding of this audit.
+            if let Some(row) = self.source.read_key(&schema, &r.key).await? {
+                now_rows.push(row);
+            }
+        }
+        let mut scratch = TableReport::default();
+        self.check_rows(t, &mapper, &columns, &now_rows, &mut scratch, None)
+            .await?;
+        report.missing_count = scratch.missing_count;
+        report.missing = scratch.missing;
+        report.different_count = scratch.different_count;
+        report.different = scratch.different;
+        Ok(report)
+    }
+}
