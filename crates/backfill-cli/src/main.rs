@@ -335,11 +335,12 @@ async fn verify(
         };
         clean &= report.is_clean();
         println!(
-            "{} -> {}: {} rows checked, {} items scanned: {} missing, {} extra, {} different{}",
+            "{} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different{}",
             report.source,
             report.target,
             report.rows_checked,
             report.items_scanned,
+            report.newer_in_target,
             report.missing_count,
             report.extra_count,
             report.different_count,

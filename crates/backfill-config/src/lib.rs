@@ -220,6 +220,10 @@ pub struct WorkerConfig {
     /// job is released to be retried later.
     #[serde(default = "default_max_write_attempts")]
     pub max_write_attempts: u32,
+    /// Fraction (0 to 1) of written items read back and compared after each
+    /// page (BatchGetItem, consistent read). 1 checks every item; 0 none.
+    #[serde(default = "default_verify_sample_rate")]
+    pub verify_sample_rate: f64,
     /// Seconds a shutting-down worker waits for its jobs to release.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
@@ -230,6 +234,9 @@ fn default_concurrency() -> usize {
 }
 fn default_page_rows() -> u32 {
     1000
+}
+fn default_verify_sample_rate() -> f64 {
+    1.0
 }
 fn default_write_concurrency() -> usize {
     4
@@ -247,6 +254,7 @@ impl Default for WorkerConfig {
             concurrency: default_concurrency(),
             page_rows: default_page_rows(),
             write_concurrency: default_write_concurrency(),
+            verify_sample_rate: default_verify_sample_rate(),
             max_write_attempts: default_max_write_attempts(),
             shutdown_grace_secs: default_shutdown_grace(),
         }
@@ -576,6 +584,9 @@ impl BackfillConfig {
         }
         if !(1..=64).contains(&self.worker.write_concurrency) {
             return Err(invalid("worker.write_concurrency", "must be 1 to 64"));
+        }
+        if !(0.0..=1.0).contains(&self.worker.verify_sample_rate) {
+            return Err(invalid("worker.verify_sample_rate", "must be 0 to 1"));
         }
         if self.worker.max_write_attempts == 0 {
             return Err(invalid("worker.max_write_attempts", "must be at least 1"));

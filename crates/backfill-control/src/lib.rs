@@ -92,6 +92,8 @@ pub struct JobRecord {
     pub state: JobState,
     pub attempts: u64,
     pub rows: u64,
+    /// Digest of the job's items (hex), once done.
+    pub digest: Option<String>,
     pub last_error: Option<String>,
 }
 
@@ -290,6 +292,7 @@ impl ControlTable {
                 state,
                 attempts: get_n(item, "attempts"),
                 rows: get_n(item, "rows"),
+                digest: get_s(item, "digest"),
                 last_error: get_s(item, "last_error"),
             },
         ))
@@ -387,14 +390,23 @@ impl ControlTable {
         }
     }
 
-    /// Records a job as done with the rows it copied.
-    pub async fn finish(&self, job: &JobMessage, rows: u64) -> Result<(), ControlError> {
+    /// Records a job as done with the rows it copied and the digest (an
+    /// order-independent hash sum) of the items those rows became.
+    pub async fn finish(
+        &self,
+        job: &JobMessage,
+        rows: u64,
+        digest: &str,
+    ) -> Result<(), ControlError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(run_pk(&job.run_id)))
             .key("sk", s(job_sk(&job.job_id)))
-            .update_expression("SET #s = :done, #r = :rows, updated_at = :now REMOVE last_error")
+            .update_expression(
+                "SET #s = :done, #r = :rows, digest = :digest, updated_at = :now REMOVE last_error",
+            )
+            .expression_attribute_values(":digest", s(digest))
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#r", "rows")
             .expression_attribute_values(":done", s(JobState::Done.as_str()))

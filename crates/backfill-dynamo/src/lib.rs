@@ -63,6 +63,10 @@ pub struct WriteOutcome {
     pub retries: u32,
     /// Requests refused or partly unprocessed for capacity.
     pub throttled: u32,
+    /// Conditional puts not made because DynamoDB held a newer or equal version.
+    pub skipped_newer: usize,
+    /// Indexes (in the order given) of the items skipped as newer.
+    pub skipped_indexes: Vec<usize>,
 }
 
 impl WriteOutcome {
@@ -71,6 +75,9 @@ impl WriteOutcome {
         self.consumed_wcu += other.consumed_wcu;
         self.retries += other.retries;
         self.throttled += other.throttled;
+        self.skipped_newer += other.skipped_newer;
+        self.skipped_indexes
+            .extend(other.skipped_indexes.iter().copied());
     }
 }
 
@@ -148,6 +155,103 @@ impl DynamoSink {
                 Ok(total)
             })
             .await
+    }
+
+    /// Puts items only where DynamoDB holds no newer version: each item is a
+    /// `PutItem` with `attribute_not_exists(<key>) OR <version> < :v`, so an
+    /// item the application wrote with a newer or equal version is left as
+    /// it is. Conditions cannot go in `BatchWriteItem`, hence one request per
+    /// item, `concurrency` in flight. An item without a version attribute is
+    /// written only where no item exists.
+    pub async fn put_items_if_newer(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+        key_attribute: &str,
+        version_attribute: &str,
+        concurrency: usize,
+    ) -> Result<WriteOutcome, SinkError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(items.into_iter().enumerate())
+            .map(|(i, item)| async move {
+                let mut o = self
+                    .put_if_newer(table, item, key_attribute, version_attribute)
+                    .await?;
+                if o.skipped_newer > 0 {
+                    o.skipped_indexes.push(i);
+                }
+                Ok::<_, SinkError>(o)
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_fold(WriteOutcome::default(), |mut total, o| async move {
+                total.add(&o);
+                Ok(total)
+            })
+            .await
+    }
+
+    async fn put_if_newer(
+        &self,
+        table: &str,
+        item: Item,
+        key_attribute: &str,
+        version_attribute: &str,
+    ) -> Result<WriteOutcome, SinkError> {
+        let version = item.get(version_attribute).cloned();
+        let mut outcome = WriteOutcome {
+            items: 1,
+            ..Default::default()
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(item.clone()))
+                .return_consumed_capacity(ReturnConsumedCapacity::Total)
+                .expression_attribute_names("#k", key_attribute);
+            req = match &version {
+                Some(v) => req
+                    .condition_expression("attribute_not_exists(#k) OR #v < :v")
+                    .expression_attribute_names("#v", version_attribute)
+                    .expression_attribute_values(":v", v.clone()),
+                None => req.condition_expression("attribute_not_exists(#k)"),
+            };
+            match req.send().await {
+                Ok(resp) => {
+                    outcome.consumed_wcu += resp
+                        .consumed_capacity()
+                        .and_then(|c| c.capacity_units())
+                        .unwrap_or(0.0);
+                    return Ok(outcome);
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    outcome.skipped_newer = 1;
+                    return Ok(outcome);
+                }
+                Err(e) => {
+                    let retryable = is_retryable(&e);
+                    if is_throttling(&e) {
+                        outcome.throttled += 1;
+                    }
+                    if !retryable || attempt >= self.retry.max_attempts {
+                        return Err(service_error(table, "PutItem", &e));
+                    }
+                }
+            }
+            outcome.retries += 1;
+            tokio::time::sleep(backoff_delay(
+                attempt - 1,
+                self.retry.base_delay,
+                self.retry.max_delay,
+            ))
+            .await;
+        }
     }
 
     /// One batch of at most 25 requests, resent until nothing is unprocessed.

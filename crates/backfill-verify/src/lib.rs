@@ -76,6 +76,9 @@ pub struct TableReport {
     pub different: Vec<(String, Vec<AttributeDiff>)>,
     /// Digest of the items the source rows produce.
     pub source_digest: ItemDigest,
+    /// Items whose version attribute differs from the row's: written by the
+    /// application, not a difference (only with a version column).
+    pub newer_in_target: u64,
 }
 
 impl TableReport {
@@ -96,6 +99,18 @@ pub fn display_item_key(key: &Item) -> String {
 
 fn key_id(key: &Item) -> String {
     canonical(&AttributeValue::M(key.clone()))
+}
+
+/// Whether the item holds a later version than the row would give it: the
+/// application wrote it after the row was read, which is not a difference.
+fn newer_in_target(mapper: &ItemMapper, expected: &Item, found: &Item) -> bool {
+    let Some(v) = mapper.version_attribute() else {
+        return false;
+    };
+    match (found.get(v), expected.get(v)) {
+        (Some(f), Some(e)) => backfill_item::compare::is_newer(f, e),
+        _ => false,
+    }
 }
 
 /// Verifies tables, reading DynamoDB at a bounded rate.
@@ -229,6 +244,9 @@ impl Verifier {
                         report.missing.push(display_item_key(key));
                     }
                     differing.push(row.clone());
+                }
+                Some(found) if newer_in_target(mapper, item, found) => {
+                    report.newer_in_target += 1;
                 }
                 Some(found) => {
                     let diffs = diff_items(item, found);

@@ -2,7 +2,8 @@
 //! written to DynamoDB. The next page is read while the current one is
 //! written (a channel of one page bounds the memory to two pages).
 
-use backfill_item::ItemMapper;
+use backfill_item::compare::{diff_items, ItemDigest};
+use backfill_item::{Item, ItemMapper};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
 use backfill_source::{SourceRow, TableRef};
@@ -20,6 +21,13 @@ pub struct CopyProgress {
     pub last_key: Option<KeyTuple>,
     /// Whether the whole range was copied (false: stopped by shutdown).
     pub complete: bool,
+    /// Digest of the items the rows became (skipped-as-newer ones included:
+    /// the digest describes the source).
+    pub digest: ItemDigest,
+    /// Items not written because DynamoDB held a newer or equal version.
+    pub skipped_newer: u64,
+    /// Items read back and compared.
+    pub verified: u64,
 }
 
 pub(crate) async fn copy_range(
@@ -71,6 +79,8 @@ pub(crate) async fn copy_range(
         })
     };
 
+    let columns: Vec<String> = mapper.column_attributes().map(str::to_string).collect();
+    let column_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut progress = CopyProgress::default();
     let result = loop {
         if cancel.is_cancelled() {
@@ -92,12 +102,35 @@ pub(crate) async fn copy_range(
             Ok(items) => items,
             Err(e) => break Err(e.into()),
         };
-        if let Err(e) = w
-            .sink
-            .put_items(&tcfg.target, items, w.cfg.worker.write_concurrency)
-            .await
-        {
-            break Err(e.into());
+        for item in &items {
+            progress.digest.add(item, &column_refs);
+        }
+        let written = match mapper.version_attribute() {
+            Some(version) => {
+                w.sink
+                    .put_items_if_newer(
+                        &tcfg.target,
+                        items.clone(),
+                        &mapper.partition_key().attribute,
+                        version,
+                        w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
+                    )
+                    .await
+            }
+            None => {
+                w.sink
+                    .put_items(&tcfg.target, items.clone(), w.cfg.worker.write_concurrency)
+                    .await
+            }
+        };
+        let written = match written {
+            Ok(o) => o,
+            Err(e) => break Err(e.into()),
+        };
+        progress.skipped_newer += written.skipped_newer as u64;
+        match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
+            Ok(n) => progress.verified += n,
+            Err(e) => break Err(e),
         }
         progress.rows += page.len() as u64;
         progress.last_key = page.last().map(|r| r.key.clone());
@@ -105,4 +138,84 @@ pub(crate) async fn copy_range(
     };
     reader.abort();
     result.map(|()| progress)
+}
+
+/// Reads back (a sample of) the items just written and compares each with
+/// what its row should produce. Items skipped as newer are not compared, and
+/// neither is one whose version grew in between: the application wrote it
+/// after us, which conditional writes allow.
+async fn verify_page(
+    w: &Worker,
+    target: &str,
+    mapper: &ItemMapper,
+    items: Vec<Item>,
+    skipped: &[usize],
+) -> Result<u64, JobError> {
+    let rate = w.cfg.worker.verify_sample_rate;
+    if rate <= 0.0 {
+        return Ok(0);
+    }
+    let chosen: Vec<Item> = items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !skipped.contains(i))
+        .map(|(_, it)| it)
+        .filter(|_| rate >= 1.0 || rand::random::<f64>() < rate)
+        .collect();
+    if chosen.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<Item> = chosen.iter().map(|i| mapper.key_of(i)).collect();
+    let found = w.sink.get_items(target, keys.clone()).await?;
+    let by_key: std::collections::HashMap<String, Item> = found
+        .into_iter()
+        .map(|it| (key_id(&mapper.key_of(&it)), it))
+        .collect();
+    let mut problems = Vec::new();
+    for (expected, key) in chosen.iter().zip(&keys) {
+        let shown = backfill_verify_key(key);
+        match by_key.get(&key_id(key)) {
+            None => problems.push(format!("{shown}: missing after write")),
+            Some(actual) => {
+                if let Some(v) = mapper.version_attribute() {
+                    if let (Some(a), Some(e)) = (actual.get(v), expected.get(v)) {
+                        if backfill_item::compare::is_newer(a, e) {
+                            continue;
+                        }
+                    }
+                }
+                let diffs = diff_items(expected, actual);
+                if !diffs.is_empty() {
+                    let d: Vec<String> = diffs.iter().map(ToString::to_string).collect();
+                    problems.push(format!("{shown}: {}", d.join("; ")));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(chosen.len() as u64)
+    } else {
+        Err(JobError::Verify {
+            table: target.to_string(),
+            mismatches: problems.len(),
+            detail: problems
+                .into_iter()
+                .take(10)
+                .collect::<Vec<_>>()
+                .join(" | "),
+        })
+    }
+}
+
+fn key_id(key: &Item) -> String {
+    backfill_item::compare::canonical(&aws_sdk_dynamodb::types::AttributeValue::M(key.clone()))
+}
+
+fn backfill_verify_key(key: &Item) -> String {
+    let mut parts: Vec<String> = key
+        .iter()
+        .map(|(k, v)| format!("{k}={}", backfill_item::compare::canonical(v)))
+        .collect();
+    parts.sort();
+    parts.join(", ")
 }

@@ -49,13 +49,21 @@ pub enum JobError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(
+        "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
+    )]
+    Verify {
+        table: String,
+        mismatches: usize,
+        detail: String,
+    },
 }
 
 impl JobError {
     /// Whether trying the same job again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JobError::UnknownTable(_) | JobError::Map(_) => false,
+            JobError::UnknownTable(_) | JobError::Map(_) | JobError::Verify { .. } => false,
             JobError::Source(e) => e.is_retryable(),
             JobError::Sink(e) => e.is_retryable(),
             JobError::Control(e) => e.is_retryable(),
@@ -302,16 +310,25 @@ impl Worker {
             Ok(CopyProgress {
                 rows,
                 complete: true,
+                digest,
+                skipped_newer,
+                verified,
                 ..
             }) => {
-                if let Err(e) = self.control.finish(&job, rows).await {
+                if let Err(e) = self.control.finish(&job, rows, &digest.sum_hex()).await {
                     return self.after_failure(&msg, &job, JobError::Control(e)).await;
                 }
                 if let Err(e) = self.queue.delete(&msg.receipt_handle).await {
                     // The job is done and recorded; a redelivery is acknowledged as a duplicate.
                     tracing::warn!(error = %e, "deleting the finished job's message failed");
                 }
-                tracing::info!(rows, secs = started.elapsed().as_secs_f64(), "job done");
+                tracing::info!(
+                    rows,
+                    verified,
+                    skipped_newer,
+                    secs = started.elapsed().as_secs_f64(),
+                    "job done"
+                );
                 Outcome::Done { rows }
             }
             Ok(CopyProgress { rows, .. }) => {
