@@ -67,7 +67,31 @@ pub struct BackfillConfig {
     pub producer: ProducerConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// Where items over DynamoDB's 400 KB limit go, for tables with `oversize = "s3"`.
+    #[serde(default)]
+    pub offload: Option<OffloadConfig>,
     pub tables: Vec<TableConfig>,
+}
+
+/// The S3 location of offloaded items (docs/OFFLOAD.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffloadConfig {
+    pub bucket: String,
+    /// Key prefix, e.g. `backfill/`.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+/// What happens to an item over DynamoDB's 400 KB limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversize {
+    /// The job fails, naming the key and the size.
+    #[default]
+    Fail,
+    /// The item goes to S3 whole; DynamoDB holds its key and a pointer.
+    S3,
 }
 
 /// The PostgreSQL server the history is read from.
@@ -119,11 +143,19 @@ pub struct AwsConfig {
     /// SQS endpoint, overriding `endpoint_url`.
     #[serde(default)]
     pub sqs_endpoint_url: Option<String>,
+    /// S3 endpoint, overriding `endpoint_url`.
+    #[serde(default)]
+    pub s3_endpoint_url: Option<String>,
 }
 
 impl AwsConfig {
     pub fn dynamodb_endpoint(&self) -> Option<&str> {
         self.dynamodb_endpoint_url
+            .as_deref()
+            .or(self.endpoint_url.as_deref())
+    }
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint_url
             .as_deref()
             .or(self.endpoint_url.as_deref())
     }
@@ -295,6 +327,9 @@ pub struct TableConfig {
     /// an item whose version attribute is newer or equal is never overwritten.
     #[serde(default)]
     pub version_column: Option<String>,
+    /// What an item over 400 KB does: `fail` its job or go to `s3`.
+    #[serde(default)]
+    pub oversize: Oversize,
 }
 
 /// A per-column override of the DynamoDB form.
@@ -443,6 +478,7 @@ impl TableConfig {
             nulls: NullPolicy::default(),
             unrepresentable: Unrepresentable::default(),
             version_column: None,
+            oversize: Oversize::default(),
         }
     }
 }
@@ -541,6 +577,7 @@ impl BackfillConfig {
             ("aws.endpoint_url", &self.aws.endpoint_url),
             ("aws.dynamodb_endpoint_url", &self.aws.dynamodb_endpoint_url),
             ("aws.sqs_endpoint_url", &self.aws.sqs_endpoint_url),
+            ("aws.s3_endpoint_url", &self.aws.s3_endpoint_url),
         ] {
             if let Some(v) = value {
                 check_http_url(key, v)?;
@@ -613,6 +650,20 @@ impl BackfillConfig {
                 ));
             }
             check_table_name(&at("target"), &t.target)?;
+            if t.oversize == Oversize::S3 {
+                match &self.offload {
+                    None => {
+                        return Err(invalid(
+                            at("oversize"),
+                            "is \"s3\" but there is no [offload] section",
+                        ))
+                    }
+                    Some(o) if o.bucket.is_empty() => {
+                        return Err(invalid("offload.bucket", "must not be empty"))
+                    }
+                    Some(_) => {}
+                }
+            }
             if let Some(inc) = &t.include {
                 if let Some(c) = inc.iter().find(|c| t.exclude.contains(c)) {
                     return Err(invalid(
@@ -676,6 +727,25 @@ fn check_table_name(key: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 fn check_key(key: &str, k: &KeyAttribute) -> Result<(), ConfigError> {
+    if let Some(t) = &k.template {
+        if !k.columns.is_empty() {
+            return Err(invalid(
+                key,
+                "give either `columns` or `template`, not both",
+            ));
+        }
+        let cols = template_columns(t).map_err(|e| invalid(format!("{key}.template"), e))?;
+        if cols.is_empty() {
+            return Err(invalid(format!("{key}.template"), "names no {column}"));
+        }
+        if k.attribute.is_none() {
+            return Err(invalid(
+                format!("{key}.attribute"),
+                "is required with a template",
+            ));
+        }
+        return Ok(());
+    }
     if k.columns.is_empty() {
         return Err(invalid(
             format!("{key}.columns"),
@@ -782,5 +852,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("worker.page_rows"), "{err}");
+    }
+}
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    #[test]
+    fn template_keys_load() {
+        let text = r#"
+        [source]
+        url = "postgres://h/db"
+        [aws]
+        region = "us-east-1"
+        [queue]
+        url = "http://h/1/q"
+        dlq_url = "http://h/1/d"
+        [control]
+        table = "ctl"
+        [[tables]]
+        source = "t"
+        target = "ttt"
+        partition_key = { template = "USER#{id}", attribute = "pk" }
+        sort_key = { columns = [], template = "O#{a}{{x}}", attribute = "sk" }
+        "#;
+        let cfg = BackfillConfig::from_toml_str(text).unwrap();
+        assert_eq!(cfg.tables[0].partition_key.source_columns(), vec!["id"]);
+        assert_eq!(
+            parse_template("O#{a}{{x}}").unwrap(),
+            vec![
+                TemplatePart::Literal("O#".into()),
+                TemplatePart::Column("a".into()),
+                TemplatePart::Literal("{x}".into())
+            ]
+        );
+        assert!(parse_template("a{b").is_err());
+        assert!(parse_template("a}b").is_err());
+        assert!(parse_template("{}").is_err());
     }
 }

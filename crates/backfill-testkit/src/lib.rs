@@ -47,6 +47,8 @@ impl TestEnv {
             endpoint_url: None,
             dynamodb_endpoint_url: Some(self.dynamodb_url.clone()),
             sqs_endpoint_url: Some(self.sqs_url.clone()),
+            // moto serves S3 beside SQS.
+            s3_endpoint_url: Some(self.sqs_url.clone()),
         }
     }
 
@@ -177,6 +179,7 @@ impl TestStack {
             },
             producer: ProducerConfig::default(),
             worker: WorkerConfig::default(),
+            offload: None,
             tables,
         }
     }
@@ -223,17 +226,18 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
             .unwrap_or_default()
     };
     let mut out = format!(
-        "[source]\nurl = {}\nmax_connections = {}\n\n[aws]\nregion = {}\n{}{}{}\n\
+        "[source]\nurl = {}\nmax_connections = {}\n\n[aws]\nregion = {}\n{}{}{}{}\n\
          [queue]\nurl = {}\ndlq_url = {}\nmax_receive_count = {}\nvisibility_timeout_secs = {}\nwait_time_secs = {}\n\n\
          [control]\ntable = {}\n\n\
          [producer]\nrows_per_job = {}\nsamples_per_job = {}\nmax_sample_rows = {}\n\n\
-         [worker]\nconcurrency = {}\npage_rows = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\n",
+         [worker]\nconcurrency = {}\npage_rows = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\n",
         q(cfg.source.url.expose()),
         cfg.source.max_connections,
         q(&cfg.aws.region),
         opt("endpoint_url", &cfg.aws.endpoint_url),
         opt("dynamodb_endpoint_url", &cfg.aws.dynamodb_endpoint_url),
         opt("sqs_endpoint_url", &cfg.aws.sqs_endpoint_url),
+        opt("s3_endpoint_url", &cfg.aws.s3_endpoint_url),
         q(&cfg.queue.url),
         q(&cfg.queue.dlq_url),
         cfg.queue.max_receive_count,
@@ -248,7 +252,15 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.write_concurrency,
         cfg.worker.max_write_attempts,
         cfg.worker.shutdown_grace_secs,
+        cfg.worker.verify_sample_rate,
     );
+    if let Some(o) = &cfg.offload {
+        out.push_str(&format!(
+            "\n[offload]\nbucket = {}\nprefix = {}\n",
+            q(&o.bucket),
+            q(&o.prefix)
+        ));
+    }
     let key = |k: &backfill_config::KeyAttribute| {
         let cols: Vec<String> = k.columns.iter().map(|c| q(c)).collect();
         let attr = k
@@ -256,7 +268,12 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
             .as_ref()
             .map(|a| format!(", attribute = {}", q(a)))
             .unwrap_or_default();
-        format!("{{ columns = [{}]{attr} }}", cols.join(", "))
+        let template = k
+            .template
+            .as_ref()
+            .map(|t| format!(", template = {}", q(t)))
+            .unwrap_or_default();
+        format!("{{ columns = [{}]{attr}{template} }}", cols.join(", "))
     };
     for t in &cfg.tables {
         out.push_str(&format!(
@@ -297,6 +314,10 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
             "unrepresentable = {:?}\n",
             format!("{:?}", t.unrepresentable).to_lowercase()
         ));
+        out.push_str(&format!(
+            "oversize = {:?}\n",
+            format!("{:?}", t.oversize).to_lowercase()
+        ));
         if let Some(v) = &t.version_column {
             out.push_str(&format!("version_column = {}\n", q(v)));
         }
@@ -311,4 +332,56 @@ pub fn table(source: String, target: String, pk: &[&str], pk_attr: Option<&str>)
         target,
         backfill_config::KeyAttribute::columns(pk, pk_attr),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backfill_config::{
+        KeyAttribute, NullPolicy, OffloadConfig, Oversize, TypeOverride, Unrepresentable,
+    };
+
+    /// The rendered file loads back into the same settings, so process tests
+    /// run the binary with the config they meant.
+    #[test]
+    fn config_toml_round_trips() {
+        let mut t = table("s.t".into(), "target_t".into(), &["a", "b"], Some("pk"));
+        t.sort_key = Some(KeyAttribute::template("X#{c}{{y}}", "sk"));
+        t.include = Some(vec!["a".into(), "b".into(), "c".into()]);
+        t.exclude = vec!["d".into()];
+        t.rename.insert("c".into(), "see".into());
+        t.types.insert("c".into(), TypeOverride::Json);
+        t.nulls = NullPolicy::Null;
+        t.unrepresentable = Unrepresentable::String;
+        t.version_column = Some("c".into());
+        t.oversize = Oversize::S3;
+        let mut cfg = BackfillConfig {
+            source: SourceConfig {
+                url: Secret::new("postgres://u:p@h/db"),
+                max_connections: 3,
+            },
+            aws: TestEnv::from_env().aws_config(),
+            queue: QueueConfig {
+                url: "http://h/1/q".into(),
+                dlq_url: "http://h/1/d".into(),
+                max_receive_count: 3,
+                visibility_timeout_secs: 7,
+                wait_time_secs: 2,
+            },
+            control: ControlConfig {
+                table: "ctl".into(),
+            },
+            producer: ProducerConfig::default(),
+            worker: WorkerConfig::default(),
+            offload: Some(OffloadConfig {
+                bucket: "b".into(),
+                prefix: "p/".into(),
+            }),
+            tables: vec![t],
+        };
+        cfg.worker.verify_sample_rate = 0.5;
+        let back =
+            BackfillConfig::from_toml_str(&config_toml(&cfg)).expect("rendered config loads");
+        assert_eq!(format!("{back:?}"), format!("{cfg:?}"));
+    }
 }

@@ -253,3 +253,64 @@ async fn the_same_message_twice_is_copied_once() -> Result<()> {
     assert_eq!(stack.queue().depth().await?.total(), 0);
     stack.cleanup().await
 }
+
+#[tokio::test]
+async fn single_table_design_with_templates_renames_and_policies() -> Result<()> {
+    use backfill_config::{KeyAttribute, NullPolicy, TypeOverride};
+    let stack = TestStack::new("e2e_map").await?;
+    let src = stack.source("orders");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (user_id int, id int, created_at timestamptz NOT NULL, secret text, \
+             prefs jsonb, note text, PRIMARY KEY (user_id, id)); \
+             INSERT INTO {src} SELECT g % 10, g, timestamptz '2024-05-01 00:00:00+00' + g * interval '1 hour', \
+             's3cret', jsonb_build_object('g', g), NULL FROM generate_series(1, 120) g;"
+        ))
+        .await?;
+    let target = stack.target("single");
+    stack
+        .create_target(&target, ("pk", T::S), Some(("sk", T::S)))
+        .await?;
+    let mut t = table(src.clone(), target.clone(), &["user_id"], None);
+    t.partition_key = KeyAttribute::template("USER#{user_id}", "pk");
+    t.sort_key = Some(KeyAttribute::template("ORDER#{created_at}#{id}", "sk"));
+    t.exclude = vec!["secret".into()];
+    t.rename.insert("created_at".into(), "createdAt".into());
+    t.types.insert("prefs".into(), TypeOverride::String);
+    t.nulls = NullPolicy::Null;
+    let cfg = stack.config(vec![t.clone()]);
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r").await?;
+    let summary = work_until_idle(&stack, &cfg).await?;
+    assert_eq!(summary.rows_copied, 120, "{summary:?}");
+    let item = stack
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&target)
+        .key("pk", AttributeValue::S("USER#3".into()))
+        .key(
+            "sk",
+            AttributeValue::S("ORDER#2024-05-01T13:00:00+00:00#13".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await?
+        .item
+        .expect("the templated keys address the item");
+    assert!(!item.contains_key("secret"), "excluded");
+    assert_eq!(
+        item["createdAt"].as_s().unwrap(),
+        "2024-05-01T13:00:00+00:00"
+    );
+    assert_eq!(
+        item["prefs"].as_s().unwrap(),
+        "{\"g\":13}",
+        "jsonb stored as compact JSON text"
+    );
+    assert_eq!(item["note"], AttributeValue::Null(true));
+    assert_eq!(item["user_id"].as_n().unwrap(), "3");
+    let verify = backfill_verify::Verifier::new(source, stack.sink(), Default::default());
+    assert!(verify.verify_table(&t).await?.is_clean());
+    stack.cleanup().await
+}
