@@ -1,0 +1,202 @@
+//! The write budget: use the capacity given, all of it, never more.
+//!
+//! The fleet's budget (WCU per second per target table) is divided by the
+//! live workers (registered with a heartbeat in the control table); each
+//! worker's [`WriteLimiter`] admits writes at its share. The limiter is a
+//! GCRA (governor) debited by write capacity units, not by items: a batch's
+//! WCU is estimated from item sizes by DynamoDB's rules before it is sent,
+//! and corrected with the capacity DynamoDB reports as consumed. On
+//! throttling the rate backs off multiplicatively and recovers additively
+//! (AIMD), like the AWS SDKs' adaptive retry mode.
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backfill_item::size::{item_size_upper_bound, write_capacity_units};
+use backfill_item::Item;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+/// Lowest share of the budget AIMD backs off to.
+const MIN_FACTOR: f64 = 0.05;
+/// Multiplicative decrease on a throttle.
+const DECREASE: f64 = 0.5;
+/// Additive increase per second without throttling.
+const INCREASE_PER_SEC: f64 = 0.1;
+
+/// WCU one standard write of this item costs (its size rounded up to KB),
+/// estimated before sending; numbers are counted at their largest size.
+pub fn estimate_wcu(item: &Item) -> u64 {
+    write_capacity_units(item_size_upper_bound(item))
+}
+
+/// The share of a fleet budget one of `live_workers` workers takes.
+pub fn share(budget_wcu_per_sec: f64, live_workers: usize) -> f64 {
+    budget_wcu_per_sec / live_workers.max(1) as f64
+}
+
+struct State {
+    limiter: Arc<DefaultDirectRateLimiter>,
+    /// The rate the limiter was built for (WCU/s).
+    rate: u32,
+    share: f64,
+    factor: f64,
+    last_increase: Instant,
+}
+
+/// One worker's admission of writes to one target table.
+pub struct WriteLimiter {
+    table: String,
+    state: Mutex<State>,
+}
+
+fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
+    let r = NonZeroU32::new(rate.max(1)).expect("at least 1");
+    // One second of burst: a worker may send a second's worth at once, as
+    // DynamoDB lets a table absorb, never more.
+    Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(r)))
+}
+
+impl WriteLimiter {
+    /// A limiter at `share` WCU/s.
+    pub fn new(table: impl Into<String>, share: f64) -> Self {
+        let rate = share.max(1.0).round() as u32;
+        WriteLimiter {
+            table: table.into(),
+            state: Mutex::new(State {
+                limiter: limiter_for(rate),
+                rate,
+                share,
+                factor: 1.0,
+                last_increase: Instant::now(),
+            }),
+        }
+    }
+
+    /// The WCU/s admitted now (share times the AIMD factor).
+    pub fn rate(&self) -> f64 {
+        let s = self.state.lock().expect("limiter state lock");
+        s.share * s.factor
+    }
+
+    /// The share of the fleet budget, before AIMD.
+    pub fn share(&self) -> f64 {
+        self.state.lock().expect("limiter state lock").share
+    }
+
+    /// A new share (the number of live workers changed).
+    pub fn set_share(&self, share: f64) {
+        let mut s = self.state.lock().expect("limiter state lock");
+        s.share = share;
+        Self::rebuild(&mut s);
+    }
+
+    fn rebuild(s: &mut State) {
+        let rate = (s.share * s.factor).max(1.0).round() as u32;
+        // Rebuilding drops the accrued burst; only do it for a real change.
+        if rate != s.rate {
+            s.rate = rate;
+            s.limiter = limiter_for(rate);
+        }
+    }
+
+    /// Waits until `wcu` may be spent. Larger than one second's rate, the
+    /// debit is taken in one-second slices, so a 400 KB item still passes.
+    pub async fn acquire(&self, wcu: u64) {
+        let mut left = wcu;
+        while left > 0 {
+            let (limiter, rate) = {
+                let s = self.state.lock().expect("limiter state lock");
+                (s.limiter.clone(), s.rate)
+            };
+            let step = left.min(u64::from(rate.max(1))) as u32;
+            let n = NonZeroU32::new(step).expect("step is at least 1");
+            if limiter.until_n_ready(n).await.is_err() {
+                // The limiter was rebuilt smaller meanwhile: take what it allows.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            left -= u64::from(step);
+        }
+    }
+
+    /// DynamoDB throttled a request: halve the rate (not below 5% of the share).
+    pub fn on_throttle(&self) {
+        let mut s = self.state.lock().expect("limiter state lock");
+        s.factor = (s.factor * DECREASE).max(MIN_FACTOR);
+        s.last_increase = Instant::now();
+        tracing::debug!(table = %self.table, factor = s.factor, "throttled: backing off");
+        Self::rebuild(&mut s);
+    }
+
+    /// A request went through: recover additively, in proportion to the time since the last step.
+    pub fn on_success(&self) {
+        let mut s = self.state.lock().expect("limiter state lock");
+        if s.factor >= 1.0 {
+            return;
+        }
+        let secs = s.last_increase.elapsed().as_secs_f64();
+        if secs >= 0.25 {
+            s.factor = (s.factor + INCREASE_PER_SEC * secs).min(1.0);
+            s.last_increase = Instant::now();
+            Self::rebuild(&mut s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    #[test]
+    fn share_divides_the_budget() {
+        assert_eq!(share(1000.0, 4), 250.0);
+        assert_eq!(share(1000.0, 0), 1000.0);
+    }
+
+    #[test]
+    fn estimate_is_per_started_kilobyte() {
+        let small: Item = [("id".to_string(), AttributeValue::N("1".into()))].into();
+        assert_eq!(estimate_wcu(&small), 1);
+        let three_k: Item = [
+            ("id".to_string(), AttributeValue::N("1".into())),
+            ("v".to_string(), AttributeValue::S("x".repeat(3000))),
+        ]
+        .into();
+        assert_eq!(estimate_wcu(&three_k), 3);
+    }
+
+    #[test]
+    fn aimd_halves_then_recovers() {
+        let l = WriteLimiter::new("t", 100.0);
+        l.on_throttle();
+        assert_eq!(l.rate(), 50.0);
+        l.on_throttle();
+        assert_eq!(l.rate(), 25.0);
+        for _ in 0..10 {
+            l.on_throttle();
+        }
+        assert_eq!(l.rate(), 5.0, "never below 5% of the share");
+        l.set_share(200.0);
+        assert_eq!(l.rate(), 10.0);
+    }
+
+    #[tokio::test]
+    async fn acquire_paces_to_the_rate() {
+        let l = WriteLimiter::new("t", 200.0);
+        let start = Instant::now();
+        // 200 of burst, then 200 more at 200/s: about one second.
+        for _ in 0..40 {
+            l.acquire(10).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        assert!(secs > 0.8 && secs < 1.6, "{secs}");
+        // A debit larger than a second's rate still passes, in slices.
+        let l = WriteLimiter::new("t", 50.0);
+        let start = Instant::now();
+        l.acquire(120).await;
+        let secs = start.elapsed().as_secs_f64();
+        assert!(secs > 1.2 && secs < 2.5, "{secs}");
+    }
+}
