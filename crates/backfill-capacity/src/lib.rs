@@ -50,6 +50,15 @@ pub struct WriteLimiter {
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for WriteLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteLimiter")
+            .field("table", &self.table)
+            .field("rate", &self.rate())
+            .finish()
+    }
+}
+
 fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
     let r = NonZeroU32::new(rate.max(1)).expect("at least 1");
     // One second of burst: a worker may send a second's worth at once, as

@@ -255,6 +255,9 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     let started = Instant::now();
     let summary = worker.run(cancel, WorkOptions { until_idle }).await;
+    if let Some(e) = &summary.fatal {
+        anyhow::bail!("the worker could not start: {e}");
+    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "worker: {} jobs done, {} rows copied in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back",

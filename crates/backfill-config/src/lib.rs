@@ -67,10 +67,48 @@ pub struct BackfillConfig {
     pub producer: ProducerConfig,
     #[serde(default)]
     pub worker: WorkerConfig,
+    #[serde(default)]
+    pub capacity: CapacityConfig,
     /// Where items over DynamoDB's 400 KB limit go, for tables with `oversize = "s3"`.
     #[serde(default)]
     pub offload: Option<OffloadConfig>,
     pub tables: Vec<TableConfig>,
+}
+
+/// How the fleet shares its write budgets, and what capacity costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Seconds between a worker's heartbeats in the control table.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// A worker whose heartbeat is older than this stops counting.
+    #[serde(default = "default_worker_expiry_secs")]
+    pub worker_expiry_secs: u64,
+    /// Price of one WCU for one hour of provisioned capacity, for `plan`'s cost estimate.
+    #[serde(default = "default_price_per_wcu_hour")]
+    pub price_per_wcu_hour: f64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    2
+}
+fn default_worker_expiry_secs() -> u64 {
+    10
+}
+fn default_price_per_wcu_hour() -> f64 {
+    // us-east-1 provisioned write capacity, per WCU-hour.
+    0.00065
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        CapacityConfig {
+            heartbeat_secs: default_heartbeat_secs(),
+            worker_expiry_secs: default_worker_expiry_secs(),
+            price_per_wcu_hour: default_price_per_wcu_hour(),
+        }
+    }
 }
 
 /// The S3 location of offloaded items (docs/OFFLOAD.md).
@@ -330,6 +368,14 @@ pub struct TableConfig {
     /// What an item over 400 KB does: `fail` its job or go to `s3`.
     #[serde(default)]
     pub oversize: Oversize,
+    /// The fleet's write budget for the target, in WCU per second (all
+    /// workers together). Give this or `write_budget_fraction`, or neither (no limit).
+    #[serde(default)]
+    pub write_budget_wcu: Option<f64>,
+    /// The budget as a fraction (0 to 1) of the target's provisioned write
+    /// capacity, read with DescribeTable; the rest is left to the application.
+    #[serde(default)]
+    pub write_budget_fraction: Option<f64>,
 }
 
 /// A per-column override of the DynamoDB form.
@@ -479,6 +525,8 @@ impl TableConfig {
             unrepresentable: Unrepresentable::default(),
             version_column: None,
             oversize: Oversize::default(),
+            write_budget_wcu: None,
+            write_budget_fraction: None,
         }
     }
 }
@@ -628,6 +676,14 @@ impl BackfillConfig {
         if self.worker.max_write_attempts == 0 {
             return Err(invalid("worker.max_write_attempts", "must be at least 1"));
         }
+        if self.capacity.heartbeat_secs == 0
+            || self.capacity.worker_expiry_secs <= self.capacity.heartbeat_secs
+        {
+            return Err(invalid(
+                "capacity.worker_expiry_secs",
+                "must be longer than capacity.heartbeat_secs (which must be at least 1)",
+            ));
+        }
         if self.tables.is_empty() {
             return Err(invalid("tables", "lists no table to copy"));
         }
@@ -650,6 +706,24 @@ impl BackfillConfig {
                 ));
             }
             check_table_name(&at("target"), &t.target)?;
+            match (t.write_budget_wcu, t.write_budget_fraction) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        at("write_budget_fraction"),
+                        "give write_budget_wcu or write_budget_fraction, not both",
+                    ))
+                }
+                (Some(w), None) if !(w >= 1.0) => {
+                    return Err(invalid(at("write_budget_wcu"), "must be at least 1"))
+                }
+                (None, Some(f)) if !(f > 0.0 && f <= 1.0) => {
+                    return Err(invalid(
+                        at("write_budget_fraction"),
+                        "must be above 0 and at most 1",
+                    ))
+                }
+                _ => {}
+            }
             if t.oversize == Oversize::S3 {
                 match &self.offload {
                     None => {

@@ -461,6 +461,80 @@ impl ControlTable {
     }
 }
 
+const FLEET_PK: &str = "FLEET";
+
+impl ControlTable {
+    /// Registers or refreshes a worker: its heartbeat, in ms since the epoch.
+    /// `expires_at` (epoch seconds) lets a DynamoDB TTL remove dead workers' records.
+    pub async fn heartbeat(&self, worker: &str, expiry_secs: u64) -> Result<(), ControlError> {
+        let now = epoch_ms();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(FLEET_PK))
+            .item("sk", s(format!("WORKER#{worker}")))
+            .item("heartbeat_ms", AttributeValue::N(now.to_string()))
+            .item(
+                "expires_at",
+                AttributeValue::N((now / 1000 + expiry_secs * 10).to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("PutItem", &e))?;
+        Ok(())
+    }
+
+    /// Workers whose last heartbeat is younger than `expiry_secs`.
+    pub async fn live_workers(&self, expiry_secs: u64) -> Result<usize, ControlError> {
+        let oldest = epoch_ms().saturating_sub(expiry_secs * 1000);
+        let mut live = 0;
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(FLEET_PK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", &e))?;
+            live += resp
+                .items()
+                .iter()
+                .filter(|i| get_n(i, "heartbeat_ms") >= oldest)
+                .count();
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(live),
+            }
+        }
+    }
+
+    /// Removes a stopping worker at once, so its share goes to the others
+    /// at their next heartbeat instead of after the expiry.
+    pub async fn deregister(&self, worker: &str) -> Result<(), ControlError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(FLEET_PK))
+            .key("sk", s(format!("WORKER#{worker}")))
+            .send()
+            .await
+            .map_err(|e| self.err("DeleteItem", &e))?;
+        Ok(())
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }

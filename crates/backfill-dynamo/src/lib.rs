@@ -15,6 +15,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use backfill_aws::{backoff_delay, describe, is_retryable, is_throttling};
+use backfill_capacity::{estimate_wcu, WriteLimiter};
+use std::sync::Arc;
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -104,11 +106,48 @@ impl Default for RetryPolicy {
 pub struct DynamoSink {
     client: Client,
     retry: RetryPolicy,
+    /// Admission of writes to the table this sink is used for, when it has a budget.
+    limiter: Option<Arc<WriteLimiter>>,
 }
 
 impl DynamoSink {
     pub fn new(client: Client, retry: RetryPolicy) -> Self {
-        DynamoSink { client, retry }
+        DynamoSink {
+            client,
+            retry,
+            limiter: None,
+        }
+    }
+
+    /// The same sink, with every write first admitted by `limiter` (debited
+    /// by estimated WCU, corrected by consumed WCU, told of throttles).
+    pub fn limited(&self, limiter: Arc<WriteLimiter>) -> Self {
+        DynamoSink {
+            limiter: Some(limiter),
+            ..self.clone()
+        }
+    }
+
+    async fn admit(&self, estimated: u64) {
+        if let Some(l) = &self.limiter {
+            l.acquire(estimated).await;
+        }
+    }
+
+    /// After a write: debit what DynamoDB consumed beyond the estimate, and
+    /// let AIMD know whether the write was throttled.
+    async fn settle(&self, estimated: u64, consumed: f64, throttled: bool) {
+        if let Some(l) = &self.limiter {
+            let extra = consumed.ceil() as u64;
+            if extra > estimated {
+                l.acquire(extra - estimated).await;
+            }
+            if throttled {
+                l.on_throttle();
+            } else {
+                l.on_success();
+            }
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -202,9 +241,11 @@ impl DynamoSink {
             items: 1,
             ..Default::default()
         };
+        let estimated = estimate_wcu(&item);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            self.admit(estimated).await;
             let mut req = self
                 .client
                 .put_item()
@@ -221,16 +262,20 @@ impl DynamoSink {
             };
             match req.send().await {
                 Ok(resp) => {
-                    outcome.consumed_wcu += resp
+                    let consumed = resp
                         .consumed_capacity()
                         .and_then(|c| c.capacity_units())
                         .unwrap_or(0.0);
+                    outcome.consumed_wcu += consumed;
+                    self.settle(estimated, consumed, false).await;
                     return Ok(outcome);
                 }
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
                 {
+                    // A failed condition still consumes capacity (at least 1 WCU).
+                    self.settle(estimated, 1.0, false).await;
                     outcome.skipped_newer = 1;
                     return Ok(outcome);
                 }
@@ -238,6 +283,7 @@ impl DynamoSink {
                     let retryable = is_retryable(&e);
                     if is_throttling(&e) {
                         outcome.throttled += 1;
+                        self.settle(0, 0.0, true).await;
                     }
                     if !retryable || attempt >= self.retry.max_attempts {
                         return Err(service_error(table, "PutItem", &e));
@@ -266,6 +312,11 @@ impl DynamoSink {
         };
         let mut attempt = 0u32;
         loop {
+            let estimated: u64 = pending
+                .iter()
+                .filter_map(|w| w.put_request().map(|p| estimate_wcu(p.item())))
+                .sum();
+            self.admit(estimated).await;
             let result = self
                 .client
                 .batch_write_item()
@@ -276,15 +327,17 @@ impl DynamoSink {
             attempt += 1;
             match result {
                 Ok(resp) => {
-                    outcome.consumed_wcu += resp
+                    let consumed = resp
                         .consumed_capacity()
                         .iter()
                         .filter_map(|c| c.capacity_units())
                         .sum::<f64>();
+                    outcome.consumed_wcu += consumed;
                     let left = resp
                         .unprocessed_items
                         .and_then(|mut m| m.remove(table))
                         .unwrap_or_default();
+                    self.settle(estimated, consumed, !left.is_empty()).await;
                     if left.is_empty() {
                         return Ok(outcome);
                     }
@@ -301,6 +354,7 @@ impl DynamoSink {
                     let retryable = is_retryable(&e);
                     if is_throttling(&e) {
                         outcome.throttled += 1;
+                        self.settle(0, 0.0, true).await;
                     }
                     if !retryable || attempt >= self.retry.max_attempts {
                         return Err(SinkError::Service {

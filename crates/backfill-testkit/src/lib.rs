@@ -179,6 +179,7 @@ impl TestStack {
             },
             producer: ProducerConfig::default(),
             worker: WorkerConfig::default(),
+            capacity: Default::default(),
             offload: None,
             tables,
         }
@@ -254,6 +255,12 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.shutdown_grace_secs,
         cfg.worker.verify_sample_rate,
     );
+    out.push_str(&format!(
+        "\n[capacity]\nheartbeat_secs = {}\nworker_expiry_secs = {}\nprice_per_wcu_hour = {:?}\n",
+        cfg.capacity.heartbeat_secs,
+        cfg.capacity.worker_expiry_secs,
+        cfg.capacity.price_per_wcu_hour
+    ));
     if let Some(o) = &cfg.offload {
         out.push_str(&format!(
             "\n[offload]\nbucket = {}\nprefix = {}\n",
@@ -318,6 +325,12 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
             "oversize = {:?}\n",
             format!("{:?}", t.oversize).to_lowercase()
         ));
+        if let Some(w) = t.write_budget_wcu {
+            out.push_str(&format!("write_budget_wcu = {w:?}\n"));
+        }
+        if let Some(f) = t.write_budget_fraction {
+            out.push_str(&format!("write_budget_fraction = {f:?}\n"));
+        }
         if let Some(v) = &t.version_column {
             out.push_str(&format!("version_column = {}\n", q(v)));
         }
@@ -355,6 +368,7 @@ mod tests {
         t.unrepresentable = Unrepresentable::String;
         t.version_column = Some("c".into());
         t.oversize = Oversize::S3;
+        t.write_budget_wcu = Some(250.0);
         let mut cfg = BackfillConfig {
             source: SourceConfig {
                 url: Secret::new("postgres://u:p@h/db"),
@@ -373,6 +387,7 @@ mod tests {
             },
             producer: ProducerConfig::default(),
             worker: WorkerConfig::default(),
+            capacity: Default::default(),
             offload: Some(OffloadConfig {
                 bucket: "b".into(),
                 prefix: "p/".into(),

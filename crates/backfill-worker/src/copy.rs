@@ -107,7 +107,7 @@ pub(crate) async fn copy_range(
         }
         let written = match mapper.version_attribute() {
             Some(version) => {
-                w.sink
+                w.sink_for(&tcfg.target)
                     .put_items_if_newer(
                         &tcfg.target,
                         items.clone(),
@@ -118,7 +118,7 @@ pub(crate) async fn copy_range(
                     .await
             }
             None => {
-                w.sink
+                w.sink_for(&tcfg.target)
                     .put_items(&tcfg.target, items.clone(), w.cfg.worker.write_concurrency)
                     .await
             }

@@ -17,9 +17,11 @@
 
 mod copy;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backfill_capacity::WriteLimiter;
 use backfill_config::BackfillConfig;
 use backfill_control::{Claim, ControlError, ControlTable};
 use backfill_dynamo::{DynamoSink, SinkError};
@@ -98,6 +100,8 @@ enum Outcome {
 /// Totals of one `run`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkSummary {
+    /// Why the worker could not start (a budget it could not resolve).
+    pub fatal: Option<String>,
     pub jobs_done: u64,
     pub jobs_duplicate: u64,
     pub jobs_dead_lettered: u64,
@@ -126,6 +130,8 @@ pub struct Worker {
     cfg: Arc<BackfillConfig>,
     source: PgSource,
     sink: DynamoSink,
+    /// Per target table with a budget: its fleet budget and this worker's limiter.
+    limiters: std::sync::Mutex<HashMap<String, (f64, Arc<WriteLimiter>)>>,
     queue: JobQueue,
     control: ControlTable,
     worker_id: String,
@@ -147,7 +153,111 @@ impl Worker {
             sink,
             queue,
             control,
+            limiters: std::sync::Mutex::new(HashMap::new()),
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
+        }
+    }
+
+    /// The sink for writes to `target`: limited to this worker's share when
+    /// the target has a budget.
+    pub(crate) fn sink_for(&self, target: &str) -> DynamoSink {
+        match self.limiters.lock().expect("limiters lock").get(target) {
+            Some((_, l)) => self.sink.limited(l.clone()),
+            None => self.sink.clone(),
+        }
+    }
+
+    /// This worker's current write rate for `target` (WCU/s), if it has a budget.
+    pub fn write_rate(&self, target: &str) -> Option<f64> {
+        self.limiters
+            .lock()
+            .expect("limiters lock")
+            .get(target)
+            .map(|(_, l)| l.rate())
+    }
+
+    /// Resolves every table's fleet budget (a fraction of provisioned
+    /// capacity is read with DescribeTable) and builds its limiter at the
+    /// whole budget; the first heartbeat divides it by the live workers.
+    async fn resolve_budgets(&self) -> Result<(), String> {
+        let mut out = HashMap::new();
+        for t in &self.cfg.tables {
+            let budget = match (t.write_budget_wcu, t.write_budget_fraction) {
+                (Some(w), _) => w,
+                (None, Some(f)) => {
+                    let d = self
+                        .sink
+                        .client()
+                        .describe_table()
+                        .table_name(&t.target)
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "table {}: DescribeTable: {}",
+                                t.target,
+                                backfill_aws::describe(&e)
+                            )
+                        })?;
+                    let provisioned = d
+                        .table()
+                        .and_then(|x| x.provisioned_throughput())
+                        .and_then(|p| p.write_capacity_units())
+                        .unwrap_or(0);
+                    if provisioned <= 0 {
+                        return Err(format!(
+                            "table {}: write_budget_fraction needs provisioned capacity, and the table is on demand; set write_budget_wcu",
+                            t.target
+                        ));
+                    }
+                    provisioned as f64 * f
+                }
+                (None, None) => continue,
+            };
+            tracing::info!(target = %t.target, budget_wcu = budget, "fleet write budget");
+            out.insert(
+                t.target.clone(),
+                (budget, Arc::new(WriteLimiter::new(&t.target, budget))),
+            );
+        }
+        *self.limiters.lock().expect("limiters lock") = out;
+        Ok(())
+    }
+
+    /// Heartbeats in the control table and re-divides each budget by the
+    /// live workers, until cancelled; then deregisters so the others take
+    /// the freed share at once.
+    async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let cap = &self.cfg.capacity;
+        let limiters: Vec<(f64, Arc<WriteLimiter>)> = self
+            .limiters
+            .lock()
+            .expect("limiters lock")
+            .values()
+            .cloned()
+            .collect();
+        loop {
+            let beat = async {
+                self.control
+                    .heartbeat(&self.worker_id, cap.worker_expiry_secs)
+                    .await?;
+                self.control.live_workers(cap.worker_expiry_secs).await
+            };
+            match beat.await {
+                Ok(live) => {
+                    for (budget, l) in &limiters {
+                        l.set_share(backfill_capacity::share(*budget, live));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(cap.heartbeat_secs)) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        if let Err(e) = self.control.deregister(&self.worker_id).await {
+            tracing::warn!(error = %e, "deregistering from the fleet failed");
         }
     }
 
@@ -172,6 +282,13 @@ impl Worker {
         let visibility = self.cfg.queue.visibility_timeout_secs as i32;
         let mut failures = 0u32;
         let mut idle_checks = 0u32;
+        if let Err(e) = self.resolve_budgets().await {
+            tracing::error!(error = %e, "cannot resolve the write budgets");
+            summary.fatal = Some(e);
+            return summary;
+        }
+        let fleet_stop = CancellationToken::new();
+        let fleet = tokio::spawn(self.clone().fleet_loop(fleet_stop.clone()));
         tracing::info!(worker = %self.worker_id, concurrency, "worker started");
         loop {
             while let Some(done) = tasks.try_join_next() {
@@ -240,6 +357,8 @@ impl Worker {
             }
         }
         self.drain(tasks, &mut summary).await;
+        fleet_stop.cancel();
+        let _ = fleet.await;
         tracing::info!(worker = %self.worker_id, ?summary, "worker stopped");
         summary
     }

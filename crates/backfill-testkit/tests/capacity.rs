@@ -1,0 +1,148 @@
+//! The fleet's write budget against the real emulator: workers divide the
+//! budget by the live workers (heartbeats in the control table), and the
+//! fleet's writes stay at the budget.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use aws_sdk_dynamodb::types::ScalarAttributeType as T;
+use backfill_source::PgSource;
+use backfill_testkit::{table, TestStack};
+use backfill_worker::{WorkOptions, Worker};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn two_workers_share_the_budget_and_stay_under_it() -> Result<()> {
+    let stack = TestStack::new("budget").await?;
+    let src = stack.source("t");
+    // Each item is about 0.9 KB: one WCU.
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY, pad text); \
+             INSERT INTO {src} SELECT g, repeat('x', 900) FROM generate_series(1, 2400) g;"
+        ))
+        .await?;
+    let target = stack.target("t");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut t = table(src.clone(), target.clone(), &["id"], None);
+    const BUDGET: f64 = 400.0;
+    t.write_budget_wcu = Some(BUDGET);
+    let mut cfg = stack.config(vec![t]);
+    cfg.producer.rows_per_job = 200;
+    cfg.worker.page_rows = 100;
+    cfg.worker.verify_sample_rate = 0.0;
+    cfg.capacity.heartbeat_secs = 1;
+    cfg.capacity.worker_expiry_secs = 3;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r").await?;
+
+    let workers: Vec<Arc<Worker>> = vec![
+        Arc::new(Worker::new(
+            Arc::new(cfg.clone()),
+            source.clone(),
+            stack.sink(),
+            stack.queue(),
+            stack.control(),
+        )),
+        Arc::new(Worker::new(
+            Arc::new(cfg.clone()),
+            source.clone(),
+            stack.sink(),
+            stack.queue(),
+            stack.control(),
+        )),
+    ];
+    let start = Instant::now();
+    let runs: Vec<_> = workers
+        .iter()
+        .map(|w| {
+            tokio::spawn(
+                w.clone()
+                    .run(CancellationToken::new(), WorkOptions { until_idle: true }),
+            )
+        })
+        .collect();
+    // Once both have heartbeated, each takes half of the budget.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for w in &workers {
+        assert_eq!(w.write_rate(&target), Some(BUDGET / 2.0));
+    }
+    let mut rows = 0;
+    for r in runs {
+        let s = r.await?;
+        assert!(s.fatal.is_none(), "{s:?}");
+        rows += s.rows_copied;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(rows, 2400);
+    assert_eq!(stack.sink().count_items(&target).await?, 2400);
+    // 2,400 WCU at 400 WCU/s, less each worker's first second of burst.
+    let floor = (2400.0 - BUDGET) / BUDGET;
+    assert!(
+        secs >= floor,
+        "copied 2400 WCU in {secs:.1}s, faster than the budget allows ({floor:.1}s)"
+    );
+    println!(
+        "2400 WCU in {secs:.1}s: {:.0} WCU/s against a budget of {BUDGET}",
+        2400.0 / secs
+    );
+    stack.cleanup().await
+}
+
+#[tokio::test]
+async fn a_stopped_worker_hands_its_share_to_the_others() -> Result<()> {
+    let stack = TestStack::new("share").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY); INSERT INTO {src} VALUES (1);"
+        ))
+        .await?;
+    let target = stack.target("t");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut t = table(src.clone(), target.clone(), &["id"], None);
+    t.write_budget_wcu = Some(900.0);
+    let mut cfg = stack.config(vec![t]);
+    cfg.capacity.heartbeat_secs = 1;
+    cfg.capacity.worker_expiry_secs = 3;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    let mk = || {
+        Arc::new(Worker::new(
+            Arc::new(cfg.clone()),
+            source.clone(),
+            stack.sink(),
+            stack.queue(),
+            stack.control(),
+        ))
+    };
+    let (a, b, c) = (mk(), mk(), mk());
+    let stop_c = CancellationToken::new();
+    let ra = tokio::spawn(
+        a.clone()
+            .run(CancellationToken::new(), WorkOptions { until_idle: false }),
+    );
+    let rb = tokio::spawn(
+        b.clone()
+            .run(CancellationToken::new(), WorkOptions { until_idle: false }),
+    );
+    let rc = tokio::spawn(
+        c.clone()
+            .run(stop_c.clone(), WorkOptions { until_idle: false }),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        a.write_rate(&target),
+        Some(300.0),
+        "three workers: a third each"
+    );
+    stop_c.cancel();
+    rc.await?;
+    // Scale-in: within a heartbeat or two the others take the freed share.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(a.write_rate(&target), Some(450.0));
+    assert_eq!(b.write_rate(&target), Some(450.0));
+    ra.abort();
+    rb.abort();
+    stack.cleanup().await
+}
