@@ -713,10 +713,10 @@ impl BackfillConfig {
                         "give write_budget_wcu or write_budget_fraction, not both",
                     ))
                 }
-                (Some(w), None) if !(w >= 1.0) => {
+                (Some(w), None) if w.is_nan() || w < 1.0 => {
                     return Err(invalid(at("write_budget_wcu"), "must be at least 1"))
                 }
-                (None, Some(f)) if !(f > 0.0 && f <= 1.0) => {
+                (None, Some(f)) if f.is_nan() || f <= 0.0 || f > 1.0 => {
                     return Err(invalid(
                         at("write_budget_fraction"),
                         "must be above 0 and at most 1",
