@@ -250,7 +250,12 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
     let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
     let sink = sink(&cfg, &aws);
     let control = ControlTable::new(sink.clone(), &cfg.control.table);
-    let worker = Arc::new(Worker::new(Arc::new(cfg), source, sink, queue, control));
+    let offloader = offloader(&cfg).await;
+    let mut worker = Worker::new(Arc::new(cfg), source, sink, queue, control);
+    if let Some(o) = offloader {
+        worker = worker.with_offloader(o);
+    }
+    let worker = Arc::new(worker);
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     let started = Instant::now();
@@ -271,6 +276,15 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
         summary.jobs_released
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The S3 offloader of the `[offload]` section, if there is one.
+async fn offloader(cfg: &BackfillConfig) -> Option<backfill_offload::S3Offloader> {
+    let o = cfg.offload.as_ref()?;
+    let client = backfill_offload::s3_client(&cfg.aws, cfg.aws.s3_endpoint(), None).await;
+    Some(backfill_offload::S3Offloader::new(
+        client, &o.bucket, &o.prefix,
+    ))
 }
 
 /// Cancels on SIGTERM (Kubernetes scale-in) or Ctrl-C.
@@ -320,7 +334,10 @@ async fn verify(
             .context("--max-reads-per-sec must be at least 1")?,
         ..Default::default()
     };
-    let verifier = backfill_verify::Verifier::new(source, sink(cfg, &aws), opts);
+    let mut verifier = backfill_verify::Verifier::new(source, sink(cfg, &aws), opts);
+    if let Some(o) = offloader(cfg).await {
+        verifier = verifier.with_offloader(o);
+    }
     let mut clean = true;
     for t in tables {
         let report = if sample.is_some() || since.is_some() {
@@ -446,6 +463,10 @@ async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitCode> {
     sink.ensure_table(&cfg.control.table, ("pk", T::S), Some(("sk", T::S)))
         .await?;
     println!("control table {}", cfg.control.table);
+    if let Some(o) = offloader(cfg).await {
+        o.ensure_bucket().await?;
+        println!("offload bucket {}", o.bucket());
+    }
     let source = connect_source(cfg).await?;
     for t in &cfg.tables {
         let schema = source.describe(&TableRef::parse(&t.source)).await?;

@@ -33,6 +33,8 @@ pub enum VerifyError {
     Map(#[from] MapError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Offload(#[from] backfill_offload::OffloadError),
     #[error("table {table}: {reason}")]
     Usage { table: String, reason: String },
 }
@@ -117,6 +119,8 @@ fn newer_in_target(mapper: &ItemMapper, expected: &Item, found: &Item) -> bool {
 pub struct Verifier {
     source: PgSource,
     sink: DynamoSink,
+    /// Resolves pointer items of offloaded (over 400 KB) items.
+    offloader: Option<backfill_offload::S3Offloader>,
     limiter: DefaultDirectRateLimiter,
     opts: VerifyOptions,
 }
@@ -128,7 +132,14 @@ impl Verifier {
             sink,
             limiter: RateLimiter::direct(Quota::per_second(opts.max_reads_per_sec)),
             opts,
+            offloader: None,
         }
+    }
+
+    /// Compares offloaded items with their S3 copy instead of their pointer.
+    pub fn with_offloader(mut self, offloader: backfill_offload::S3Offloader) -> Self {
+        self.offloader = Some(offloader);
+        self
     }
 
     async fn prepare(&self, t: &TableConfig) -> Result<(TableSchema, ItemMapper), VerifyError> {
@@ -148,6 +159,10 @@ impl Verifier {
         for chunk in keys.chunks(100) {
             self.limiter.until_ready().await;
             for item in self.sink.get_items(target, chunk.to_vec()).await? {
+                let item = match &self.offloader {
+                    Some(off) if backfill_offload::is_pointer(&item) => off.fetch(&item).await?,
+                    _ => item,
+                };
                 out.insert(key_id(&mapper.key_of(&item)), item);
             }
         }

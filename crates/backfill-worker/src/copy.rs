@@ -105,6 +105,10 @@ pub(crate) async fn copy_range(
         for item in &items {
             progress.digest.add(item, &column_refs);
         }
+        let items = match fit_items(w, tcfg, &mapper, items, &page).await {
+            Ok(items) => items,
+            Err(e) => break Err(e),
+        };
         let written = match mapper.version_attribute() {
             Some(version) => {
                 w.sink_for(&tcfg.target)
@@ -218,4 +222,44 @@ fn backfill_verify_key(key: &Item) -> String {
         .collect();
     parts.sort();
     parts.join(", ")
+}
+
+/// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
+/// DynamoDB would refuse gets through) fail the job naming the key, or go to
+/// S3 whole with a pointer item in their place, as the table's config says.
+async fn fit_items(
+    w: &Worker,
+    tcfg: &backfill_config::TableConfig,
+    mapper: &ItemMapper,
+    items: Vec<Item>,
+    rows: &[SourceRow],
+) -> Result<Vec<Item>, JobError> {
+    use backfill_item::size::{item_size_upper_bound, MAX_ITEM_BYTES};
+    let mut out = Vec::with_capacity(items.len());
+    for (item, row) in items.into_iter().zip(rows) {
+        let size = item_size_upper_bound(&item);
+        if size <= MAX_ITEM_BYTES {
+            out.push(item);
+            continue;
+        }
+        match tcfg.oversize {
+            backfill_config::Oversize::Fail => {
+                return Err(JobError::Oversize {
+                    table: tcfg.source.clone(),
+                    key: backfill_job::display_key(&row.key),
+                    size,
+                })
+            }
+            backfill_config::Oversize::S3 => {
+                let off = w.offloader.as_ref().ok_or_else(|| JobError::NoOffloader {
+                    table: tcfg.source.clone(),
+                })?;
+                let pointer = off
+                    .offload(&tcfg.target, &mapper.key_of(&item), &item)
+                    .await?;
+                out.push(pointer);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -27,6 +27,7 @@ use backfill_control::{Claim, ControlError, ControlTable};
 use backfill_dynamo::{DynamoSink, SinkError};
 use backfill_item::MapError;
 use backfill_job::JobMessage;
+use backfill_offload::S3Offloader;
 use backfill_queue::{DeadLetter, JobQueue, QueueError, ReceivedMessage};
 use backfill_source::{PgSource, SourceError};
 use tokio::sync::Semaphore;
@@ -51,6 +52,16 @@ pub enum JobError {
     Control(#[from] ControlError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error("table {table}, key {key}: the item is {size} bytes, over DynamoDB's 400 KB limit (set `oversize = \"s3\"` to offload such items)")]
+    Oversize {
+        table: String,
+        key: String,
+        size: usize,
+    },
+    #[error(transparent)]
+    Offload(#[from] backfill_offload::OffloadError),
+    #[error("table {table} has `oversize = \"s3\"` but this worker has no S3 offloader ([offload] section)")]
+    NoOffloader { table: String },
     #[error(
         "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
     )]
@@ -65,7 +76,12 @@ impl JobError {
     /// Whether trying the same job again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            JobError::UnknownTable(_) | JobError::Map(_) | JobError::Verify { .. } => false,
+            JobError::UnknownTable(_)
+            | JobError::Map(_)
+            | JobError::Verify { .. }
+            | JobError::Oversize { .. }
+            | JobError::NoOffloader { .. } => false,
+            JobError::Offload(e) => e.is_retryable(),
             JobError::Source(e) => e.is_retryable(),
             JobError::Sink(e) => e.is_retryable(),
             JobError::Control(e) => e.is_retryable(),
@@ -132,6 +148,8 @@ pub struct Worker {
     sink: DynamoSink,
     /// Per target table with a budget: its fleet budget and this worker's limiter.
     limiters: std::sync::Mutex<HashMap<String, (f64, Arc<WriteLimiter>)>>,
+    /// Where items over 400 KB go, for tables with `oversize = "s3"`.
+    offloader: Option<S3Offloader>,
     queue: JobQueue,
     control: ControlTable,
     worker_id: String,
@@ -154,8 +172,15 @@ impl Worker {
             queue,
             control,
             limiters: std::sync::Mutex::new(HashMap::new()),
+            offloader: None,
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
         }
+    }
+
+    /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
+    pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
+        self.offloader = Some(offloader);
+        self
     }
 
     /// The sink for writes to `target`: limited to this worker's share when
