@@ -30,6 +30,45 @@ pub fn estimate_wcu(item: &Item) -> u64 {
     write_capacity_units(item_size_upper_bound(item))
 }
 
+/// A table's fleet write budget in WCU/s: `write_budget_wcu`, or
+/// `write_budget_fraction` of its provisioned write capacity (read with
+/// DescribeTable); `None` when the table has no budget.
+pub async fn resolve_budget(
+    client: &aws_sdk_dynamodb::Client,
+    t: &backfill_config::TableConfig,
+) -> Result<Option<f64>, String> {
+    match (t.write_budget_wcu, t.write_budget_fraction) {
+        (Some(w), _) => Ok(Some(w)),
+        (None, Some(f)) => {
+            let d = client
+                .describe_table()
+                .table_name(&t.target)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "table {}: DescribeTable: {}",
+                        t.target,
+                        backfill_aws::describe(&e)
+                    )
+                })?;
+            let provisioned = d
+                .table()
+                .and_then(|x| x.provisioned_throughput())
+                .and_then(|p| p.write_capacity_units())
+                .unwrap_or(0);
+            if provisioned <= 0 {
+                return Err(format!(
+                    "table {}: write_budget_fraction needs provisioned capacity, and the table is on demand; set write_budget_wcu",
+                    t.target
+                ));
+            }
+            Ok(Some(provisioned as f64 * f))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// The share of a fleet budget one of `live_workers` workers takes.
 pub fn share(budget_wcu_per_sec: f64, live_workers: usize) -> f64 {
     budget_wcu_per_sec / live_workers.max(1) as f64

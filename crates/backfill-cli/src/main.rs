@@ -182,9 +182,13 @@ fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
 async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
     let source = connect_source(cfg).await?;
     let plan = backfill_producer::plan(cfg, &source, run).await?;
+    let aws = AwsClients::from_config(&cfg.aws).await;
     println!("plan for run {run}:");
     let mut total_rows = 0;
     let mut total_jobs = 0;
+    let mut total_wcu = 0.0;
+    let mut total_cost = 0.0;
+    let mut longest_hours: f64 = 0.0;
     for t in &plan.tables {
         if t.problems.is_empty() {
             println!(
@@ -198,6 +202,36 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
                 t.sampled_rows,
                 t.sample_percent
             );
+            let wcu = t.wcu_needed();
+            total_wcu += wcu;
+            let budget = match cfg.table(&t.source) {
+                Some(tc) => backfill_capacity::resolve_budget(&aws.dynamodb, tc).await,
+                None => Err("not configured".into()),
+            };
+            match budget {
+                Ok(Some(b)) => {
+                    let hours = wcu / b / 3600.0;
+                    let cost = b * hours.max(1.0 / 60.0) * cfg.capacity.price_per_wcu_hour;
+                    longest_hours = longest_hours.max(hours);
+                    total_cost += cost;
+                    println!(
+                        "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; at {b:.0} WCU/s: {}; extra capacity ~${cost:.2} at ${}/WCU-hour",
+                        t.avg_item_bytes,
+                        t.wcu_per_item,
+                        wcu,
+                        human_duration(hours * 3600.0),
+                        cfg.capacity.price_per_wcu_hour
+                    );
+                }
+                Ok(None) => println!(
+                    "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; no write budget set: the copy runs as fast as the fleet writes",
+                    t.avg_item_bytes, t.wcu_per_item, wcu
+                ),
+                Err(e) => println!(
+                    "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; budget unknown: {e}",
+                    t.avg_item_bytes, t.wcu_per_item, wcu
+                ),
+            }
             for n in &t.notes {
                 println!("    type note: {n}");
             }
@@ -210,7 +244,10 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             }
         }
     }
-    println!("total: {total_jobs} jobs, ~{total_rows} rows");
+    println!(
+        "total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; at the budgets: {}, extra capacity ~${total_cost:.2}",
+        human_duration(longest_hours * 3600.0)
+    );
     let problems = plan.problems();
     if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -220,6 +257,15 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             problems.len()
         );
         Ok(ExitCode::from(2))
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{:.0} min", s as f64 / 60.0),
+        _ => format!("{:.1} h", s as f64 / 3600.0),
     }
 }
 

@@ -476,3 +476,134 @@ pub fn json_to_attribute(
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backfill_config::KeyAttribute;
+    use backfill_job::KeyValue;
+    use backfill_source::{ColumnSchema, TableRef};
+
+    fn schema(cols: &[(&str, ColumnKind)]) -> TableSchema {
+        TableSchema {
+            table: TableRef::parse("public.t"),
+            columns: cols
+                .iter()
+                .map(|(n, k)| ColumnSchema {
+                    name: n.to_string(),
+                    pg_type: "x".into(),
+                    kind: k.clone(),
+                    not_null: true,
+                    precision: None,
+                })
+                .collect(),
+            key: vec![0],
+            reltuples: 0.0,
+            relpages: 0,
+            pages: 0,
+        }
+    }
+
+    fn row(values: Vec<Value>) -> SourceRow {
+        SourceRow {
+            key: vec![KeyValue::Int(1)],
+            values,
+        }
+    }
+
+    fn mapper(pk: KeyAttribute, sk: Option<KeyAttribute>) -> ItemMapper {
+        let mut cfg = TableConfig::new("public.t", "target", pk);
+        cfg.sort_key = sk;
+        ItemMapper::new(
+            &cfg,
+            &schema(&[("a", ColumnKind::Text), ("b", ColumnKind::Text)]),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_empty_key_attribute_is_refused() {
+        let m = mapper(KeyAttribute::columns(&["a"], None), None);
+        let e = m
+            .map_row(&row(vec![Value::Text(String::new()), Value::Null]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("key attribute a would be empty"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("column a"), "{e}");
+    }
+
+    #[test]
+    fn partition_key_at_most_2048_bytes() {
+        let m = mapper(KeyAttribute::columns(&["a"], None), None);
+        assert!(m
+            .map_row(&row(vec![Value::Text("é".repeat(1024)), Value::Null]))
+            .is_ok());
+        let e = m
+            .map_row(&row(vec![Value::Text("x".repeat(2049)), Value::Null]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("2049 bytes, over DynamoDB's limit of 2048"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sort_key_at_most_1024_bytes() {
+        let m = mapper(
+            KeyAttribute::columns(&["a"], None),
+            Some(KeyAttribute::columns(&["b"], None)),
+        );
+        assert!(m
+            .map_row(&row(vec![
+                Value::Text("k".into()),
+                Value::Text("x".repeat(1024))
+            ]))
+            .is_ok());
+        let e = m
+            .map_row(&row(vec![
+                Value::Text("k".into()),
+                Value::Text("x".repeat(1025)),
+            ]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("over DynamoDB's limit of 1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_null_key_part_is_refused_and_templates_render() {
+        let m = mapper(KeyAttribute::template("A#{a}#{b}", "pk"), None);
+        let item = m
+            .map_row(&row(vec![Value::Text("x".into()), Value::Text("y".into())]))
+            .unwrap();
+        assert_eq!(item["pk"], AttributeValue::S("A#x#y".into()));
+        let e = m
+            .map_row(&row(vec![Value::Text("x".into()), Value::Null]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("NULL cannot be part of key attribute pk"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_column_named_like_a_template_key_is_refused() {
+        let mut cfg = TableConfig::new("public.t", "target", KeyAttribute::template("A#{a}", "b"));
+        cfg.sort_key = None;
+        let e = ItemMapper::new(
+            &cfg,
+            &schema(&[("a", ColumnKind::Text), ("b", ColumnKind::Text)]),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("column b would be stored as attribute b"),
+            "{e}"
+        );
+    }
+}

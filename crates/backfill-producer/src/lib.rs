@@ -42,7 +42,21 @@ pub struct TablePlan {
     pub problems: Vec<String>,
     /// Columns whose values may not all have a faithful form, and what happens to them.
     pub notes: Vec<String>,
+    /// Mean item size in bytes (DynamoDB's rules) over a sample of rows.
+    pub avg_item_bytes: f64,
+    /// Mean write capacity units one item costs.
+    pub wcu_per_item: f64,
 }
+
+impl TablePlan {
+    /// Write capacity units the copy of this table needs in all.
+    pub fn wcu_needed(&self) -> f64 {
+        self.estimated_rows as f64 * self.wcu_per_item
+    }
+}
+
+/// Rows whose items are sized to estimate a table's write cost.
+const SIZE_SAMPLE_ROWS: u32 = 500;
 
 /// The plan of a run: every table's jobs.
 #[derive(Debug, Clone)]
@@ -102,6 +116,8 @@ pub async fn plan(
             jobs: Vec::new(),
             problems: Vec::new(),
             notes: Vec::new(),
+            avg_item_bytes: 0.0,
+            wcu_per_item: 0.0,
         };
         let schema = match source.describe(&TableRef::parse(&t.source)).await {
             Ok(s) => s,
@@ -126,6 +142,29 @@ pub async fn plan(
             tp.sampled_rows = sample.sampled_rows;
             tp.sample_percent = sample.percent;
             let key_columns = schema.key_names();
+            // Item sizes from a few hundred sampled rows, never a scan.
+            if let Ok(mapper) = backfill_item::ItemMapper::new(t, &schema) {
+                let pct = (f64::from(SIZE_SAMPLE_ROWS) * 4.0 / sample.estimated_rows.max(1) as f64
+                    * 100.0)
+                    .min(100.0);
+                let rows = source
+                    .read_page_sample(&schema, pct, spec.seed, SIZE_SAMPLE_ROWS)
+                    .await?;
+                let items: Vec<_> = rows.iter().filter_map(|r| mapper.map_row(r).ok()).collect();
+                if !items.is_empty() {
+                    let n = items.len() as f64;
+                    tp.avg_item_bytes = items
+                        .iter()
+                        .map(|i| backfill_item::size::item_size(i) as f64)
+                        .sum::<f64>()
+                        / n;
+                    tp.wcu_per_item = items
+                        .iter()
+                        .map(|i| backfill_capacity::estimate_wcu(i) as f64)
+                        .sum::<f64>()
+                        / n;
+                }
+            }
             tp.jobs = KeyRange::tile(sample.boundaries)
                 .into_iter()
                 .map(|r| JobMessage::new(run_id, &t.source, key_columns.clone(), r))

@@ -348,6 +348,35 @@ impl PgSource {
         Ok(rows.into_iter().next().filter(|r| &r.key == key))
     }
 
+    /// Up to `limit` rows from a page sample (TABLESAMPLE SYSTEM, seeded):
+    /// cheap, for estimating item sizes; never a scan.
+    pub async fn read_page_sample(
+        &self,
+        schema: &TableSchema,
+        percent: f64,
+        seed: i32,
+        limit: u32,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let sql = format!(
+            "SELECT {} FROM {} TABLESAMPLE SYSTEM ($1) REPEATABLE ($2) LIMIT {limit}",
+            select_list(schema),
+            schema.table.quoted()
+        );
+        let table = schema.table.to_string();
+        let rows = sqlx::query(&sql)
+            .bind(percent.clamp(0.0001, 100.0))
+            .bind(seed)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: table.clone(),
+                source,
+            })?;
+        rows.iter()
+            .map(|row| decode_row(schema, &table, row))
+            .collect()
+    }
+
     /// Rows for an audit: a Bernoulli sample of `percent` of the rows, and/or
     /// the rows whose `since.0` column is at least `since.1`; at most `limit`.
     pub async fn read_audit(

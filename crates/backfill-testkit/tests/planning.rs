@@ -292,3 +292,49 @@ async fn a_unique_index_over_not_null_columns_serves_as_key() -> Result<()> {
     schema.check_key_types()?;
     stack.cleanup().await
 }
+
+#[tokio::test]
+async fn plan_notes_unfaithful_types_and_estimates_write_cost() -> Result<()> {
+    let stack = TestStack::new("plan_notes").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY, d float8, n numeric, n12 numeric(12,2), pt point, \
+             safe numeric(40,0), body text); \
+             INSERT INTO {src} SELECT g, g, g, g, point(g, g), g, repeat('x', 2500) FROM generate_series(1, 600) g; \
+             ANALYZE {src};"
+        ))
+        .await?;
+    let mut t = table(src.clone(), stack.target("t"), &["id"], None);
+    t.types
+        .insert("safe".into(), backfill_config::TypeOverride::String);
+    let cfg = stack.config(vec![t]);
+    let source = PgSource::connect(&stack.env.pg_url, 2).await?;
+    let plan = backfill_producer::plan(&cfg, &source, "r").await?;
+    let tp = &plan.tables[0];
+    let noted: Vec<&str> = [
+        "column d ",
+        "column n ",
+        "column pt ",
+        "column n12 ",
+        "column safe ",
+    ]
+    .into_iter()
+    .filter(|c| tp.notes.iter().any(|n| n.contains(c)))
+    .collect();
+    assert_eq!(
+        noted,
+        vec!["column d ", "column n ", "column pt "],
+        "{:#?}",
+        tp.notes
+    );
+    // ~2.6 KB items: 3 WCU each.
+    assert!(
+        (tp.avg_item_bytes - 2580.0).abs() < 100.0,
+        "{}",
+        tp.avg_item_bytes
+    );
+    assert_eq!(tp.wcu_per_item, 3.0);
+    assert_eq!(tp.wcu_needed(), tp.estimated_rows as f64 * 3.0);
+    stack.cleanup().await
+}

@@ -207,37 +207,9 @@ impl Worker {
     async fn resolve_budgets(&self) -> Result<(), String> {
         let mut out = HashMap::new();
         for t in &self.cfg.tables {
-            let budget = match (t.write_budget_wcu, t.write_budget_fraction) {
-                (Some(w), _) => w,
-                (None, Some(f)) => {
-                    let d = self
-                        .sink
-                        .client()
-                        .describe_table()
-                        .table_name(&t.target)
-                        .send()
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "table {}: DescribeTable: {}",
-                                t.target,
-                                backfill_aws::describe(&e)
-                            )
-                        })?;
-                    let provisioned = d
-                        .table()
-                        .and_then(|x| x.provisioned_throughput())
-                        .and_then(|p| p.write_capacity_units())
-                        .unwrap_or(0);
-                    if provisioned <= 0 {
-                        return Err(format!(
-                            "table {}: write_budget_fraction needs provisioned capacity, and the table is on demand; set write_budget_wcu",
-                            t.target
-                        ));
-                    }
-                    provisioned as f64 * f
-                }
-                (None, None) => continue,
+            let Some(budget) = backfill_capacity::resolve_budget(self.sink.client(), t).await?
+            else {
+                continue;
             };
             tracing::info!(target = %t.target, budget_wcu = budget, "fleet write budget");
             out.insert(

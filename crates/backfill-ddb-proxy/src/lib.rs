@@ -1,0 +1,248 @@
+//! A DynamoDB proxy that throttles writes like a provisioned table does.
+//!
+//! DynamoDB emulators (dynalite here) never throttle, so the code paths that
+//! handle `ProvisionedThroughputExceededException` and `UnprocessedItems`
+//! are never exercised against them. This proxy speaks DynamoDB's JSON
+//! protocol (HTTP POST, `X-Amz-Target: DynamoDB_20120810.<Op>`, a JSON body)
+//! in front of an emulator and enforces a write budget:
+//!
+//! - Each write's capacity units are computed by the proxy from the request
+//!   JSON by DynamoDB's rules (see [`request`] and [`size`]), and paid from a
+//!   token bucket (see [`bucket`]) that fills at
+//!   [`ProxyConfig::write_capacity_per_sec`] up to `burst_secs` of it.
+//! - A `PutItem`, `UpdateItem` or `DeleteItem` that does not fit is answered
+//!   `400 ProvisionedThroughputExceededException`, with the service's exact
+//!   body. A `BatchWriteItem` is cut: the longest prefix of its write
+//!   requests that fits is forwarded (the body rewritten) and the rest is
+//!   returned in `UnprocessedItems`, after any the upstream returned itself;
+//!   if not even the first fits, the whole call is throttled.
+//! - Everything else (reads, table administration) is forwarded unchanged
+//!   and not accounted.
+//!
+//! Requests are forwarded byte for byte with their headers, `Authorization`
+//! and `X-Amz-Date` included. A rewritten batch no longer matches its SigV4
+//! signature; dynalite only checks that a signature is there, so that does
+//! not matter for the emulator this is meant for.
+//!
+//! Capacity is debited when a write is admitted and given back if the
+//! upstream then does not make the write (an error answer other than a
+//! failed condition, which DynamoDB charges; or items the upstream returns
+//! unprocessed). The counters only count what was admitted and made, so
+//! [`Counters::accepted_wcu`] is the capacity the upstream consumed.
+//!
+//! In [`Mode::Blackhole`] admitted writes are answered by the proxy without
+//! forwarding (`{}`, or `{"UnprocessedItems": {...}}`, with
+//! `ConsumedCapacity` computed by the proxy when asked for), so a benchmark
+//! measures the client alone; everything else is still forwarded.
+
+pub mod bucket;
+pub mod error;
+pub mod request;
+mod server;
+pub mod size;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use error::{ProxyError, THROTTLED_BODY};
+
+/// DynamoDB keeps up to 300 seconds of unused capacity as burst.
+pub const DEFAULT_BURST_SECS: f64 = 300.0;
+
+/// The upstream used when none is given: `BACKFILL_TEST_DYNAMODB_URL`, or
+/// dynalite on its usual port.
+pub fn default_upstream() -> String {
+    std::env::var("BACKFILL_TEST_DYNAMODB_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "http://127.0.0.1:4567".to_string())
+}
+
+/// What the proxy does with admitted writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Forward them to the upstream and relay its answer.
+    #[default]
+    Forward,
+    /// Answer writes without forwarding: a benchmark measures the client
+    /// alone. Reads and other operations are still forwarded.
+    Blackhole,
+}
+
+/// How the proxy is set up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Base URL of the DynamoDB endpoint behind the proxy (plain `http`).
+    pub upstream: String,
+    /// Provisioned write capacity units per second.
+    pub write_capacity_per_sec: f64,
+    /// Seconds of unused capacity kept as burst ([`DEFAULT_BURST_SECS`] like
+    /// DynamoDB; tests use a second or so).
+    pub burst_secs: f64,
+    /// Forward admitted writes, or answer them in place.
+    pub mode: Mode,
+}
+
+impl ProxyConfig {
+    /// Forwarding to `upstream` with `write_capacity_per_sec` and
+    /// DynamoDB's 300 s of burst.
+    pub fn new(upstream: impl Into<String>, write_capacity_per_sec: f64) -> Self {
+        ProxyConfig {
+            upstream: upstream.into(),
+            write_capacity_per_sec,
+            burst_secs: DEFAULT_BURST_SECS,
+            mode: Mode::Forward,
+        }
+    }
+}
+
+/// What the proxy has done so far. All fields are atomics: read them from
+/// any thread while the proxy runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Write capacity admitted and consumed, in millionths of a unit (read
+    /// it with [`Counters::accepted_wcu`]).
+    pub accepted_wcu_micros: AtomicU64,
+    /// Write calls admitted, in whole or in part.
+    pub accepted_write_requests: AtomicU64,
+    /// Single items written (a batch counts each of its admitted requests).
+    pub accepted_items: AtomicU64,
+    /// Calls answered with `ProvisionedThroughputExceededException`.
+    pub throttled_requests: AtomicU64,
+    /// Write requests the proxy itself returned in `UnprocessedItems`.
+    pub unprocessed_items_returned: AtomicU64,
+    /// Calls sent to the upstream (any operation).
+    pub forwarded_requests: AtomicU64,
+}
+
+impl Counters {
+    /// Write capacity units admitted and consumed.
+    pub fn accepted_wcu(&self) -> f64 {
+        self.accepted_wcu_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+    pub fn accepted_write_requests(&self) -> u64 {
+        self.accepted_write_requests.load(Ordering::Relaxed)
+    }
+    pub fn accepted_items(&self) -> u64 {
+        self.accepted_items.load(Ordering::Relaxed)
+    }
+    pub fn throttled_requests(&self) -> u64 {
+        self.throttled_requests.load(Ordering::Relaxed)
+    }
+    pub fn unprocessed_items_returned(&self) -> u64 {
+        self.unprocessed_items_returned.load(Ordering::Relaxed)
+    }
+    pub fn forwarded_requests(&self) -> u64 {
+        self.forwarded_requests.load(Ordering::Relaxed)
+    }
+
+    /// All counters at one moment (each read on its own: not a transaction).
+    pub fn snapshot(&self) -> CountersSnapshot {
+        CountersSnapshot {
+            accepted_wcu: self.accepted_wcu(),
+            accepted_write_requests: self.accepted_write_requests(),
+            accepted_items: self.accepted_items(),
+            throttled_requests: self.throttled_requests(),
+            unprocessed_items_returned: self.unprocessed_items_returned(),
+            forwarded_requests: self.forwarded_requests(),
+        }
+    }
+
+    fn record_accepted(&self, units: u64, items: u64) {
+        self.accepted_wcu_micros
+            .fetch_add(units.saturating_mul(1_000_000), Ordering::Relaxed);
+        self.accepted_items.fetch_add(items, Ordering::Relaxed);
+        self.accepted_write_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Plain values of [`Counters`]; `Display` prints one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CountersSnapshot {
+    pub accepted_wcu: f64,
+    pub accepted_write_requests: u64,
+    pub accepted_items: u64,
+    pub throttled_requests: u64,
+    pub unprocessed_items_returned: u64,
+    pub forwarded_requests: u64,
+}
+
+impl fmt::Display for CountersSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{{\"accepted_wcu\":{},\"accepted_write_requests\":{},\"accepted_items\":{},\
+             \"throttled_requests\":{},\"unprocessed_items_returned\":{},\"forwarded_requests\":{}}}",
+            self.accepted_wcu,
+            self.accepted_write_requests,
+            self.accepted_items,
+            self.throttled_requests,
+            self.unprocessed_items_returned,
+            self.forwarded_requests
+        )
+    }
+}
+
+/// A running proxy. Dropping it stops the proxy (without waiting); call
+/// [`ProxyHandle::shutdown`] to wait for it.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    /// `http://127.0.0.1:<port>`: the endpoint URL to give DynamoDB clients.
+    pub url: String,
+    /// The address the proxy listens on.
+    pub addr: SocketAddr,
+    /// Live counters.
+    pub counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ProxyHandle {
+    /// Stops accepting, lets requests in flight finish (a few seconds at
+    /// most) and returns when the proxy has stopped.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts a proxy on `127.0.0.1` on a free port.
+pub async fn start(cfg: ProxyConfig) -> std::io::Result<ProxyHandle> {
+    start_on(cfg, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// Starts a proxy on `addr`. A configuration that cannot work is an
+/// `InvalidInput` error wrapping [`ProxyError::Config`].
+pub async fn start_on(cfg: ProxyConfig, addr: SocketAddr) -> std::io::Result<ProxyHandle> {
+    let counters = Arc::new(Counters::default());
+    let shared = server::Shared::new(&cfg, counters.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(server::serve(listener, Arc::new(shared), shutdown.clone()));
+    Ok(ProxyHandle {
+        url: format!("http://{addr}"),
+        addr,
+        counters,
+        shutdown,
+        task: Some(task),
+    })
+}

@@ -1,0 +1,86 @@
+//! `backfill-ddb-proxy`: a DynamoDB endpoint that throttles writes like a
+//! provisioned table, in front of an emulator. Prints its URL on the first
+//! line of stdout; on SIGINT or SIGTERM prints its counters as one JSON line
+//! and exits.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use backfill_ddb_proxy::{default_upstream, start_on, Mode, ProxyConfig, DEFAULT_BURST_SECS};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backfill-ddb-proxy",
+    about = "DynamoDB proxy that enforces provisioned write capacity in front of an emulator"
+)]
+struct Args {
+    /// DynamoDB endpoint to forward to (default: BACKFILL_TEST_DYNAMODB_URL, else dynalite on 127.0.0.1:4567).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Provisioned write capacity units per second.
+    #[arg(long, default_value_t = 1000.0)]
+    wcu: f64,
+    /// Seconds of unused capacity kept as burst.
+    #[arg(long, default_value_t = DEFAULT_BURST_SECS)]
+    burst_secs: f64,
+    /// Port to listen on, on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Answer admitted writes without forwarding them.
+    #[arg(long)]
+    blackhole: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = ProxyConfig {
+        upstream: args.upstream.unwrap_or_else(default_upstream),
+        write_capacity_per_sec: args.wcu,
+        burst_secs: args.burst_secs,
+        mode: if args.blackhole {
+            Mode::Blackhole
+        } else {
+            Mode::Forward
+        },
+    };
+    let handle = match start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("backfill-ddb-proxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", handle.url);
+        let _ = out.flush();
+    }
+    if let Err(e) = stop_signal().await {
+        eprintln!("backfill-ddb-proxy: cannot wait for signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let counters = handle.counters.clone();
+    handle.shutdown().await;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", counters.snapshot());
+    let _ = out.flush();
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn stop_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_signal() -> std::io::Result<()> {
+    tokio::signal::ctrl_c().await
+}
