@@ -141,6 +141,19 @@ pub struct SourceConfig {
     /// Connections per process; also the cap on concurrent source queries.
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A query returning one number (replica lag in seconds, active
+    /// sessions, ...); while it exceeds `pause_above`, workers read nothing.
+    #[serde(default)]
+    pub pause_query: Option<String>,
+    #[serde(default)]
+    pub pause_above: Option<f64>,
+    /// Seconds between evaluations of `pause_query`.
+    #[serde(default = "default_pause_check_secs")]
+    pub pause_check_secs: u64,
+}
+
+fn default_pause_check_secs() -> u64 {
+    5
 }
 
 fn default_max_connections() -> u32 {
@@ -614,6 +627,15 @@ impl BackfillConfig {
                 "source.url",
                 "must be a postgres:// or postgresql:// URL",
             ));
+        }
+        if self.source.pause_query.is_some() != self.source.pause_above.is_some() {
+            return Err(invalid(
+                "source.pause_above",
+                "pause_query and pause_above go together",
+            ));
+        }
+        if self.source.pause_check_secs == 0 {
+            return Err(invalid("source.pause_check_secs", "must be at least 1"));
         }
         if self.source.max_connections == 0 {
             return Err(invalid("source.max_connections", "must be at least 1"));

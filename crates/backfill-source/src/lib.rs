@@ -124,6 +124,18 @@ impl PgSource {
         &self.pool
     }
 
+    /// The number the operator's `pause_query` returns (replica lag, load).
+    pub async fn gauge(&self, sql: &str) -> Result<f64, SourceError> {
+        let v: Option<f64> = sqlx::query_scalar(&format!("SELECT ({sql})::float8"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|source| SourceError::Query {
+                table: "(source.pause_query)".into(),
+                source,
+            })?;
+        Ok(v.unwrap_or(0.0))
+    }
+
     /// Exact row count of a table: for `verify` only, never for planning.
     pub async fn count_rows(&self, table: &TableRef) -> Result<u64, SourceError> {
         let sql = format!("SELECT count(*) FROM {}", table.quoted());

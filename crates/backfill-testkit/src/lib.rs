@@ -165,6 +165,9 @@ impl TestStack {
             source: SourceConfig {
                 url: Secret::new(self.env.pg_url.clone()),
                 max_connections: 4,
+                pause_query: None,
+                pause_above: None,
+                pause_check_secs: 5,
             },
             aws: self.env.aws_config(),
             queue: QueueConfig {
@@ -254,6 +257,21 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.max_write_attempts,
         cfg.worker.shutdown_grace_secs,
         cfg.worker.verify_sample_rate,
+    );
+    if let (Some(q), Some(a)) = (&cfg.source.pause_query, cfg.source.pause_above) {
+        out = out.replacen(
+            "[aws]",
+            &format!("pause_query = {:?}\npause_above = {a:?}\n\n[aws]", q),
+            1,
+        );
+    }
+    out = out.replacen(
+        "[aws]",
+        &format!(
+            "pause_check_secs = {}\n\n[aws]",
+            cfg.source.pause_check_secs
+        ),
+        1,
     );
     out.push_str(&format!(
         "\n[capacity]\nheartbeat_secs = {}\nworker_expiry_secs = {}\nprice_per_wcu_hour = {:?}\n",
@@ -373,6 +391,9 @@ mod tests {
             source: SourceConfig {
                 url: Secret::new("postgres://u:p@h/db"),
                 max_connections: 3,
+                pause_query: Some("SELECT 1".into()),
+                pause_above: Some(2.5),
+                pause_check_secs: 7,
             },
             aws: TestEnv::from_env().aws_config(),
             queue: QueueConfig {

@@ -49,19 +49,18 @@ pub(crate) async fn copy_range(
     // Reader task: pages in key order into a channel of one, so reading the
     // next page overlaps with writing this one.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<SourceRow>, JobError>>(1);
+    // It owns the sender, so the channel closes when it stops.
     let reader = {
-        let source = w.source.clone();
-        let schema = schema.clone();
-        let query = query.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
+        let (schema, query) = (&schema, &query);
+        async move {
             let mut after: Option<KeyTuple> = None;
             loop {
-                if cancel.is_cancelled() {
+                if cancel.is_cancelled() || !w.source_open(cancel).await {
                     return;
                 }
-                let page = source
-                    .read_page(&schema, &query, after.as_ref(), page_rows)
+                let page = w
+                    .source
+                    .read_page(schema, query, after.as_ref(), page_rows)
                     .await;
                 let page = match page {
                     Ok(p) => p,
@@ -76,71 +75,83 @@ pub(crate) async fn copy_range(
                     return;
                 }
             }
-        })
+        }
     };
+    // The reader runs beside the writer below; when the writer stops (done,
+    // failed or cancelled) the reader is dropped wherever it is.
+    let reader = async {
+        reader.await;
+        std::future::pending::<()>().await
+    };
+    tokio::pin!(reader);
 
     let columns: Vec<String> = mapper.column_attributes().map(str::to_string).collect();
     let column_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut progress = CopyProgress::default();
-    let result = loop {
-        if cancel.is_cancelled() {
-            break Ok(());
-        }
-        let page = match rx.recv().await {
-            None => {
-                progress.complete = !cancel.is_cancelled();
+    let writer = async {
+        loop {
+            if cancel.is_cancelled() {
                 break Ok(());
             }
-            Some(Err(e)) => break Err(e),
-            Some(Ok(p)) => p,
-        };
-        let items = match page
-            .iter()
-            .map(|r| mapper.map_row(r))
-            .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(items) => items,
-            Err(e) => break Err(e.into()),
-        };
-        for item in &items {
-            progress.digest.add(item, &column_refs);
-        }
-        let items = match fit_items(w, tcfg, &mapper, items, &page).await {
-            Ok(items) => items,
-            Err(e) => break Err(e),
-        };
-        let written = match mapper.version_attribute() {
-            Some(version) => {
-                w.sink_for(&tcfg.target)
-                    .put_items_if_newer(
-                        &tcfg.target,
-                        items.clone(),
-                        &mapper.partition_key().attribute,
-                        version,
-                        w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
-                    )
-                    .await
+            let page = match rx.recv().await {
+                None => {
+                    progress.complete = !cancel.is_cancelled();
+                    break Ok(());
+                }
+                Some(Err(e)) => break Err(e),
+                Some(Ok(p)) => p,
+            };
+            let items = match page
+                .iter()
+                .map(|r| mapper.map_row(r))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(items) => items,
+                Err(e) => break Err(e.into()),
+            };
+            for item in &items {
+                progress.digest.add(item, &column_refs);
             }
-            None => {
-                w.sink_for(&tcfg.target)
-                    .put_items(&tcfg.target, items.clone(), w.cfg.worker.write_concurrency)
-                    .await
+            let items = match fit_items(w, tcfg, &mapper, items, &page).await {
+                Ok(items) => items,
+                Err(e) => break Err(e),
+            };
+            let written = match mapper.version_attribute() {
+                Some(version) => {
+                    w.sink_for(&tcfg.target)
+                        .put_items_if_newer(
+                            &tcfg.target,
+                            items.clone(),
+                            &mapper.partition_key().attribute,
+                            version,
+                            w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
+                        )
+                        .await
+                }
+                None => {
+                    w.sink_for(&tcfg.target)
+                        .put_items(&tcfg.target, items.clone(), w.cfg.worker.write_concurrency)
+                        .await
+                }
+            };
+            let written = match written {
+                Ok(o) => o,
+                Err(e) => break Err(e.into()),
+            };
+            progress.skipped_newer += written.skipped_newer as u64;
+            match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
+                Ok(n) => progress.verified += n,
+                Err(e) => break Err(e),
             }
-        };
-        let written = match written {
-            Ok(o) => o,
-            Err(e) => break Err(e.into()),
-        };
-        progress.skipped_newer += written.skipped_newer as u64;
-        match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
-            Ok(n) => progress.verified += n,
-            Err(e) => break Err(e),
+            progress.rows += page.len() as u64;
+            progress.last_key = page.last().map(|r| r.key.clone());
+            tracing::debug!(rows = progress.rows, "page written");
         }
-        progress.rows += page.len() as u64;
-        progress.last_key = page.last().map(|r| r.key.clone());
-        tracing::debug!(rows = progress.rows, "page written");
     };
-    reader.abort();
+    let result = tokio::select! {
+        r = writer => r,
+        _ = &mut reader => unreachable!("the reader future never completes"),
+    };
     result.map(|()| progress)
 }
 
