@@ -43,9 +43,8 @@ impl From<SizeError> for ProxyError {
 impl ProxyError {
     /// The HTTP status and DynamoDB error body for this error.
     pub fn status_and_body(&self) -> (StatusCode, String) {
-        let body = |ty: &str, msg: &str| {
-            serde_json::json!({ "__type": ty, "message": msg }).to_string()
-        };
+        let body =
+            |ty: &str, msg: &str| serde_json::json!({ "__type": ty, "message": msg }).to_string();
         match self {
             ProxyError::Throttled => (StatusCode::BAD_REQUEST, THROTTLED_BODY.to_string()),
             ProxyError::Serialization(m) | ProxyError::Body(m) => (

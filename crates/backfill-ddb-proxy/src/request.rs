@@ -115,7 +115,9 @@ impl BatchWrite {
                 ProxyError::Validation("BatchWriteItem request has no RequestItems".into())
             })?
             .as_object()
-            .ok_or_else(|| ProxyError::Serialization("RequestItems must be a JSON object".into()))?;
+            .ok_or_else(|| {
+                ProxyError::Serialization("RequestItems must be a JSON object".into())
+            })?;
         let entries = unprocessed_entries(tables)?;
         if entries.is_empty() {
             return Err(ProxyError::Validation(
@@ -236,7 +238,9 @@ mod tests {
 
     #[test]
     fn put_item_costs_started_kilobytes() {
-        let b = obj(json!({"TableName": "t", "Item": {"id": {"S": "a"}, "body": {"S": "x".repeat(3000)}}}));
+        let b = obj(
+            json!({"TableName": "t", "Item": {"id": {"S": "a"}, "body": {"S": "x".repeat(3000)}}}),
+        );
         assert_eq!(single_write_cost(WriteOp::PutItem, &b).unwrap(), 3);
         let b = obj(json!({"TableName": "t", "Key": {"id": {"S": "a"}}}));
         assert_eq!(single_write_cost(WriteOp::UpdateItem, &b).unwrap(), 1);
@@ -270,14 +274,23 @@ mod tests {
     #[test]
     fn batch_limits() {
         let none = obj(json!({"RequestItems": {}}));
-        assert!(matches!(BatchWrite::parse(&none), Err(ProxyError::Validation(_))));
+        assert!(matches!(
+            BatchWrite::parse(&none),
+            Err(ProxyError::Validation(_))
+        ));
         let many: Vec<Value> = (0..26).map(|i| put(&i.to_string(), 1)).collect();
         let many = obj(json!({"RequestItems": {"t": many}}));
-        assert!(matches!(BatchWrite::parse(&many), Err(ProxyError::Validation(_))));
+        assert!(matches!(
+            BatchWrite::parse(&many),
+            Err(ProxyError::Validation(_))
+        ));
         let bad = obj(json!({"RequestItems": {"t": [{"Nope": {}}]}}));
         assert!(BatchWrite::parse(&bad).is_err());
         let bad = obj(json!({"RequestItems": []}));
-        assert!(matches!(BatchWrite::parse(&bad), Err(ProxyError::Serialization(_))));
+        assert!(matches!(
+            BatchWrite::parse(&bad),
+            Err(ProxyError::Serialization(_))
+        ));
     }
 
     #[test]
@@ -289,8 +302,14 @@ mod tests {
 
     #[test]
     fn malformed_bodies() {
-        assert!(matches!(parse_body(b"{"), Err(ProxyError::Serialization(_))));
-        assert!(matches!(parse_body(b"[]"), Err(ProxyError::Serialization(_))));
+        assert!(matches!(
+            parse_body(b"{"),
+            Err(ProxyError::Serialization(_))
+        ));
+        assert!(matches!(
+            parse_body(b"[]"),
+            Err(ProxyError::Serialization(_))
+        ));
         assert!(matches!(parse_body(b""), Err(ProxyError::Serialization(_))));
         assert!(parse_body(b"{}").is_ok());
     }

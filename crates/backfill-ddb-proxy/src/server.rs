@@ -353,12 +353,12 @@ async fn forward(shared: &Shared, parts: &Parts, body: Bytes) -> Result<Upstream
     let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, shared.client.request(req))
         .await
         .map_err(|_| ProxyError::Upstream(format!("no answer within {UPSTREAM_TIMEOUT:?}")))?
-        .map_err(|e| ProxyError::Upstream(e.to_string()))?;
+        .map_err(|e| ProxyError::Upstream(error_chain(&e)))?;
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(UPSTREAM_TIMEOUT, body.collect())
         .await
         .map_err(|_| ProxyError::Upstream("response body timed out".into()))?
-        .map_err(|e| ProxyError::Upstream(format!("reading response body: {e}")))?
+        .map_err(|e| ProxyError::Upstream(format!("reading response body: {}", error_chain(&e))))?
         .to_bytes();
     Ok(Upstream {
         status: parts.status,
@@ -384,7 +384,10 @@ fn relay(shared: &Shared, up: Upstream, body: Option<Bytes>) -> Response<Full<By
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     if let Some(crc) = crc {
-        headers.insert(HeaderName::from_static("x-amz-crc32"), HeaderValue::from(crc));
+        headers.insert(
+            HeaderName::from_static("x-amz-crc32"),
+            HeaderValue::from(crc),
+        );
     }
     if !headers.contains_key("x-amzn-requestid") {
         headers.insert(
@@ -404,8 +407,14 @@ fn json_response(shared: &Shared, status: StatusCode, body: Bytes) -> Response<F
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static(AMZ_JSON));
     h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(HeaderName::from_static("x-amz-crc32"), HeaderValue::from(crc));
-    h.insert(HeaderName::from_static("x-amzn-requestid"), request_id(shared));
+    h.insert(
+        HeaderName::from_static("x-amz-crc32"),
+        HeaderValue::from(crc),
+    );
+    h.insert(
+        HeaderName::from_static("x-amzn-requestid"),
+        request_id(shared),
+    );
     resp
 }
 
@@ -413,6 +422,18 @@ fn request_id(shared: &Shared) -> HeaderValue {
     let n = shared.request_ids.fetch_add(1, Ordering::Relaxed);
     HeaderValue::from_str(&format!("BACKFILLDDBPROXY{n:036}"))
         .unwrap_or_else(|_| HeaderValue::from_static("BACKFILLDDBPROXY"))
+}
+
+/// An error and its causes, "outer: inner: innermost".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

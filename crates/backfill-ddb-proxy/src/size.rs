@@ -46,17 +46,18 @@ pub fn item_size(item: &Map<String, Value>) -> Result<usize, SizeError> {
 /// The size of one attribute value in DynamoDB JSON, without its name.
 pub fn attribute_size(v: &Value) -> Result<usize, SizeError> {
     let obj = v.as_object().ok_or_else(|| {
-        SizeError::Serialization(format!("attribute value must be a JSON object, got {}", kind(v)))
+        SizeError::Serialization(format!(
+            "attribute value must be a JSON object, got {}",
+            kind(v)
+        ))
     })?;
     let mut entries = obj.iter();
     let (ty, payload) = match (entries.next(), entries.next()) {
         (Some(e), None) => e,
-        _ => {
-            return Err(SizeError::Validation(
-                "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
-                    .into(),
-            ))
-        }
+        _ => return Err(SizeError::Validation(
+            "Supplied AttributeValue is empty, must contain exactly one of the supported datatypes"
+                .into(),
+        )),
     };
     match ty.as_str() {
         "S" => Ok(string(ty, payload)?.len()),
@@ -77,7 +78,9 @@ pub fn attribute_size(v: &Value) -> Result<usize, SizeError> {
             .try_fold(0, |sum, e| Ok(sum + binary_len(string(ty, e)?)?)),
         "L" => array(ty, payload)?
             .iter()
-            .try_fold(CONTAINER_OVERHEAD, |sum, e| Ok(sum + 1 + attribute_size(e)?)),
+            .try_fold(CONTAINER_OVERHEAD, |sum, e| {
+                Ok(sum + 1 + attribute_size(e)?)
+            }),
         "M" => payload
             .as_object()
             .ok_or_else(|| wrong(ty, "an object", payload))?
