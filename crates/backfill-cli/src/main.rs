@@ -311,9 +311,10 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "worker: {} jobs done, {} rows copied in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back",
+        "worker: {} jobs done, {} rows copied ({} read by this worker) in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back",
         summary.jobs_done,
         summary.rows_copied,
+        summary.rows_read,
         secs,
         summary.rows_copied as f64 / secs.max(1e-9),
         summary.jobs_dead_lettered,

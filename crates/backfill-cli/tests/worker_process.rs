@@ -127,6 +127,24 @@ async fn a_worker_killed_mid_job_loses_nothing() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stack.sink().count_items(target).await?, 6000);
+    // The second worker resumed from the checkpoint: it did not read the
+    // rows the first one had written and checkpointed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let read: u64 = stdout
+        .split("rows copied (")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no read count in {stdout}"))?;
+    assert!(
+        read >= 6000 - partial && read < 6000,
+        "read {read} rows again after {partial} were written"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("job resumed from its checkpoint"),
+        "{stderr}"
+    );
     assert_eq!(stack.queue().depth().await?.total(), 0);
     let rec = stack.control().jobs("run").await?;
     let rec = rec

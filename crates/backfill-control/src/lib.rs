@@ -35,13 +35,15 @@ pub enum ControlError {
     },
     #[error(transparent)]
     Write(#[from] SinkError),
+    #[error("job {job_id} was claimed by another worker (a redelivery); this worker stops it")]
+    Superseded { job_id: String },
 }
 
 impl ControlError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ControlError::Service { retryable, .. } => *retryable,
-            ControlError::Corrupt { .. } => false,
+            ControlError::Corrupt { .. } | ControlError::Superseded { .. } => false,
             ControlError::Write(e) => e.is_retryable(),
         }
     }
@@ -107,12 +109,25 @@ pub struct RunRecord {
 }
 
 /// What a worker learns when it claims a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// The job is this worker's to copy.
-    Started { attempts: u64 },
+    /// The job is this worker's to copy, from its checkpoint if it has one.
+    Started {
+        attempts: u64,
+        checkpoint: Option<Checkpoint>,
+    },
     /// Another delivery already finished it: acknowledge and skip.
     AlreadyDone,
+}
+
+/// How far a job got: every row up to `last_key` is written (and verified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub last_key: backfill_job::KeyTuple,
+    pub rows: u64,
+    /// The digest so far: its item count and 128-bit sum.
+    pub digest_count: u64,
+    pub digest_sum: u128,
 }
 
 /// Access to the control table.
@@ -369,22 +384,88 @@ impl ControlTable {
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .expression_attribute_values(":body", s(job.to_body()))
             .expression_attribute_values(":table", s(job.table.clone()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match r {
-            Ok(out) => Ok(Claim::Started {
-                attempts: out
-                    .attributes
-                    .as_ref()
-                    .map(|a| get_n(a, "attempts"))
-                    .unwrap_or(1),
-            }),
+            Ok(out) => {
+                let attrs = out.attributes.unwrap_or_default();
+                let checkpoint = match get_s(&attrs, "ck_key") {
+                    None => None,
+                    Some(k) => Some(Checkpoint {
+                        last_key: serde_json::from_str(&k).map_err(|e| ControlError::Corrupt {
+                            table: self.table.clone(),
+                            run_id: job.run_id.clone(),
+                            sk: job_sk(&job.job_id),
+                            reason: format!("checkpoint key: {e}"),
+                        })?,
+                        rows: get_n(&attrs, "ck_rows"),
+                        digest_count: get_n(&attrs, "ck_count"),
+                        digest_sum: get_s(&attrs, "ck_sum")
+                            .and_then(|h| u128::from_str_radix(&h, 16).ok())
+                            .unwrap_or(0),
+                    }),
+                };
+                Ok(Claim::Started {
+                    attempts: get_n(&attrs, "attempts").max(1),
+                    checkpoint,
+                })
+            }
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
             {
                 Ok(Claim::AlreadyDone)
+            }
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
+    }
+
+    /// Records how far `worker` got with a job, after a page is durable. Fails
+    /// with [`ControlError::Superseded`] when another worker has claimed the
+    /// job since (a redelivery): this worker must stop, and its checkpoint
+    /// never overwrites the new owner's.
+    pub async fn checkpoint(
+        &self,
+        job: &JobMessage,
+        worker: &str,
+        ck: &Checkpoint,
+    ) -> Result<(), ControlError> {
+        let key = serde_json::to_string(&ck.last_key).map_err(|e| ControlError::Corrupt {
+            table: self.table.clone(),
+            run_id: job.run_id.clone(),
+            sk: job_sk(&job.job_id),
+            reason: e.to_string(),
+        })?;
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(job_sk(&job.job_id)))
+            .update_expression(
+                "SET ck_key = :k, ck_rows = :r, ck_count = :c, ck_sum = :h, updated_at = :now",
+            )
+            .condition_expression("worker = :w AND #s = :running")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":k", s(key))
+            .expression_attribute_values(":r", AttributeValue::N(ck.rows.to_string()))
+            .expression_attribute_values(":c", AttributeValue::N(ck.digest_count.to_string()))
+            .expression_attribute_values(":h", s(format!("{:032x}", ck.digest_sum)))
+            .expression_attribute_values(":w", s(worker))
+            .expression_attribute_values(":running", s(JobState::Running.as_str()))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                Err(ControlError::Superseded {
+                    job_id: job.job_id.clone(),
+                })
             }
             Err(e) => Err(self.err("UpdateItem", &e)),
         }

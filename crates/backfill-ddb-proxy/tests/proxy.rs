@@ -722,3 +722,34 @@ async fn binary_prints_its_url_and_counters_on_sigint() {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_a_5xx_and_costs_nothing() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = start(ProxyConfig {
+        burst_secs: 1.0,
+        ..ProxyConfig::new(format!("http://127.0.0.1:{port}"), 5.0)
+    })
+    .await
+    .unwrap();
+    let put = r#"{"TableName":"t","Item":{"id":{"S":"x"},"body":{"S":"abc"}}}"#;
+    for _ in 0..10 {
+        let (status, _, body) = raw(&p.url, "PutItem", put).await;
+        assert_eq!(status, 502, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["__type"],
+            "com.amazonaws.dynamodb.v20120810#InternalServerError"
+        );
+    }
+    // Ten failed puts of 1 WCU against a bucket of 5: refunded, never throttled.
+    assert_eq!(p.counters.throttled_requests(), 0);
+    assert_eq!(p.counters.accepted_wcu(), 0.0);
+    assert_eq!(p.counters.forwarded_requests(), 10);
+    p.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! written to DynamoDB. The next page is read while the current one is
 //! written (a channel of one page bounds the memory to two pages).
 
+use backfill_control::Checkpoint;
 use backfill_item::compare::{diff_items, ItemDigest};
 use backfill_item::{Item, ItemMapper};
 use backfill_job::{JobMessage, KeyTuple};
@@ -28,12 +29,15 @@ pub struct CopyProgress {
     pub skipped_newer: u64,
     /// Items read back and compared.
     pub verified: u64,
+    /// Rows read from the source in this attempt (not those a checkpoint covered).
+    pub rows_read: u64,
 }
 
 pub(crate) async fn copy_range(
     w: &Worker,
     job: &JobMessage,
     cancel: &CancellationToken,
+    checkpoint: Option<Checkpoint>,
 ) -> Result<CopyProgress, JobError> {
     let tcfg = w
         .cfg
@@ -49,11 +53,13 @@ pub(crate) async fn copy_range(
     // Reader task: pages in key order into a channel of one, so reading the
     // next page overlaps with writing this one.
     let (tx, mut rx) = mpsc::channel::<Result<Vec<SourceRow>, JobError>>(1);
+    // A resumed job starts after its checkpoint: the rows before it are not read again.
+    let start_after = checkpoint.as_ref().map(|c| c.last_key.clone());
     // It owns the sender, so the channel closes when it stops.
     let reader = {
         let (schema, query) = (&schema, &query);
         async move {
-            let mut after: Option<KeyTuple> = None;
+            let mut after: Option<KeyTuple> = start_after;
             loop {
                 if cancel.is_cancelled() || !w.source_open(cancel).await {
                     return;
@@ -88,6 +94,14 @@ pub(crate) async fn copy_range(
     let columns: Vec<String> = mapper.column_attributes().map(str::to_string).collect();
     let column_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut progress = CopyProgress::default();
+    if let Some(ck) = &checkpoint {
+        progress.rows = ck.rows;
+        progress.last_key = Some(ck.last_key.clone());
+        progress.digest = ItemDigest {
+            count: ck.digest_count,
+            sum: ck.digest_sum,
+        };
+    }
     let writer = async {
         loop {
             if cancel.is_cancelled() {
@@ -144,7 +158,21 @@ pub(crate) async fn copy_range(
                 Err(e) => break Err(e),
             }
             progress.rows += page.len() as u64;
+            progress.rows_read += page.len() as u64;
             progress.last_key = page.last().map(|r| r.key.clone());
+            // The page is durable and verified: record how far the job got,
+            // so a redelivery resumes here instead of at the start.
+            if let Some(last_key) = &progress.last_key {
+                let ck = Checkpoint {
+                    last_key: last_key.clone(),
+                    rows: progress.rows,
+                    digest_count: progress.digest.count,
+                    digest_sum: progress.digest.sum,
+                };
+                if let Err(e) = w.control.checkpoint(job, &w.worker_id, &ck).await {
+                    break Err(e.into());
+                }
+            }
             tracing::debug!(rows = progress.rows, "page written");
         }
     };

@@ -103,6 +103,7 @@ pub struct WorkOptions {
 enum Outcome {
     Done {
         rows: u64,
+        rows_read: u64,
     },
     /// Another delivery had finished the job already.
     Duplicate,
@@ -123,13 +124,18 @@ pub struct WorkSummary {
     pub jobs_dead_lettered: u64,
     pub jobs_retried: u64,
     pub jobs_released: u64,
+    /// Rows of finished jobs, checkpointed ones included.
     pub rows_copied: u64,
+    /// Rows this worker read from the source (a resumed job skips what its
+    /// checkpoint covers).
+    pub rows_read: u64,
 }
 
 impl WorkSummary {
     fn record(&mut self, o: Outcome) {
         match o {
-            Outcome::Done { rows } => {
+            Outcome::Done { rows, rows_read } => {
+                self.rows_read += rows_read;
                 self.jobs_done += 1;
                 self.rows_copied += rows;
             }
@@ -442,7 +448,7 @@ impl Worker {
         cancel: CancellationToken,
     ) -> Outcome {
         let started = Instant::now();
-        match self.control.claim(&job, &self.worker_id).await {
+        let checkpoint = match self.control.claim(&job, &self.worker_id).await {
             Ok(Claim::AlreadyDone) => {
                 tracing::info!("job already done by another delivery: acknowledging");
                 return match self.queue.delete(&msg.receipt_handle).await {
@@ -453,14 +459,32 @@ impl Worker {
                     }
                 };
             }
-            Ok(Claim::Started { attempts }) => {
-                tracing::info!(attempts, range = %job.range, "job started")
+            Ok(Claim::Started {
+                attempts,
+                checkpoint,
+            }) => {
+                match &checkpoint {
+                    Some(ck) => tracing::info!(
+                        attempts,
+                        range = %job.range,
+                        resume_after = %backfill_job::display_key(&ck.last_key),
+                        rows_done = ck.rows,
+                        "job resumed from its checkpoint"
+                    ),
+                    None => tracing::info!(attempts, range = %job.range, "job started"),
+                }
+                checkpoint
             }
             Err(e) => return self.after_failure(&msg, &job, JobError::Control(e)).await,
-        }
+        };
         let heartbeat = self.spawn_heartbeat(&msg);
-        let result = copy::copy_range(self, &job, &cancel).await;
+        let result = copy::copy_range(self, &job, &cancel, checkpoint).await;
         heartbeat.abort();
+        if let Err(JobError::Control(ControlError::Superseded { .. })) = &result {
+            // Another delivery owns the job now; its worker acknowledges it.
+            tracing::info!("job claimed by another worker: stopping without acknowledging");
+            return Outcome::Duplicate;
+        }
         match result {
             Ok(CopyProgress {
                 rows,
@@ -468,6 +492,7 @@ impl Worker {
                 digest,
                 skipped_newer,
                 verified,
+                rows_read,
                 ..
             }) => {
                 if let Err(e) = self.control.finish(&job, rows, &digest.sum_hex()).await {
@@ -484,7 +509,7 @@ impl Worker {
                     secs = started.elapsed().as_secs_f64(),
                     "job done"
                 );
-                Outcome::Done { rows }
+                Outcome::Done { rows, rows_read }
             }
             Ok(CopyProgress { rows, .. }) => {
                 tracing::info!(rows, "shutting down: handing the job back to the queue");
