@@ -266,37 +266,33 @@ impl Worker {
         Ok(())
     }
 
-    /// Heartbeats in the control table and re-divides each budget by the
-    /// live workers, until cancelled; then deregisters so the others take
-    /// the freed share at once.
-    async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
-        let cap = &self.cfg.capacity;
-        let limiters: Vec<(f64, Arc<WriteLimiter>)> = self
-            .limiters
-            .lock()
-            .expect("limiters lock")
-            .values()
-            .cloned()
-            .collect();
-        loop {
-            let beat = async {
-                self.control
-                    .heartbeat(&self.worker_id, cap.worker_expiry_secs)
-                    .await?;
-                self.control.live_workers(cap.worker_expiry_secs).await
-            };
-            match beat.await {
-                Ok(live) => {
-                    for (budget, l) in &limiters {
-                        l.set_share(backfill_capacity::share(*budget, live));
-                    }
+    /// One heartbeat in the control table, and each budget re-divided by the
+    /// live workers.
+    async fn fleet_beat(&self) {
+        let expiry = self.cfg.capacity.worker_expiry_secs;
+        let beat = async {
+            self.control.heartbeat(&self.worker_id, expiry).await?;
+            self.control.live_workers(expiry).await
+        };
+        match beat.await {
+            Ok(live) => {
+                for (budget, l) in self.limiters.lock().expect("limiters lock").values() {
+                    l.set_share(backfill_capacity::share(*budget, live));
                 }
-                Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
             }
+            Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
+        }
+    }
+
+    /// Heartbeats every few seconds until cancelled; then deregisters so the
+    /// others take the freed share at once.
+    async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(cap.heartbeat_secs)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.cfg.capacity.heartbeat_secs)) => {}
                 _ = cancel.cancelled() => break,
             }
+            self.fleet_beat().await;
         }
         if let Err(e) = self.control.deregister(&self.worker_id).await {
             tracing::warn!(error = %e, "deregistering from the fleet failed");
@@ -329,6 +325,9 @@ impl Worker {
             summary.fatal = Some(e);
             return summary;
         }
+        // Registered and sized before the first write, so a worker joining a
+        // running fleet never starts at the whole budget.
+        self.fleet_beat().await;
         let fleet_stop = CancellationToken::new();
         let fleet = tokio::spawn(self.clone().fleet_loop(fleet_stop.clone()));
         tracing::info!(worker = %self.worker_id, concurrency, "worker started");

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Benchmarks that print their figures (never timed tests). Brings up the
+# stack like the tests do and stops what it started.
+#
+# capacity: workers copy through the capacity-enforcing proxy (in front of
+# dynalite) under a 1,000 WCU/s fleet budget, with 1, 2 and 4 workers and a
+# run where a worker joins and one leaves; prints achieved WCU/s against the
+# budget, the share of throttled write requests, source rows against target
+# items. BENCH_SECS sets the seconds of writes per scenario (default 20).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+started_here=0
+[ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
+stack_up
+if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+cd "$ROOT"
+cargo run --release --locked -q -p backfill-testkit --example capacity_bench
