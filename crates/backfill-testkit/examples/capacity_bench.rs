@@ -24,7 +24,7 @@ struct Scenario {
     workers: usize,
     rows: u64,
     /// (seconds after start, +1 join / -1 leave)
-    changes: &'static [(u64, i32)],
+    changes: Vec<(u64, i32)>,
 }
 
 async fn run(s: &Scenario) -> Result<()> {
@@ -101,11 +101,19 @@ async fn run(s: &Scenario) -> Result<()> {
                 if *change > 0 {
                     let c = CancellationToken::new();
                     running.push((c.clone(), spawn(c)));
-                    println!("  t={:>4.1}s a worker joins ({} running)", start_at.elapsed().as_secs_f64(), running.len());
+                    println!(
+                        "  t={:>4.1}s a worker joins ({} running)",
+                        start_at.elapsed().as_secs_f64(),
+                        running.len()
+                    );
                 } else if let Some((c, h)) = running.pop() {
                     c.cancel();
                     stopped.push(h);
-                    println!("  t={:>4.1}s a worker leaves ({} running)", start_at.elapsed().as_secs_f64(), running.len());
+                    println!(
+                        "  t={:>4.1}s a worker leaves ({} running)",
+                        start_at.elapsed().as_secs_f64(),
+                        running.len()
+                    );
                 }
                 changes.next();
             }
@@ -121,7 +129,9 @@ async fn run(s: &Scenario) -> Result<()> {
     for h in stopped {
         h.await?;
     }
-    let window = last_write.duration_since(first_write.unwrap_or(start_at)).as_secs_f64();
+    let window = last_write
+        .duration_since(first_write.unwrap_or(start_at))
+        .as_secs_f64();
     let accepted = counters.accepted_wcu();
     let requests = counters.accepted_write_requests() + counters.throttled_requests();
     let throttled_share = counters.throttled_requests() as f64 / requests.max(1) as f64;
@@ -146,18 +156,36 @@ async fn run(s: &Scenario) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let rows = (BUDGET as u64) * secs;
     println!("budget {BUDGET} WCU/s, ~{secs} s of writes per scenario, items of ~0.9 KB (1 WCU)");
     let scenarios = [
-        Scenario { name: "one worker", workers: 1, rows, changes: &[] },
-        Scenario { name: "two workers", workers: 2, rows, changes: &[] },
-        Scenario { name: "four workers", workers: 4, rows, changes: &[] },
+        Scenario {
+            name: "one worker",
+            workers: 1,
+            rows,
+            changes: vec![],
+        },
+        Scenario {
+            name: "two workers",
+            workers: 2,
+            rows,
+            changes: vec![],
+        },
+        Scenario {
+            name: "four workers",
+            workers: 4,
+            rows,
+            changes: vec![],
+        },
         Scenario {
             name: "join then leave",
             workers: 2,
             rows,
-            changes: &[(secs / 3, 1), (2 * secs / 3, -1)],
+            changes: vec![(secs / 3, 1), (2 * secs / 3, -1)],
         },
     ];
     for s in &scenarios {

@@ -146,3 +146,46 @@ async fn a_stopped_worker_hands_its_share_to_the_others() -> Result<()> {
     rb.abort();
     stack.cleanup().await
 }
+
+#[tokio::test]
+async fn workers_pause_while_the_source_is_over_its_threshold() -> Result<()> {
+    let stack = TestStack::new("gate").await?;
+    let src = stack.source("t");
+    let gauge = stack.source("lag");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY); INSERT INTO {src} SELECT generate_series(1, 300); \
+             CREATE TABLE {gauge} (seconds float8); INSERT INTO {gauge} VALUES (30);"
+        ))
+        .await?;
+    let target = stack.target("t");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut cfg = stack.config(vec![table(src.clone(), target.clone(), &["id"], None)]);
+    // The "replica lag" is 30 s; reading is allowed at 5 s or less.
+    cfg.source.pause_query = Some(format!("SELECT seconds FROM {gauge}"));
+    cfg.source.pause_above = Some(5.0);
+    cfg.source.pause_check_secs = 1;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r").await?;
+    let w = Arc::new(Worker::new(
+        Arc::new(cfg.clone()),
+        source,
+        stack.sink(),
+        stack.queue(),
+        stack.control(),
+    ));
+    let run = tokio::spawn(w.run(CancellationToken::new(), WorkOptions { until_idle: true }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stack.sink().count_items(&target).await?,
+        0,
+        "nothing is read while the source lags"
+    );
+    stack
+        .sql(&format!("UPDATE {gauge} SET seconds = 1"))
+        .await?;
+    let summary = tokio::time::timeout(Duration::from_secs(60), run).await??;
+    assert_eq!(summary.rows_copied, 300, "{summary:?}");
+    assert_eq!(stack.sink().count_items(&target).await?, 300);
+    stack.cleanup().await
+}
