@@ -22,7 +22,7 @@ const MIN_FACTOR: f64 = 0.05;
 /// Multiplicative decrease on a throttle.
 const DECREASE: f64 = 0.5;
 /// Additive increase per second without throttling.
-const INCREASE_PER_SEC: f64 = 0.1;
+const INCREASE_PER_SEC: f64 = 0.25;
 
 /// WCU one standard write of this item costs (its size rounded up to KB),
 /// estimated before sending; numbers are counted at their largest size.
@@ -98,11 +98,19 @@ impl std::fmt::Debug for WriteLimiter {
     }
 }
 
+/// The burst a worker may spend at once: a tenth of a second of its rate.
+/// Every worker of a fleet can bank this much while it waits on its source,
+/// and all of them may spend it together; kept small, the fleet's combined
+/// overshoot stays well inside what DynamoDB's burst capacity absorbs
+/// (the benchmark measured 3.6% throttled requests with a full second).
+fn burst_for(rate: u32) -> u32 {
+    (rate / 10).max(1)
+}
+
 fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
     let r = NonZeroU32::new(rate.max(1)).expect("at least 1");
-    // One second of burst: a worker may send a second's worth at once, as
-    // DynamoDB lets a table absorb, never more.
-    Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(r)))
+    let b = NonZeroU32::new(burst_for(rate)).expect("at least 1");
+    Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b)))
 }
 
 impl WriteLimiter {
@@ -148,8 +156,8 @@ impl WriteLimiter {
         }
     }
 
-    /// Waits until `wcu` may be spent. Larger than one second's rate, the
-    /// debit is taken in one-second slices, so a 400 KB item still passes.
+    /// Waits until `wcu` may be spent. Larger than the burst, the debit is
+    /// taken in burst-sized slices, so a 400 KB item still passes.
     pub async fn acquire(&self, wcu: u64) {
         let mut left = wcu;
         while left > 0 {
@@ -157,7 +165,7 @@ impl WriteLimiter {
                 let s = self.state.lock().expect("limiter state lock");
                 (s.limiter.clone(), s.rate)
             };
-            let step = left.min(u64::from(rate.max(1))) as u32;
+            let step = left.min(u64::from(burst_for(rate))) as u32;
             let n = NonZeroU32::new(step).expect("step is at least 1");
             if limiter.until_n_ready(n).await.is_err() {
                 // The limiter was rebuilt smaller meanwhile: take what it allows.
@@ -234,8 +242,8 @@ mod tests {
     async fn acquire_paces_to_the_rate() {
         let l = WriteLimiter::new("t", 200.0);
         let start = Instant::now();
-        // 200 of burst, then 200 more at 200/s: about one second.
-        for _ in 0..40 {
+        // 20 of burst, then 200 more at 200/s: about one second.
+        for _ in 0..22 {
             l.acquire(10).await;
         }
         let secs = start.elapsed().as_secs_f64();
@@ -245,6 +253,6 @@ mod tests {
         let start = Instant::now();
         l.acquire(120).await;
         let secs = start.elapsed().as_secs_f64();
-        assert!(secs > 1.2 && secs < 2.5, "{secs}");
+        assert!(secs > 2.0 && secs < 3.0, "{secs}");
     }
 }
