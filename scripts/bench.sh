@@ -9,9 +9,6 @@
 # items. BENCH_SECS sets the seconds of writes per scenario (default 20).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-started_here=0
-[ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
-stack_up
-if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+stack_up_for_script
 cd "$ROOT"
 cargo run --release --locked -q -p backfill-testkit --example capacity_bench

@@ -10,10 +10,7 @@ ORDERS="${DEMO_ORDERS:-1000000}"
 INVENTORY="${DEMO_INVENTORY:-200000}"
 WORKERS="${DEMO_WORKERS:-2}"
 
-started_here=0
-[ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
-stack_up
-if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+stack_up_for_script
 
 cd "$ROOT"
 log "building the backfill binary (release)"

@@ -130,6 +130,15 @@ stack_up() {
     export BACKFILL_TEST_SQS_URL="http://127.0.0.1:$MOTO_PORT"
 }
 
+# Brings the stack up for one script and, if this script is what started
+# it (no stack-up.sh left it running), stops it again when the script exits.
+stack_up_for_script() {
+    local started_here=0
+    [ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
+    stack_up
+    if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+}
+
 stack_down() {
     local f pid
     for f in "$RUN_DIR"/dynalite.pid "$RUN_DIR"/moto.pid; do

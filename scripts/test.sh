@@ -4,10 +4,7 @@
 # and exits non-zero on any failure.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-started_here=0
-[ -f "$RUN_DIR/dynalite.pid" ] || [ -f "$RUN_DIR/moto.pid" ] || started_here=1
-stack_up
-if [ "$started_here" = 1 ]; then trap stack_down EXIT; fi
+stack_up_for_script
 cd "$ROOT"
 cargo test --workspace --all-targets --locked "$@"
 # The deployment files (compose, k8s, Dockerfile), validated offline.
