@@ -211,11 +211,12 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             match budget {
                 Ok(Some(b)) => {
                     let hours = wcu / b / 3600.0;
-                    let cost = b * hours.max(1.0 / 60.0) * cfg.capacity.price_per_wcu_hour;
+                    // Provisioned capacity is billed by the started hour.
+                    let cost = b * hours.ceil().max(1.0) * cfg.capacity.price_per_wcu_hour;
                     longest_hours = longest_hours.max(hours);
                     total_cost += cost;
                     println!(
-                        "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; at {b:.0} WCU/s: {}; extra capacity ~${cost:.2} at ${}/WCU-hour",
+                        "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; at {b:.0} WCU/s: {}; extra capacity ~${cost:.2} at ${}/WCU-hour, billed by the hour",
                         t.avg_item_bytes,
                         t.wcu_per_item,
                         wcu,
@@ -244,10 +245,14 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             }
         }
     }
-    println!(
-        "total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; at the budgets: {}, extra capacity ~${total_cost:.2}",
-        human_duration(longest_hours * 3600.0)
-    );
+    if longest_hours > 0.0 {
+        println!(
+            "total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; at the budgets: {}, extra capacity ~${total_cost:.2}",
+            human_duration(longest_hours * 3600.0)
+        );
+    } else {
+        println!("total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; no write budget set");
+    }
     let problems = plan.problems();
     if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
