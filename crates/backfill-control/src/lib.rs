@@ -544,10 +544,40 @@ impl ControlTable {
 
 const FLEET_PK: &str = "FLEET";
 
+/// The fleet as its heartbeats show it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FleetCount {
+    pub live: usize,
+    pub busy: usize,
+}
+
+impl FleetCount {
+    /// How many ways a budget is divided, seen by a worker that is `busy` or
+    /// not: among the busy workers (counting an idle one itself, so the job
+    /// it may take next starts at a fair share), or among all when none is
+    /// busy, so an idle fleet that gets work all at once never starts at
+    /// the whole budget each.
+    pub fn divisor(&self, busy: bool) -> usize {
+        if self.busy == 0 {
+            self.live.max(1)
+        } else {
+            self.busy + usize::from(!busy)
+        }
+    }
+}
+
 impl ControlTable {
     /// Registers or refreshes a worker: its heartbeat, in ms since the epoch.
     /// `expires_at` (epoch seconds) lets a DynamoDB TTL remove dead workers' records.
-    pub async fn heartbeat(&self, worker: &str, expiry_secs: u64) -> Result<(), ControlError> {
+    /// `busy`: the worker holds a job, or held one or started within the
+    /// expiry; only busy workers divide a budget, so at the end of a run the
+    /// workers still copying take the share of those with nothing left to do.
+    pub async fn heartbeat(
+        &self,
+        worker: &str,
+        expiry_secs: u64,
+        busy: bool,
+    ) -> Result<(), ControlError> {
         let now = epoch_ms();
         self.client
             .put_item()
@@ -555,6 +585,7 @@ impl ControlTable {
             .item("pk", s(FLEET_PK))
             .item("sk", s(format!("WORKER#{worker}")))
             .item("heartbeat_ms", AttributeValue::N(now.to_string()))
+            .item("busy", AttributeValue::Bool(busy))
             .item(
                 "expires_at",
                 AttributeValue::N((now / 1000 + expiry_secs * 10).to_string()),
@@ -565,10 +596,11 @@ impl ControlTable {
         Ok(())
     }
 
-    /// Workers whose last heartbeat is younger than `expiry_secs`.
-    pub async fn live_workers(&self, expiry_secs: u64) -> Result<usize, ControlError> {
+    /// Workers whose last heartbeat is younger than `expiry_secs`: all of
+    /// them, and the busy ones.
+    pub async fn live_workers(&self, expiry_secs: u64) -> Result<FleetCount, ControlError> {
         let oldest = epoch_ms().saturating_sub(expiry_secs * 1000);
-        let mut live = 0;
+        let mut count = FleetCount::default();
         let mut start = None;
         loop {
             let resp = self
@@ -582,14 +614,19 @@ impl ControlTable {
                 .send()
                 .await
                 .map_err(|e| self.err("Query", &e))?;
-            live += resp
+            for i in resp
                 .items()
                 .iter()
                 .filter(|i| get_n(i, "heartbeat_ms") >= oldest)
-                .count();
+            {
+                count.live += 1;
+                if !matches!(i.get("busy"), Some(AttributeValue::Bool(false))) {
+                    count.busy += 1;
+                }
+            }
             match resp.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(live),
+                _ => return Ok(count),
             }
         }
     }
@@ -625,4 +662,19 @@ fn get_n(item: &Item, k: &str) -> u64 {
         .and_then(|v| v.as_n().ok())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FleetCount;
+
+    #[test]
+    fn budgets_are_divided_among_busy_workers() {
+        let f = FleetCount { live: 4, busy: 2 };
+        assert_eq!(f.divisor(true), 2, "two busy workers share it");
+        assert_eq!(f.divisor(false), 3, "an idle one counts itself");
+        let idle = FleetCount { live: 3, busy: 0 };
+        assert_eq!(idle.divisor(false), 3, "an idle fleet divides among all");
+        assert_eq!(FleetCount::default().divisor(false), 1);
+    }
 }

@@ -18,6 +18,7 @@
 mod copy;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,6 +157,10 @@ pub struct Worker {
     limiters: std::sync::Mutex<HashMap<String, (f64, Arc<WriteLimiter>)>>,
     /// Where items over 400 KB go, for tables with `oversize = "s3"`.
     offloader: Option<S3Offloader>,
+    /// Jobs in hand now, and when there last were any (or the worker
+    /// started): whether this worker counts in the division of budgets.
+    in_hand: AtomicUsize,
+    last_busy: std::sync::Mutex<Instant>,
     /// The source's lag/load gate: when it last said open.
     gate: tokio::sync::Mutex<Option<Instant>>,
     queue: JobQueue,
@@ -182,6 +187,8 @@ impl Worker {
             limiters: std::sync::Mutex::new(HashMap::new()),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
+            in_hand: AtomicUsize::new(0),
+            last_busy: std::sync::Mutex::new(Instant::now()),
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
         }
     }
@@ -270,14 +277,20 @@ impl Worker {
     /// live workers.
     async fn fleet_beat(&self) {
         let expiry = self.cfg.capacity.worker_expiry_secs;
+        let busy = self.in_hand.load(Ordering::Relaxed) > 0
+            || self.last_busy.lock().expect("last_busy lock").elapsed()
+                < Duration::from_secs(expiry);
         let beat = async {
-            self.control.heartbeat(&self.worker_id, expiry).await?;
+            self.control
+                .heartbeat(&self.worker_id, expiry, busy)
+                .await?;
             self.control.live_workers(expiry).await
         };
         match beat.await {
-            Ok(live) => {
+            Ok(fleet) => {
+                let divide = fleet.divisor(busy);
                 for (budget, l) in self.limiters.lock().expect("limiters lock").values() {
-                    l.set_share(backfill_capacity::share(*budget, live));
+                    l.set_share(backfill_capacity::share(*budget, divide));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
@@ -390,8 +403,11 @@ impl Worker {
             for (msg, permit) in messages.into_iter().zip(held.drain(..)) {
                 let me = self.clone();
                 let cancel = cancel.clone();
+                me.in_hand.fetch_add(1, Ordering::Relaxed);
                 tasks.spawn(async move {
                     let outcome = me.handle(msg, cancel).await;
+                    *me.last_busy.lock().expect("last_busy lock") = Instant::now();
+                    me.in_hand.fetch_sub(1, Ordering::Relaxed);
                     drop(permit);
                     outcome
                 });
