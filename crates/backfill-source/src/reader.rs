@@ -318,17 +318,8 @@ impl PgSource {
                 q = q.bind(v.to_pg_text());
             }
         }
-        let rows = q
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+        self.fetch_rows(schema, &query.table, q.bind(i64::from(limit)))
             .await
-            .map_err(|source| SourceError::Query {
-                table: query.table.clone(),
-                source,
-            })?;
-        rows.iter()
-            .map(|row| decode_row(schema, &query.table, row))
-            .collect()
     }
 
     /// The row with exactly this key, if it exists now.
@@ -362,18 +353,28 @@ impl PgSource {
             select_list(schema),
             schema.table.quoted()
         );
-        let table = schema.table.to_string();
-        let rows = sqlx::query(&sql)
+        let q = sqlx::query(&sql)
             .bind(percent.clamp(0.0001, 100.0))
-            .bind(seed)
+            .bind(seed);
+        self.fetch_rows(schema, &schema.table.to_string(), q).await
+    }
+
+    /// Runs a query whose select list is [`select_list`] and decodes its rows.
+    async fn fetch_rows(
+        &self,
+        schema: &TableSchema,
+        table: &str,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<SourceRow>, SourceError> {
+        let rows = q
             .fetch_all(&self.pool)
             .await
             .map_err(|source| SourceError::Query {
-                table: table.clone(),
+                table: table.to_string(),
                 source,
             })?;
         rows.iter()
-            .map(|row| decode_row(schema, &table, row))
+            .map(|row| decode_row(schema, table, row))
             .collect()
     }
 
@@ -407,17 +408,7 @@ impl PgSource {
         if let Some((_, v)) = since {
             q = q.bind(v.to_string());
         }
-        let table = schema.table.to_string();
-        let rows = q
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|source| SourceError::Query {
-                table: table.clone(),
-                source,
-            })?;
-        rows.iter()
-            .map(|row| decode_row(schema, &table, row))
-            .collect()
+        self.fetch_rows(schema, &schema.table.to_string(), q).await
     }
 
     /// Samples the key (TABLESAMPLE SYSTEM, seeded) and picks the boundaries
