@@ -314,3 +314,43 @@ async fn single_table_design_with_templates_renames_and_policies() -> Result<()>
     assert!(verify.verify_table(&t).await?.is_clean());
     stack.cleanup().await
 }
+
+#[tokio::test]
+async fn two_workers_given_the_same_message_at_once_copy_it_once() -> Result<()> {
+    let stack = TestStack::new("e2e_race").await?;
+    let src = stack.source("items");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY, pad text); \
+             INSERT INTO {src} SELECT g, repeat('p', 300) FROM generate_series(1, 3000) g;"
+        ))
+        .await?;
+    let target = stack.target("items");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut cfg = stack.config(vec![table(src.clone(), target.clone(), &["id"], None)]);
+    cfg.queue.visibility_timeout_secs = 3;
+    cfg.worker.concurrency = 1;
+    cfg.worker.page_rows = 100;
+    cfg.worker.write_concurrency = 1;
+    let job = JobMessage::new("r", &src, vec!["id".into()], KeyRange::all());
+    // SQS delivers at least once: the same job is on the queue twice.
+    stack
+        .queue()
+        .send_raw(&stack.queue_url, vec![job.to_body(), job.to_body()])
+        .await?;
+    let (a, b) = (worker(&stack, &cfg).await?, worker(&stack, &cfg).await?);
+    let opts = WorkOptions { until_idle: true };
+    let (sa, sb) = tokio::join!(
+        a.run(CancellationToken::new(), opts),
+        b.run(CancellationToken::new(), opts)
+    );
+    assert_eq!(sa.jobs_done + sb.jobs_done, 1, "{sa:?} {sb:?}");
+    assert!(sa.jobs_duplicate + sb.jobs_duplicate >= 1, "{sa:?} {sb:?}");
+    assert_eq!(sa.jobs_dead_lettered + sb.jobs_dead_lettered, 0);
+    assert_eq!(stack.sink().count_items(&target).await?, 3000);
+    assert_eq!(stack.queue().depth().await?.total(), 0);
+    let rec = stack.control().jobs("r").await?;
+    assert_eq!(rec[0].state, backfill_control::JobState::Done);
+    assert_eq!(rec[0].rows, 3000);
+    stack.cleanup().await
+}
