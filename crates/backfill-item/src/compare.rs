@@ -163,6 +163,35 @@ pub fn canonical_number(text: &str) -> String {
     out
 }
 
+/// An item key as a string that equal keys share: for sets and maps of
+/// items by key (a read-back, an extra-item scan).
+pub fn key_id(key: &Item) -> String {
+    canonical(&AttributeValue::M(key.clone()))
+}
+
+/// An item key as reports show it: `id=N:1E0, sk=S:"a"`.
+pub fn display_item_key(key: &Item) -> String {
+    let mut parts: Vec<String> = key
+        .iter()
+        .map(|(k, v)| format!("{k}={}", canonical(v)))
+        .collect();
+    parts.sort();
+    parts.join(", ")
+}
+
+/// Whether the item `found` holds a later `version` attribute than the one
+/// its row gives (`expected`): the application wrote it after the row was
+/// read, which is not a difference.
+pub fn newer_in_target(version: Option<&str>, expected: &Item, found: &Item) -> bool {
+    match (
+        version.and_then(|v| found.get(v)),
+        version.and_then(|v| expected.get(v)),
+    ) {
+        (Some(f), Some(e)) => is_newer(f, e),
+        _ => false,
+    }
+}
+
 /// Whether `a` is a later version than `b`, as DynamoDB's `<` in a
 /// condition orders them: numbers by value, strings and binaries by bytes.
 /// Values of different types are not ordered (false).

@@ -14,10 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use backfill_config::TableConfig;
 use backfill_dynamo::{DynamoSink, SinkError};
-use backfill_item::compare::{canonical, diff_items, AttributeDiff, ItemDigest};
+use backfill_item::compare::{diff_items, AttributeDiff, ItemDigest};
 use backfill_item::{Item, ItemMapper, MapError};
 use backfill_job::{KeyRange, KeyTuple};
 use backfill_source::reader::PageQuery;
@@ -89,30 +88,12 @@ impl TableReport {
     }
 }
 
-/// A key as the report shows it: `id=N:1, sk=S:"a"`.
-pub fn display_item_key(key: &Item) -> String {
-    let mut parts: Vec<String> = key
-        .iter()
-        .map(|(k, v)| format!("{k}={}", canonical(v)))
-        .collect();
-    parts.sort();
-    parts.join(", ")
-}
+pub use backfill_item::compare::display_item_key;
+use backfill_item::compare::key_id;
 
-fn key_id(key: &Item) -> String {
-    canonical(&AttributeValue::M(key.clone()))
-}
-
-/// Whether the item holds a later version than the row would give it: the
-/// application wrote it after the row was read, which is not a difference.
+/// Whether the item holds a later version than the row would give it.
 fn newer_in_target(mapper: &ItemMapper, expected: &Item, found: &Item) -> bool {
-    let Some(v) = mapper.version_attribute() else {
-        return false;
-    };
-    match (found.get(v), expected.get(v)) {
-        (Some(f), Some(e)) => backfill_item::compare::is_newer(f, e),
-        _ => false,
-    }
+    backfill_item::compare::newer_in_target(mapper.version_attribute(), expected, found)
 }
 
 /// Verifies tables, reading DynamoDB at a bounded rate.

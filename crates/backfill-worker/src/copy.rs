@@ -3,7 +3,7 @@
 //! written (a channel of one page bounds the memory to two pages).
 
 use backfill_control::Checkpoint;
-use backfill_item::compare::{diff_items, ItemDigest};
+use backfill_item::compare::{diff_items, display_item_key, key_id, newer_in_target, ItemDigest};
 use backfill_item::{Item, ItemMapper};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
@@ -216,16 +216,12 @@ async fn verify_page(
         .collect();
     let mut problems = Vec::new();
     for (expected, key) in chosen.iter().zip(&keys) {
-        let shown = backfill_verify_key(key);
+        let shown = display_item_key(key);
         match by_key.get(&key_id(key)) {
             None => problems.push(format!("{shown}: missing after write")),
             Some(actual) => {
-                if let Some(v) = mapper.version_attribute() {
-                    if let (Some(a), Some(e)) = (actual.get(v), expected.get(v)) {
-                        if backfill_item::compare::is_newer(a, e) {
-                            continue;
-                        }
-                    }
+                if newer_in_target(mapper.version_attribute(), expected, actual) {
+                    continue;
                 }
                 let diffs = diff_items(expected, actual);
                 if !diffs.is_empty() {
@@ -248,19 +244,6 @@ async fn verify_page(
                 .join(" | "),
         })
     }
-}
-
-fn key_id(key: &Item) -> String {
-    backfill_item::compare::canonical(&aws_sdk_dynamodb::types::AttributeValue::M(key.clone()))
-}
-
-fn backfill_verify_key(key: &Item) -> String {
-    let mut parts: Vec<String> = key
-        .iter()
-        .map(|(k, v)| format!("{k}={}", backfill_item::compare::canonical(v)))
-        .collect();
-    parts.sort();
-    parts.join(", ")
 }
 
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
