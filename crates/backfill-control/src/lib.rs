@@ -62,6 +62,8 @@ pub enum JobState {
     Done,
     /// Sent to the DLQ.
     Failed,
+    /// Its run was cancelled before it finished; never taken again.
+    Cancelled,
 }
 
 impl JobState {
@@ -72,6 +74,7 @@ impl JobState {
             JobState::Running => "running",
             JobState::Done => "done",
             JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
         }
     }
 
@@ -82,6 +85,7 @@ impl JobState {
             "running" => JobState::Running,
             "done" => JobState::Done,
             "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
             _ => return None,
         })
     }
@@ -97,6 +101,18 @@ pub struct JobRecord {
     /// Digest of the job's items (hex), once done.
     pub digest: Option<String>,
     pub last_error: Option<String>,
+    /// When the last error was recorded (RFC 3339).
+    pub last_error_at: Option<String>,
+    /// The worker that claimed it last.
+    pub worker: Option<String>,
+    /// Rows its checkpoint covers (0 without one).
+    pub checkpoint_rows: u64,
+    /// First claimed, finished and last changed (RFC 3339).
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: Option<String>,
+    /// Times an operator replayed it from the DLQ.
+    pub replays: u64,
 }
 
 /// A run as the control table knows it.
@@ -309,8 +325,33 @@ impl ControlTable {
                 rows: get_n(item, "rows"),
                 digest: get_s(item, "digest"),
                 last_error: get_s(item, "last_error"),
+                last_error_at: get_s(item, "last_error_at"),
+                worker: get_s(item, "worker"),
+                checkpoint_rows: get_n(item, "ck_rows"),
+                started_at: get_s(item, "started_at"),
+                finished_at: get_s(item, "finished_at"),
+                updated_at: get_s(item, "updated_at"),
+                replays: get_n(item, "replays"),
             },
         ))
+    }
+
+    /// One job of a run, if the control table has it.
+    pub async fn job(&self, run_id: &str, job_id: &str) -> Result<Option<JobRecord>, ControlError> {
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(run_id)))
+            .key("sk", s(job_sk(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.err("GetItem", &e))?;
+        match resp.item {
+            None => Ok(None),
+            Some(item) => Ok(Some(self.job_record(run_id, &item)?.1)),
+        }
     }
 
     /// Marks planned jobs as sent to the queue.
@@ -370,7 +411,7 @@ impl ControlTable {
             .key("pk", s(run_pk(&job.run_id)))
             .key("sk", s(job_sk(&job.job_id)))
             .update_expression(
-                "SET #s = :running, worker = :w, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one, \
+                "SET #s = :running, worker = :w, updated_at = :now, started_at = if_not_exists(started_at, :now), attempts = if_not_exists(attempts, :zero) + :one, \
                  body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
             )
             .condition_expression("attribute_not_exists(#s) OR #s <> :done")
@@ -485,7 +526,7 @@ impl ControlTable {
             .key("pk", s(run_pk(&job.run_id)))
             .key("sk", s(job_sk(&job.job_id)))
             .update_expression(
-                "SET #s = :done, #r = :rows, digest = :digest, updated_at = :now REMOVE last_error",
+                "SET #s = :done, #r = :rows, digest = :digest, updated_at = :now, finished_at = :now REMOVE last_error",
             )
             .expression_attribute_values(":digest", s(digest))
             .expression_attribute_names("#s", "state")
