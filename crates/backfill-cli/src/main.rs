@@ -316,7 +316,7 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "worker: {} jobs done, {} rows copied ({} read by this worker) in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back",
+        "worker: {} jobs done, {} rows copied ({} read by this worker) in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back, {} dropped (run cancelled)",
         summary.jobs_done,
         summary.rows_copied,
         summary.rows_read,
@@ -325,7 +325,8 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
         summary.jobs_dead_lettered,
         summary.jobs_retried,
         summary.jobs_duplicate,
-        summary.jobs_released
+        summary.jobs_released,
+        summary.jobs_cancelled
     );
     Ok(ExitCode::SUCCESS)
 }

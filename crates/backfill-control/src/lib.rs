@@ -37,13 +37,20 @@ pub enum ControlError {
     Write(#[from] SinkError),
     #[error("job {job_id} was claimed by another worker (a redelivery); this worker stops it")]
     Superseded { job_id: String },
+    #[error("run {run_id} was cancelled: job {job_id} is dropped")]
+    Cancelled { run_id: String, job_id: String },
+    #[error("control table {table}: run {run_id} does not exist")]
+    NoSuchRun { table: String, run_id: String },
 }
 
 impl ControlError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ControlError::Service { retryable, .. } => *retryable,
-            ControlError::Corrupt { .. } | ControlError::Superseded { .. } => false,
+            ControlError::Corrupt { .. }
+            | ControlError::Superseded { .. }
+            | ControlError::Cancelled { .. }
+            | ControlError::NoSuchRun { .. } => false,
             ControlError::Write(e) => e.is_retryable(),
         }
     }
@@ -116,13 +123,63 @@ pub struct JobRecord {
 }
 
 /// A run as the control table knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
     pub run_id: String,
+    /// `planned`, `producing`, `produced`, then `finished` or `cancelled`.
     pub state: String,
     pub jobs_planned: u64,
+    /// Jobs finished so far (each counted once, at its first finish).
+    pub jobs_done: u64,
+    /// Rows of the finished jobs.
+    pub rows_copied: u64,
     pub created_at: String,
+    pub finished_at: Option<String>,
+    /// Who cancelled it, when and why.
+    pub cancelled: Option<Annotation>,
+    /// The tables of the run as planned.
+    pub tables: Vec<RunTable>,
+    /// The effective config the run was planned with (secrets redacted).
+    pub config: Option<String>,
 }
+
+impl RunRecord {
+    /// Whether workers may still take its jobs.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state.as_str(), RUN_FINISHED | RUN_CANCELLED)
+    }
+}
+
+/// Who did something to a run or a job, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Annotation {
+    pub by: String,
+    pub at: String,
+    pub why: String,
+}
+
+/// A table of a run as planned: what status measures progress against.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunTable {
+    pub source: String,
+    pub target: String,
+    pub jobs: u64,
+    /// Rows estimated from the planning sample.
+    pub estimated_rows: u64,
+    /// Mean write capacity units one item costs (from the planning sample).
+    pub wcu_per_item: f64,
+}
+
+/// What a run is planned with, besides its jobs.
+#[derive(Debug, Clone, Default)]
+pub struct RunPlan {
+    pub tables: Vec<RunTable>,
+    pub config: Option<String>,
+}
+
+/// Run states that end a run.
+pub const RUN_FINISHED: &str = "finished";
+pub const RUN_CANCELLED: &str = "cancelled";
 
 /// What a worker learns when it claims a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +191,8 @@ pub enum Claim {
     },
     /// Another delivery already finished it: acknowledge and skip.
     AlreadyDone,
+    /// Its run was cancelled: acknowledge and drop.
+    Cancelled,
 }
 
 /// How far a job got: every row up to `last_key` is written (and verified).
@@ -214,12 +273,73 @@ impl ControlTable {
             .send()
             .await
             .map_err(|e| self.err("GetItem", &e))?;
-        Ok(resp.item.map(|item| RunRecord {
+        resp.item
+            .map(|item| self.run_record(run_id, &item))
+            .transpose()
+    }
+
+    fn run_record(&self, run_id: &str, item: &Item) -> Result<RunRecord, ControlError> {
+        let corrupt = |reason: String| ControlError::Corrupt {
+            table: self.table.clone(),
             run_id: run_id.to_string(),
-            state: get_s(&item, "state").unwrap_or_default(),
-            jobs_planned: get_n(&item, "jobs_planned"),
-            created_at: get_s(&item, "created_at").unwrap_or_default(),
-        }))
+            sk: RUN_SK.to_string(),
+            reason,
+        };
+        let tables = match get_s(item, "tables") {
+            None => Vec::new(),
+            Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(format!("tables: {e}")))?,
+        };
+        let cancelled = match get_s(item, "cancelled_at") {
+            None => None,
+            Some(at) => Some(Annotation {
+                at,
+                by: get_s(item, "cancelled_by").unwrap_or_default(),
+                why: get_s(item, "cancelled_why").unwrap_or_default(),
+            }),
+        };
+        Ok(RunRecord {
+            run_id: run_id.to_string(),
+            state: get_s(item, "state").unwrap_or_default(),
+            jobs_planned: get_n(item, "jobs_planned"),
+            jobs_done: get_n(item, "jobs_done"),
+            rows_copied: get_n(item, "rows_copied"),
+            created_at: get_s(item, "created_at").unwrap_or_default(),
+            finished_at: get_s(item, "finished_at"),
+            cancelled,
+            tables,
+            config: get_s(item, "config"),
+        })
+    }
+
+    /// Every run in the table, newest first.
+    pub async fn runs(&self) -> Result<Vec<RunRecord>, ControlError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :run")
+                .expression_attribute_values(":run", s(RUN_SK))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Scan", &e))?;
+            for item in resp.items() {
+                let pk = get_s(item, "pk").unwrap_or_default();
+                if let Some(run_id) = pk.strip_prefix("RUN#") {
+                    out.push(self.run_record(run_id, item)?);
+                }
+            }
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        Ok(out)
     }
 
     /// Stores a run's plan: every job (state `planned`), then the run record.
@@ -227,7 +347,18 @@ impl ControlTable {
     /// The run record is written last, so a run record means a complete
     /// plan; a producer that died before writing it left only unqueued job
     /// records, which [`ControlTable::save_plan`] replaces on the next try.
-    pub async fn save_plan(&self, run_id: &str, jobs: &[JobMessage]) -> Result<(), ControlError> {
+    pub async fn save_plan(
+        &self,
+        run_id: &str,
+        jobs: &[JobMessage],
+        plan: &RunPlan,
+    ) -> Result<(), ControlError> {
+        let tables = serde_json::to_string(&plan.tables).map_err(|e| ControlError::Corrupt {
+            table: self.table.clone(),
+            run_id: run_id.to_string(),
+            sk: RUN_SK.to_string(),
+            reason: format!("tables: {e}"),
+        })?;
         self.delete_jobs(run_id).await?;
         let items: Vec<Item> = jobs
             .iter()
@@ -245,18 +376,23 @@ impl ControlTable {
             })
             .collect();
         self.sink.put_items(&self.table, items, 4).await?;
-        self.client
+        let mut put = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(run_pk(run_id)))
             .item("sk", s(RUN_SK))
             .item("state", s("planned"))
             .item("jobs_planned", AttributeValue::N(jobs.len().to_string()))
+            .item("jobs_done", AttributeValue::N("0".into()))
+            .item("rows_copied", AttributeValue::N("0".into()))
+            .item("tables", s(tables))
             .item("created_at", s(now()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(|e| self.err("PutItem", &e))?;
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(c) = &plan.config {
+            put = put.item("config", s(c.clone()));
+        }
+        put.send().await.map_err(|e| self.err("PutItem", &e))?;
         Ok(())
     }
 
@@ -374,31 +510,107 @@ impl ControlTable {
             match r {
                 Ok(_) => {}
                 // Already past `planned` (a worker took it): nothing to do.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|x| x.is_conditional_check_failed_exception()) => {}
+                Err(e) if is_condition_failed(&e) => {}
                 Err(e) => return Err(self.err("UpdateItem", &e)),
             }
         }
         Ok(())
     }
 
-    /// Sets the run's state (`producing`, `produced`, ...).
-    pub async fn set_run_state(&self, run_id: &str, state: &str) -> Result<(), ControlError> {
-        self.client
+    /// Sets the run's state (`producing`, `produced`), unless the run has
+    /// ended: a run its workers finished while the producer was still
+    /// enqueueing stays `finished`, and a cancelled one stays cancelled.
+    /// Returns whether the state was set.
+    pub async fn set_run_state(&self, run_id: &str, state: &str) -> Result<bool, ControlError> {
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(run_pk(run_id)))
             .key("sk", s(RUN_SK))
             .update_expression("SET #s = :s, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression("attribute_exists(pk) AND #s <> :finished AND #s <> :cancelled")
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":s", s(state))
+            .expression_attribute_values(":finished", s(RUN_FINISHED))
+            .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
             .expression_attribute_values(":now", s(now()))
             .send()
-            .await
-            .map_err(|e| self.err("UpdateItem", &e))?;
-        Ok(())
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failed(&e) => match self.get_run(run_id).await? {
+                None => Err(ControlError::NoSuchRun {
+                    table: self.table.clone(),
+                    run_id: run_id.to_string(),
+                }),
+                Some(_) => Ok(false),
+            },
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
+    }
+
+    /// Cancels a run: the run is marked `cancelled` (by whom, when, why),
+    /// then every job not finished is marked `cancelled` too. A worker
+    /// then drops such a job when it receives it (the claim fails) or at
+    /// its next checkpoint if it holds it (the checkpoint fails). Returns
+    /// how many jobs were cancelled now. Cancelling twice is harmless.
+    pub async fn cancel_run(&self, run_id: &str, by: &str, why: &str) -> Result<u64, ControlError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(run_id)))
+            .key("sk", s(RUN_SK))
+            .update_expression(
+                "SET #s = :cancelled, cancelled_at = if_not_exists(cancelled_at, :now), \
+                 cancelled_by = if_not_exists(cancelled_by, :by), cancelled_why = if_not_exists(cancelled_why, :why), updated_at = :now",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":why", s(why))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => {
+                return Err(ControlError::NoSuchRun {
+                    table: self.table.clone(),
+                    run_id: run_id.to_string(),
+                })
+            }
+            Err(e) => return Err(self.err("UpdateItem", &e)),
+        }
+        let mut cancelled = 0;
+        for rec in self.jobs(run_id).await? {
+            if matches!(rec.state, JobState::Done | JobState::Cancelled) {
+                continue;
+            }
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(job_sk(&rec.job.job_id)))
+                .update_expression("SET #s = :cancelled, updated_at = :now")
+                .condition_expression("#s <> :done")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+                .expression_attribute_values(":done", s(JobState::Done.as_str()))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => cancelled += 1,
+                // Finished in the meantime: it stays done.
+                Err(e) if is_condition_failed(&e) => {}
+                Err(e) => return Err(self.err("UpdateItem", &e)),
+            }
+        }
+        Ok(cancelled)
     }
 
     /// Takes a job for `worker`: counts the attempt, unless the job is done.
@@ -414,11 +626,12 @@ impl ControlTable {
                 "SET #s = :running, worker = :w, updated_at = :now, started_at = if_not_exists(started_at, :now), attempts = if_not_exists(attempts, :zero) + :one, \
                  body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
             )
-            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
+            .condition_expression("attribute_not_exists(#s) OR (#s <> :done AND #s <> :cancelled)")
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#t", "table")
             .expression_attribute_values(":running", s(JobState::Running.as_str()))
             .expression_attribute_values(":done", s(JobState::Done.as_str()))
+            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
             .expression_attribute_values(":w", s(worker))
             .expression_attribute_values(":now", s(now()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
@@ -452,14 +665,19 @@ impl ControlTable {
                     checkpoint,
                 })
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(Claim::AlreadyDone)
+            Err(e) if is_condition_failed(&e) => {
+                // Done or cancelled; which one decides what the worker says.
+                match self.job_state(job).await? {
+                    Some(JobState::Cancelled) => Ok(Claim::Cancelled),
+                    _ => Ok(Claim::AlreadyDone),
+                }
             }
             Err(e) => Err(self.err("UpdateItem", &e)),
         }
+    }
+
+    async fn job_state(&self, job: &JobMessage) -> Result<Option<JobState>, ControlError> {
+        Ok(self.job(&job.run_id, &job.job_id).await?.map(|r| r.state))
     }
 
     /// Records how far `worker` got with a job, after a page is durable. Fails
@@ -500,27 +718,31 @@ impl ControlTable {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Err(ControlError::Superseded {
+            Err(e) if is_condition_failed(&e) => match self.job_state(job).await? {
+                Some(JobState::Cancelled) => Err(ControlError::Cancelled {
+                    run_id: job.run_id.clone(),
                     job_id: job.job_id.clone(),
-                })
-            }
+                }),
+                _ => Err(ControlError::Superseded {
+                    job_id: job.job_id.clone(),
+                }),
+            },
             Err(e) => Err(self.err("UpdateItem", &e)),
         }
     }
 
     /// Records a job as done with the rows it copied and the digest (an
-    /// order-independent hash sum) of the items those rows became.
+    /// order-independent hash sum) of the items those rows became, and
+    /// counts it in its run; the run's last job marks the run `finished`.
+    /// A job finished before (a redelivery) is counted once.
     pub async fn finish(
         &self,
         job: &JobMessage,
         rows: u64,
         digest: &str,
     ) -> Result<(), ControlError> {
-        self.client
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(run_pk(&job.run_id)))
@@ -534,10 +756,63 @@ impl ControlTable {
             .expression_attribute_values(":done", s(JobState::Done.as_str()))
             .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
             .expression_attribute_values(":now", s(now()))
+            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
             .send()
-            .await
-            .map_err(|e| self.err("UpdateItem", &e))?;
-        Ok(())
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if is_condition_failed(&e) => return Ok(()),
+            Err(e) => return Err(self.err("UpdateItem", &e)),
+        }
+        self.count_finished(job, rows).await
+    }
+
+    async fn count_finished(&self, job: &JobMessage, rows: u64) -> Result<(), ControlError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(RUN_SK))
+            .update_expression("ADD jobs_done :one, rows_copied :rows SET updated_at = :now")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
+            .expression_attribute_values(":now", s(now()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        let run = match r {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            // A job enqueued by hand, with no run record: nothing to count.
+            Err(e) if is_condition_failed(&e) => return Ok(()),
+            Err(e) => return Err(self.err("UpdateItem", &e)),
+        };
+        if get_n(&run, "jobs_done") < get_n(&run, "jobs_planned") {
+            return Ok(());
+        }
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(RUN_SK))
+            .update_expression("SET #s = :finished, finished_at = :now, updated_at = :now")
+            .condition_expression("#s <> :finished AND #s <> :cancelled")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_values(":finished", s(RUN_FINISHED))
+            .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
+            .expression_attribute_values(":now", s(now()))
+            .send()
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(run = %job.run_id, "every job of the run is done: run finished");
+                Ok(())
+            }
+            Err(e) if is_condition_failed(&e) => Ok(()),
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
     }
 
     /// Records why a job failed; `dead` when it went to the DLQ. Never
@@ -572,12 +847,7 @@ impl ControlTable {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if is_condition_failed(&e) => Ok(()),
             Err(e) => Err(self.err("UpdateItem", &e)),
         }
     }
@@ -590,6 +860,16 @@ const FLEET_PK: &str = "FLEET";
 pub struct FleetCount {
     pub live: usize,
     pub busy: usize,
+}
+
+/// One live worker as its last heartbeat says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerBeat {
+    pub worker: String,
+    pub busy: bool,
+    pub heartbeat_ms: u64,
+    /// WCU per second it wrote to each target table since its previous heartbeat.
+    pub wcu_per_sec: HashMap<String, f64>,
 }
 
 impl FleetCount {
@@ -613,15 +893,23 @@ impl ControlTable {
     /// `busy`: the worker holds a job, or held one or started within the
     /// expiry; only busy workers divide a budget, so at the end of a run the
     /// workers still copying take the share of those with nothing left to do.
+    /// `wcu_per_sec`: what this worker wrote per target table since its last
+    /// heartbeat, which `status` sums into the fleet's capacity use.
     pub async fn heartbeat(
         &self,
         worker: &str,
         expiry_secs: u64,
         busy: bool,
+        wcu_per_sec: &HashMap<String, f64>,
     ) -> Result<(), ControlError> {
         let now = epoch_ms();
+        let wcu: HashMap<String, AttributeValue> = wcu_per_sec
+            .iter()
+            .map(|(t, r)| (t.clone(), AttributeValue::N(format!("{r:.3}"))))
+            .collect();
         self.client
             .put_item()
+            .item("wcu", AttributeValue::M(wcu))
             .table_name(&self.table)
             .item("pk", s(FLEET_PK))
             .item("sk", s(format!("WORKER#{worker}")))
@@ -640,8 +928,17 @@ impl ControlTable {
     /// Workers whose last heartbeat is younger than `expiry_secs`: all of
     /// them, and the busy ones.
     pub async fn live_workers(&self, expiry_secs: u64) -> Result<FleetCount, ControlError> {
+        let fleet = self.fleet(expiry_secs).await?;
+        Ok(FleetCount {
+            live: fleet.len(),
+            busy: fleet.iter().filter(|w| w.busy).count(),
+        })
+    }
+
+    /// The live workers' heartbeats.
+    pub async fn fleet(&self, expiry_secs: u64) -> Result<Vec<WorkerBeat>, ControlError> {
         let oldest = epoch_ms().saturating_sub(expiry_secs * 1000);
-        let mut count = FleetCount::default();
+        let mut out = Vec::new();
         let mut start = None;
         loop {
             let resp = self
@@ -660,14 +957,25 @@ impl ControlTable {
                 .iter()
                 .filter(|i| get_n(i, "heartbeat_ms") >= oldest)
             {
-                count.live += 1;
-                if !matches!(i.get("busy"), Some(AttributeValue::Bool(false))) {
-                    count.busy += 1;
-                }
+                let wcu_per_sec = match i.get("wcu") {
+                    Some(AttributeValue::M(m)) => m
+                        .iter()
+                        .filter_map(|(t, v)| Some((t.clone(), v.as_n().ok()?.parse().ok()?)))
+                        .collect(),
+                    _ => HashMap::new(),
+                };
+                out.push(WorkerBeat {
+                    worker: get_s(i, "sk")
+                        .and_then(|sk| sk.strip_prefix("WORKER#").map(str::to_string))
+                        .unwrap_or_default(),
+                    busy: !matches!(i.get("busy"), Some(AttributeValue::Bool(false))),
+                    heartbeat_ms: get_n(i, "heartbeat_ms"),
+                    wcu_per_sec,
+                });
             }
             match resp.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(count),
+                _ => return Ok(out),
             }
         }
     }
@@ -685,6 +993,15 @@ impl ControlTable {
             .map_err(|e| self.err("DeleteItem", &e))?;
         Ok(())
     }
+}
+
+fn is_condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|x| x.code())
+        .is_some_and(|c| c == "ConditionalCheckFailedException")
 }
 
 fn epoch_ms() -> u64 {

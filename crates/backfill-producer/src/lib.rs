@@ -6,7 +6,7 @@
 //! the same jobs and enqueues only those never enqueued ([`produce`]).
 
 use backfill_config::BackfillConfig;
-use backfill_control::{ControlError, ControlTable, JobState};
+use backfill_control::{ControlError, ControlTable, JobState, RunPlan, RunTable, RUN_CANCELLED};
 use backfill_job::{JobMessage, KeyRange};
 use backfill_queue::{JobQueue, QueueError};
 use backfill_source::reader::SampleSpec;
@@ -24,6 +24,8 @@ pub enum ProducerError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("run {run_id} was cancelled{detail}; it is not produced again (start a new run)")]
+    Cancelled { run_id: String, detail: String },
 }
 
 /// The plan of one table.
@@ -199,7 +201,18 @@ pub async fn produce(
     control: &ControlTable,
     run_id: &str,
 ) -> Result<ProduceReport, ProducerError> {
-    let reused_plan = control.get_run(run_id).await?.is_some();
+    let existing = control.get_run(run_id).await?;
+    if let Some(run) = existing.as_ref().filter(|r| r.state == RUN_CANCELLED) {
+        return Err(ProducerError::Cancelled {
+            run_id: run_id.to_string(),
+            detail: run
+                .cancelled
+                .as_ref()
+                .map(|c| format!(" by {} at {}: {}", c.by, c.at, c.why))
+                .unwrap_or_default(),
+        });
+    }
+    let reused_plan = existing.is_some();
     if !reused_plan {
         let plan = plan(cfg, source, run_id).await?;
         let problems = plan.problems();
@@ -207,7 +220,22 @@ pub async fn produce(
             return Err(ProducerError::Problems(problems));
         }
         let jobs: Vec<JobMessage> = plan.jobs().cloned().collect();
-        control.save_plan(run_id, &jobs).await?;
+        let run_plan = RunPlan {
+            tables: plan
+                .tables
+                .iter()
+                .map(|t| RunTable {
+                    source: t.source.clone(),
+                    target: t.target.clone(),
+                    jobs: t.jobs.len() as u64,
+                    estimated_rows: t.estimated_rows,
+                    wcu_per_item: t.wcu_per_item,
+                })
+                .collect(),
+            // Debug output redacts the source URL's secret.
+            config: Some(format!("{cfg:#?}")),
+        };
+        control.save_plan(run_id, &jobs, &run_plan).await?;
         tracing::info!(run_id, jobs = jobs.len(), "plan stored");
     }
     let records = control.jobs(run_id).await?;

@@ -152,6 +152,7 @@ pub(crate) async fn copy_range(
                 Ok(o) => o,
                 Err(e) => break Err(e.into()),
             };
+            w.add_consumed(&tcfg.target, written.consumed_wcu);
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
                 Ok(n) => progress.verified += n,

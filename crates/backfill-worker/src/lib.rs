@@ -113,6 +113,8 @@ enum Outcome {
     Retry,
     /// Handed back at shutdown.
     Released,
+    /// Dropped because its run was cancelled.
+    Cancelled,
 }
 
 /// Totals of one `run`.
@@ -125,6 +127,8 @@ pub struct WorkSummary {
     pub jobs_dead_lettered: u64,
     pub jobs_retried: u64,
     pub jobs_released: u64,
+    /// Jobs dropped because their run was cancelled.
+    pub jobs_cancelled: u64,
     /// Rows of finished jobs, checkpointed ones included.
     pub rows_copied: u64,
     /// Rows this worker read from the source (a resumed job skips what its
@@ -144,6 +148,7 @@ impl WorkSummary {
             Outcome::DeadLettered => self.jobs_dead_lettered += 1,
             Outcome::Retry => self.jobs_retried += 1,
             Outcome::Released => self.jobs_released += 1,
+            Outcome::Cancelled => self.jobs_cancelled += 1,
         }
     }
 }
@@ -161,6 +166,10 @@ pub struct Worker {
     /// started): whether this worker counts in the division of budgets.
     in_hand: AtomicUsize,
     last_busy: std::sync::Mutex<Instant>,
+    /// WCU consumed per target table since start, and the totals at the
+    /// last heartbeat: the heartbeat reports the rate in between.
+    consumed: std::sync::Mutex<HashMap<String, f64>>,
+    consumed_at_beat: std::sync::Mutex<(Instant, HashMap<String, f64>)>,
     /// The source's lag/load gate: when it last said open.
     gate: tokio::sync::Mutex<Option<Instant>>,
     queue: JobQueue,
@@ -187,6 +196,8 @@ impl Worker {
             limiters: std::sync::Mutex::new(HashMap::new()),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
+            consumed: std::sync::Mutex::new(HashMap::new()),
+            consumed_at_beat: std::sync::Mutex::new((Instant::now(), HashMap::new())),
             in_hand: AtomicUsize::new(0),
             last_busy: std::sync::Mutex::new(Instant::now()),
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
@@ -244,6 +255,32 @@ impl Worker {
         }
     }
 
+    /// Counts write capacity DynamoDB reported as consumed for `target`.
+    pub(crate) fn add_consumed(&self, target: &str, wcu: f64) {
+        *self
+            .consumed
+            .lock()
+            .expect("consumed lock")
+            .entry(target.to_string())
+            .or_default() += wcu;
+    }
+
+    /// WCU per second per target since the previous call.
+    fn consumed_rates(&self) -> HashMap<String, f64> {
+        let now = self.consumed.lock().expect("consumed lock").clone();
+        let mut last = self.consumed_at_beat.lock().expect("consumed lock");
+        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+        let rates = now
+            .iter()
+            .map(|(t, total)| {
+                let before = last.1.get(t).copied().unwrap_or(0.0);
+                (t.clone(), ((total - before) / secs).max(0.0))
+            })
+            .collect();
+        *last = (Instant::now(), now);
+        rates
+    }
+
     /// This worker's current write rate for `target` (WCU/s), if it has a budget.
     pub fn write_rate(&self, target: &str) -> Option<f64> {
         self.limiters
@@ -280,9 +317,10 @@ impl Worker {
         let busy = self.in_hand.load(Ordering::Relaxed) > 0
             || self.last_busy.lock().expect("last_busy lock").elapsed()
                 < Duration::from_secs(expiry);
+        let rates = self.consumed_rates();
         let beat = async {
             self.control
-                .heartbeat(&self.worker_id, expiry, busy)
+                .heartbeat(&self.worker_id, expiry, busy, &rates)
                 .await?;
             self.control.live_workers(expiry).await
         };
@@ -474,6 +512,10 @@ impl Worker {
                     }
                 };
             }
+            Ok(Claim::Cancelled) => {
+                tracing::info!("the job's run was cancelled: dropping the job");
+                return self.drop_cancelled(&msg).await;
+            }
             Ok(Claim::Started {
                 attempts,
                 checkpoint,
@@ -499,6 +541,10 @@ impl Worker {
             // Another delivery owns the job now; its worker acknowledges it.
             tracing::info!("job claimed by another worker: stopping without acknowledging");
             return Outcome::Duplicate;
+        }
+        if let Err(JobError::Control(ControlError::Cancelled { .. })) = &result {
+            tracing::info!("the job's run was cancelled while it was copied: dropping the job");
+            return self.drop_cancelled(&msg).await;
         }
         match result {
             Ok(CopyProgress {
@@ -534,6 +580,18 @@ impl Worker {
                 Outcome::Released
             }
             Err(e) => self.after_failure(&msg, &job, e).await,
+        }
+    }
+
+    /// Acknowledges the message of a cancelled run's job, so the queue
+    /// drains instead of handing it out again.
+    async fn drop_cancelled(&self, msg: &ReceivedMessage) -> Outcome {
+        match self.queue.delete(&msg.receipt_handle).await {
+            Ok(()) => Outcome::Cancelled,
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting a cancelled job's message failed");
+                Outcome::Retry
+            }
         }
     }
 
