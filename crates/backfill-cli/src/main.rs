@@ -20,6 +20,9 @@ use backfill_worker::{WorkOptions, Worker};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod status;
+use status::human_duration;
+
 #[derive(Parser)]
 #[command(
     name = "backfill",
@@ -95,6 +98,34 @@ enum Command {
         #[arg(long)]
         elapsed_secs: Option<f64>,
     },
+    /// Where a run stands: per table, jobs done, running, failed and queued,
+    /// rows, rate, capacity against budget and ETA. Exits 1 when jobs failed
+    /// or the run was cancelled.
+    Status {
+        /// The run; default: the newest.
+        #[arg(long)]
+        run: Option<String>,
+        /// Redraw every `--interval` seconds until the run ends (or Ctrl-C).
+        #[arg(long)]
+        watch: bool,
+        /// JSON instead of text (one object per line with --watch).
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
+    /// Cancels a run: workers drop its jobs (queued ones when they receive
+    /// them, running ones at their next checkpoint) and the queue drains.
+    Cancel {
+        #[arg(long)]
+        run: String,
+        /// Why, for the run's record.
+        #[arg(long)]
+        reason: String,
+        /// Who, for the run's record (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Creates the queues, the control table and the target tables of a local stack.
     Bootstrap {
         /// Delete the target tables and purge both queues first (local demos only).
@@ -160,6 +191,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Bootstrap { fresh } => bootstrap(&cfg, fresh).await,
+        Command::Status {
+            run,
+            watch,
+            json,
+            interval,
+        } => {
+            status::status(
+                &cfg,
+                status::StatusOptions {
+                    run,
+                    watch,
+                    json,
+                    interval_secs: interval,
+                },
+            )
+            .await
+        }
+        Command::Cancel { run, reason, by } => {
+            let by = by.unwrap_or_else(status::current_user);
+            status::cancel(&cfg, &run, &by, &reason).await
+        }
     }
 }
 
@@ -262,15 +314,6 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             problems.len()
         );
         Ok(ExitCode::from(2))
-    }
-}
-
-fn human_duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{:.0} min", s as f64 / 60.0),
-        _ => format!("{:.1} h", s as f64 / 3600.0),
     }
 }
 

@@ -1,0 +1,375 @@
+//! `backfill status` and `backfill cancel`: the operator's view of a run.
+//!
+//! Status prints progress bars on a terminal, plain lines otherwise (logs,
+//! CI, `watch`), and JSON with `--json`; `--watch` redraws until the run
+//! ends or Ctrl-C.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use backfill_aws::AwsClients;
+use backfill_config::BackfillConfig;
+use backfill_control::ControlTable;
+use backfill_queue::JobQueue;
+use backfill_status::{RunStatus, TableStatus};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// How `status` prints.
+pub struct StatusOptions {
+    pub run: Option<String>,
+    pub watch: bool,
+    pub json: bool,
+    pub interval_secs: u64,
+}
+
+pub async fn status(cfg: &BackfillConfig, opts: StatusOptions) -> Result<ExitCode> {
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    let read = || {
+        backfill_status::gather(
+            cfg,
+            &control,
+            &aws.dynamodb,
+            Some(&queue),
+            opts.run.as_deref(),
+        )
+    };
+    let mut s = read().await?;
+    let bars = !opts.json && std::io::stdout().is_terminal();
+    if !opts.watch {
+        if opts.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else if bars {
+            Bars::new(&s).update(&s);
+        } else {
+            print!("{}", render_plain(&s));
+        }
+        return Ok(exit_code(&s));
+    }
+    let every = Duration::from_secs(opts.interval_secs.max(1));
+    let mut view = bars.then(|| Bars::new(&s));
+    loop {
+        if opts.json {
+            println!("{}", serde_json::to_string(&s)?);
+        } else if let Some(v) = &mut view {
+            v.update(&s);
+        } else {
+            println!("{}", render_plain(&s));
+        }
+        if s.is_over() {
+            return Ok(exit_code(&s));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(exit_code(&s)),
+        }
+        // Watching the same run, even when a newer one starts meanwhile.
+        let run = s.run_id.clone();
+        s = backfill_status::gather(cfg, &control, &aws.dynamodb, Some(&queue), Some(&run)).await?;
+    }
+}
+
+/// 0 while healthy or finished, 1 when jobs failed or the run was cancelled:
+/// scripts can wait on `status --watch` and know how it ended.
+fn exit_code(s: &RunStatus) -> ExitCode {
+    if s.jobs.failed > 0 || s.state == backfill_control::RUN_CANCELLED {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub async fn cancel(cfg: &BackfillConfig, run: &str, by: &str, reason: &str) -> Result<ExitCode> {
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let cancelled = control.cancel_run(run, by, reason).await?;
+    println!(
+        "run {run} cancelled by {by} ({reason}): {cancelled} unfinished jobs marked cancelled; \
+         workers drop them when they receive them or at their next checkpoint"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The user running the command, for audit fields.
+pub fn current_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// Plain lines: a header for the run, one line per table, then failures.
+pub fn render_plain(s: &RunStatus) -> String {
+    let mut out = String::new();
+    let j = &s.jobs;
+    out.push_str(&format!(
+        "run {} [{}]: {}/{} jobs done, {} running, {} failed, {} queued{}; {}{} rows; {}; ETA {}\n",
+        s.run_id,
+        s.state,
+        j.done,
+        j.total,
+        j.running,
+        j.failed,
+        j.queued,
+        if j.cancelled > 0 {
+            format!(", {} cancelled", j.cancelled)
+        } else {
+            String::new()
+        },
+        thousands(s.rows_copied),
+        s.estimated_rows
+            .map(|e| format!(" of ~{}", thousands(e)))
+            .unwrap_or_default(),
+        rate(s.rows_per_sec),
+        eta(s.eta_secs),
+    ));
+    let q = |c: Option<backfill_status::QueueCounts>| match c {
+        Some(c) => format!("{} visible, {} in flight", c.visible, c.in_flight),
+        None => "unreadable".to_string(),
+    };
+    out.push_str(&format!(
+        "  fleet: {} workers live, {} busy; queue: {}; DLQ: {}\n",
+        s.workers_live,
+        s.workers_busy,
+        q(s.queue),
+        q(s.dlq)
+    ));
+    if let Some(c) = &s.cancelled {
+        out.push_str(&format!("  cancelled by {} at {}: {}\n", c.by, c.at, c.why));
+    }
+    for t in &s.tables {
+        out.push_str(&format!(
+            "  {} -> {}: {}/{} jobs done, {} running, {} failed, {} queued; {}; {}; {}; ETA {}\n",
+            t.source,
+            t.target,
+            t.jobs.done,
+            t.jobs.total,
+            t.jobs.running,
+            t.jobs.failed,
+            t.jobs.queued,
+            rows(t),
+            rate(t.rows_per_sec),
+            capacity(t),
+            eta(t.eta_secs),
+        ));
+    }
+    for f in &s.failures {
+        out.push_str(&format!(
+            "  failed: {} job {} {} after {} attempts{}: {}\n",
+            f.table,
+            f.job_id,
+            f.range,
+            f.attempts,
+            f.at.as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default(),
+            if f.error.is_empty() {
+                "(no error recorded)"
+            } else {
+                &f.error
+            }
+        ));
+    }
+    out
+}
+
+fn rows(t: &TableStatus) -> String {
+    match t.estimated_rows {
+        Some(e) if e > 0 => format!(
+            "{}/~{} rows ({:.0}%)",
+            thousands(t.rows_copied),
+            thousands(e),
+            (t.rows_copied as f64 / e as f64 * 100.0).min(100.0)
+        ),
+        _ => format!("{} rows", thousands(t.rows_copied)),
+    }
+}
+
+fn rate(r: Option<f64>) -> String {
+    match r {
+        Some(r) => format!("{} rows/s", thousands(r.round() as u64)),
+        None => "not started".to_string(),
+    }
+}
+
+fn capacity(t: &TableStatus) -> String {
+    match t.budget_wcu {
+        Some(b) if b > 0.0 => format!(
+            "{:.0}/{:.0} WCU/s ({:.0}% of budget)",
+            t.wcu_per_sec,
+            b,
+            t.wcu_per_sec / b * 100.0
+        ),
+        _ => format!("{:.0} WCU/s (no budget)", t.wcu_per_sec),
+    }
+}
+
+fn eta(e: Option<f64>) -> String {
+    match e {
+        Some(0.0) => "done".to_string(),
+        Some(e) => human_duration(e),
+        None => "unknown".to_string(),
+    }
+}
+
+/// Seconds as an operator reads them: "45 s", "12 min", "3.5 h".
+pub fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{:.0} min", s as f64 / 60.0),
+        _ => format!("{:.1} h", s as f64 / 3600.0),
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Progress bars: a header line and one bar per table (jobs done of all).
+struct Bars {
+    _multi: MultiProgress,
+    header: ProgressBar,
+    tables: Vec<ProgressBar>,
+}
+
+impl Bars {
+    fn new(s: &RunStatus) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+        let header = multi.add(ProgressBar::new(0));
+        header.set_style(ProgressStyle::with_template("{msg}").expect("static template"));
+        let width = s.tables.iter().map(|t| t.source.len()).max().unwrap_or(10);
+        let style = ProgressStyle::with_template(&format!(
+            "  {{prefix:<{width}}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} jobs  {{msg}}"
+        ))
+        .expect("template is valid")
+        .progress_chars("=> ");
+        let tables = s
+            .tables
+            .iter()
+            .map(|t| {
+                let b = multi.add(ProgressBar::new(t.jobs.total));
+                b.set_style(style.clone());
+                b.set_prefix(t.source.clone());
+                b
+            })
+            .collect();
+        Bars {
+            _multi: multi,
+            header,
+            tables,
+        }
+    }
+
+    fn update(&mut self, s: &RunStatus) {
+        let plain = render_plain(s);
+        let mut lines = plain.lines();
+        let head: Vec<&str> = lines.by_ref().take(2).collect();
+        self.header.set_message(head.join("\n"));
+        for (b, t) in self.tables.iter().zip(&s.tables) {
+            b.set_length(t.jobs.total);
+            b.set_position(t.jobs.done);
+            b.set_message(format!(
+                "{} running, {} failed | {} | {} | {} | ETA {}",
+                t.jobs.running,
+                t.jobs.failed,
+                rows(t),
+                rate(t.rows_per_sec),
+                capacity(t),
+                eta(t.eta_secs)
+            ));
+        }
+        if s.is_over() {
+            self.header.finish();
+            for b in &self.tables {
+                b.finish();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backfill_status::{JobCounts, QueueCounts};
+
+    #[test]
+    fn plain_lines_name_every_figure() {
+        let s = RunStatus {
+            run_id: "demo".into(),
+            state: "produced".into(),
+            created_at: "2026-11-25T10:00:00.000Z".into(),
+            finished_at: None,
+            cancelled: None,
+            jobs: JobCounts {
+                total: 10,
+                done: 4,
+                running: 2,
+                failed: 0,
+                queued: 4,
+                cancelled: 0,
+            },
+            rows_copied: 400_000,
+            estimated_rows: Some(1_000_000),
+            rows_per_sec: Some(7512.4),
+            eta_secs: Some(80.0),
+            tables: vec![TableStatus {
+                source: "public.orders".into(),
+                target: "demo_orders".into(),
+                jobs: JobCounts {
+                    total: 10,
+                    done: 4,
+                    running: 2,
+                    failed: 0,
+                    queued: 4,
+                    cancelled: 0,
+                },
+                rows_copied: 400_000,
+                estimated_rows: Some(1_000_000),
+                rows_per_sec: Some(7512.4),
+                wcu_per_sec: 950.0,
+                budget_wcu: Some(1000.0),
+                eta_secs: Some(80.0),
+            }],
+            workers_live: 2,
+            workers_busy: 2,
+            queue: Some(QueueCounts {
+                visible: 4,
+                in_flight: 2,
+                delayed: 0,
+            }),
+            dlq: None,
+            failures: vec![],
+        };
+        let text = render_plain(&s);
+        assert!(text.starts_with("run demo [produced]: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000 of ~1,000,000 rows; 7,512 rows/s; ETA 80 s"), "{text}");
+        assert!(
+            text.contains(
+                "fleet: 2 workers live, 2 busy; queue: 4 visible, 2 in flight; DLQ: unreadable"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("public.orders -> demo_orders: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000/~1,000,000 rows (40%); 7,512 rows/s; 950/1000 WCU/s (95% of budget); ETA 80 s"), "{text}");
+    }
+
+    #[test]
+    fn numbers_and_durations_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(human_duration(59.4), "59 s");
+        assert_eq!(human_duration(600.0), "10 min");
+        assert_eq!(human_duration(9000.0), "2.5 h");
+    }
+}
