@@ -208,10 +208,11 @@ pub fn summarize(
         } else {
             eta(rows, estimated_rows, &counts, elapsed)
         };
+        // A fold from +0, not `sum()`, whose empty total is -0 and prints so.
         let wcu_per_sec = fleet
             .iter()
             .filter_map(|w| w.wcu_per_sec.get(&target))
-            .sum();
+            .fold(0.0, |a, b| a + b);
         tables.push(TableStatus {
             budget_wcu: budgets.get(&target).copied(),
             source,
@@ -454,6 +455,10 @@ mod tests {
         let t = &s.tables[0];
         assert_eq!(t.eta_secs, Some(0.0));
         assert_eq!(t.rows_per_sec, Some(10.0), "1000 rows over 100 s");
+        assert!(
+            t.wcu_per_sec == 0.0 && t.wcu_per_sec.is_sign_positive(),
+            "no heartbeat is +0 WCU/s, never printed as -0"
+        );
         assert_eq!(s.estimated_rows, None, "no plan tables stored");
         assert_eq!(s.eta_secs, Some(0.0));
     }

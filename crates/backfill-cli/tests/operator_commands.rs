@@ -1,0 +1,106 @@
+//! `backfill status` and `backfill cancel` as an operator runs them: plain
+//! lines when stdout is not a terminal, JSON for scripts, exit codes that
+//! say how the run stands.
+
+use anyhow::{Context, Result};
+use aws_sdk_dynamodb::types::ScalarAttributeType as T;
+use backfill_source::PgSource;
+use backfill_testkit::{config_toml, table, TestStack};
+use tokio::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_backfill");
+
+async fn backfill(config: &std::path::Path, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("USER", "oncall-jo")
+        .output()
+        .await
+        .context("running the backfill binary")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn status_prints_plain_lines_and_json_and_cancel_ends_the_run() -> Result<()> {
+    let stack = TestStack::new("cli_status").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY, v text); \
+             INSERT INTO {src} SELECT g, 'v' FROM generate_series(1, 600) g; ANALYZE {src};"
+        ))
+        .await?;
+    let target = stack.target("t");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut t = table(src.clone(), target.clone(), &["id"], None);
+    t.write_budget_wcu = Some(250.0);
+    let mut cfg = stack.config(vec![t]);
+    cfg.producer.rows_per_job = 100;
+    let path = std::env::temp_dir().join(format!("{}.toml", stack.name));
+    std::fs::write(&path, config_toml(&cfg))?;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    let report =
+        backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r1").await?;
+
+    let (code, out, err) = backfill(&path, &["status"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.starts_with(&format!(
+            "run r1 [produced]: 0/{n} jobs done, 0 running, 0 failed, {n} queued; 0 of ~",
+            n = report.jobs_total
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{src} -> {target}: 0/{} jobs done",
+            report.jobs_total
+        )),
+        "{out}"
+    );
+    assert!(out.contains("0/250 WCU/s (0% of budget)"), "{out}");
+    assert!(
+        out.contains(&format!("queue: {} visible", report.jobs_total)),
+        "{out}"
+    );
+
+    let (code, out, err) = backfill(&path, &["status", "--run", "r1", "--json"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).context("status --json is JSON")?;
+    assert_eq!(v["run_id"], "r1");
+    assert_eq!(v["jobs"]["queued"], report.jobs_total as u64);
+    assert_eq!(v["tables"][0]["budget_wcu"], 250.0);
+
+    let (code, out, err) = backfill(
+        &path,
+        &["cancel", "--run", "r1", "--reason", "wrong mapping"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("cancelled by oncall-jo (wrong mapping)"),
+        "{out}"
+    );
+
+    // A cancelled run exits 1 and says who cancelled it and why; --watch
+    // returns at once for a run that has ended.
+    let (code, out, _) = backfill(&path, &["status", "--run", "r1", "--watch"]).await?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("run r1 [cancelled]"), "{out}");
+    assert!(out.contains("cancelled by oncall-jo at "), "{out}");
+    assert!(out.contains(": wrong mapping"), "{out}");
+
+    let (code, _, err) = backfill(&path, &["status", "--run", "nope"]).await?;
+    assert_eq!(code, 1);
+    assert!(err.contains("has no run nope"), "{err}");
+    stack.cleanup().await
+}
