@@ -34,9 +34,19 @@ for i in $(seq 1 "$WORKERS"); do
     "$BIN" work --until-idle > "$RUN_DIR/worker-$i.out" 2> "$RUN_DIR/worker-$i.log" &
     pids+=($!)
 done
+# What an operator watches: `status --watch` prints the run's progress
+# (bars on a terminal, plain lines otherwise) until the run is finished;
+# it is stopped if the workers exit first (say, with jobs in the DLQ).
+"$BIN" status --run "$run" --watch --interval "${DEMO_STATUS_SECS:-15}" &
+watcher=$!
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
 end=$(date +%s.%N)
+sleep 1
+kill "$watcher" 2>/dev/null || true
+wait "$watcher" 2>/dev/null || true
+echo
+"$BIN" status --run "$run" || true
 [ "$status" = 0 ] || die "a worker failed; see $RUN_DIR/worker-*.log"
 cat "$RUN_DIR"/worker-*.out
 

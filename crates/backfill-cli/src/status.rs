@@ -309,6 +309,7 @@ mod tests {
             run_id: "demo".into(),
             state: "produced".into(),
             created_at: "2026-11-25T10:00:00.000Z".into(),
+            started_at: None,
             finished_at: None,
             cancelled: None,
             jobs: JobCounts {

@@ -134,6 +134,8 @@ pub struct RunRecord {
     /// Rows of the finished jobs.
     pub rows_copied: u64,
     pub created_at: String,
+    /// When the producer first started enqueueing it.
+    pub started_at: Option<String>,
     pub finished_at: Option<String>,
     /// Who cancelled it, when and why.
     pub cancelled: Option<Annotation>,
@@ -304,6 +306,7 @@ impl ControlTable {
             jobs_done: get_n(item, "jobs_done"),
             rows_copied: get_n(item, "rows_copied"),
             created_at: get_s(item, "created_at").unwrap_or_default(),
+            started_at: get_s(item, "started_at"),
             finished_at: get_s(item, "finished_at"),
             cancelled,
             tables,
@@ -528,7 +531,11 @@ impl ControlTable {
             .table_name(&self.table)
             .key("pk", s(run_pk(run_id)))
             .key("sk", s(RUN_SK))
-            .update_expression("SET #s = :s, updated_at = :now")
+            // The first state after `planned` is the producer starting to
+            // enqueue: the run's start.
+            .update_expression(
+                "SET #s = :s, updated_at = :now, started_at = if_not_exists(started_at, :now)",
+            )
             .condition_expression("attribute_exists(pk) AND #s <> :finished AND #s <> :cancelled")
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":s", s(state))

@@ -67,6 +67,7 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
 
     let run = control.get_run("r").await?.expect("run stored");
     assert_eq!(run.state, "finished");
+    assert!(run.started_at.is_some());
     assert!(run.finished_at.is_some());
     assert_eq!(run.jobs_done, run.jobs_planned);
     assert_eq!(run.rows_copied, 1200);
