@@ -313,8 +313,14 @@ impl Metrics {
         self.budget_share.get_or_create(&table(target)).set(wcu);
     }
 
-    pub fn set_jobs_in_hand(&self, n: usize) {
-        self.jobs_in_hand.set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// A job was taken in hand.
+    pub fn job_taken(&self) {
+        self.jobs_in_hand.inc();
+    }
+
+    /// A job in hand ended (whatever its outcome).
+    pub fn job_let_go(&self) {
+        self.jobs_in_hand.dec();
     }
 
     /// WCU consumed so far writing to `target_table` (0 before any write).
@@ -389,7 +395,10 @@ mod tests {
         m.dlq_sent("permanent");
         m.set_budget("orders", 500.0);
         m.set_budget_share("orders", 250.0);
-        m.set_jobs_in_hand(2);
+        m.job_taken();
+        m.job_taken();
+        m.job_taken();
+        m.job_let_go();
         let text = m.encode(TextFormat::OpenMetrics).unwrap();
         for want in [
             "backfill_rows_read_total{table=\"public.orders\"} 1000",
