@@ -339,6 +339,7 @@ async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
 }
 
 async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
+    let listen = cfg.metrics.listen_addr()?;
     let source = connect_source(&cfg).await?;
     let aws = AwsClients::from_config(&cfg.aws).await;
     let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
@@ -350,10 +351,37 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
         worker = worker.with_offloader(o);
     }
     let worker = Arc::new(worker);
+    // Its own token, not the signal's: through the shutdown grace period
+    // /readyz says "shutting down" and the last counts stay scrapeable,
+    // and the server stops only once the worker has returned.
+    let metrics_stop = CancellationToken::new();
+    let server = match listen {
+        Some(addr) => {
+            let (bound, task) = backfill_metrics::serve(
+                addr,
+                worker.metrics().clone(),
+                worker.health().clone(),
+                metrics_stop.clone(),
+            )
+            .await?;
+            tracing::info!(address = %bound, "metrics and health endpoints listening (/metrics, /healthz, /readyz)");
+            Some(task)
+        }
+        None => {
+            tracing::info!("metrics.listen is empty: no metrics or health endpoints");
+            None
+        }
+    };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     let started = Instant::now();
     let summary = worker.run(cancel, WorkOptions { until_idle }).await;
+    metrics_stop.cancel();
+    if let Some(task) = server {
+        if let Err(e) = task.await {
+            tracing::warn!(error = %e, "the metrics server task failed");
+        }
+    }
     if let Some(e) = &summary.fatal {
         anyhow::bail!("the worker could not start: {e}");
     }

@@ -184,6 +184,12 @@ impl TestStack {
             worker: WorkerConfig::default(),
             capacity: Default::default(),
             offload: None,
+            // A fixed port would collide between parallel tests; a test that
+            // wants the server starts it itself on port 0.
+            metrics: backfill_config::MetricsConfig {
+                listen: String::new(),
+                ..Default::default()
+            },
             tables,
         }
     }
@@ -278,6 +284,11 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.capacity.heartbeat_secs,
         cfg.capacity.worker_expiry_secs,
         cfg.capacity.price_per_wcu_hour
+    ));
+    out.push_str(&format!(
+        "\n[metrics]\nlisten = {}\nliveness_max_age_secs = {}\n",
+        q(&cfg.metrics.listen),
+        cfg.metrics.liveness_max_age_secs
     ));
     if let Some(o) = &cfg.offload {
         out.push_str(&format!(
@@ -413,6 +424,10 @@ mod tests {
                 bucket: "b".into(),
                 prefix: "p/".into(),
             }),
+            metrics: backfill_config::MetricsConfig {
+                listen: "127.0.0.1:9999".into(),
+                liveness_max_age_secs: 33,
+            },
             tables: vec![t],
         };
         cfg.worker.verify_sample_rate = 0.5;

@@ -75,6 +75,7 @@ pub(crate) async fn copy_range(
                         return;
                     }
                 };
+                w.metrics.rows_read(&job.table, page.len() as u64);
                 let last = page.len() < page_rows as usize;
                 after = page.last().map(|r| r.key.clone());
                 if page.is_empty() || tx.send(Ok(page)).await.is_err() || last {
@@ -153,9 +154,22 @@ pub(crate) async fn copy_range(
                 Err(e) => break Err(e.into()),
             };
             w.add_consumed(&tcfg.target, written.consumed_wcu);
+            w.metrics.write(
+                &tcfg.target,
+                written.consumed_wcu,
+                u64::from(written.throttled),
+                u64::from(written.retries),
+            );
+            w.metrics.rows_written(
+                &job.table,
+                (page.len() as u64).saturating_sub(written.skipped_newer as u64),
+            );
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
-                Ok(n) => progress.verified += n,
+                Ok(n) => {
+                    progress.verified += n;
+                    w.metrics.items_verified(&job.table, n);
+                }
                 Err(e) => break Err(e),
             }
             progress.rows += page.len() as u64;

@@ -28,6 +28,7 @@ use backfill_control::{Claim, ControlError, ControlTable};
 use backfill_dynamo::{DynamoSink, SinkError};
 use backfill_item::MapError;
 use backfill_job::JobMessage;
+use backfill_metrics::{Health, JobOutcome, Metrics};
 use backfill_offload::S3Offloader;
 use backfill_queue::{DeadLetter, JobQueue, QueueError, ReceivedMessage};
 use backfill_source::{PgSource, SourceError};
@@ -153,6 +154,20 @@ impl WorkSummary {
     }
 }
 
+impl Outcome {
+    /// The `outcome` label of the job metrics.
+    fn metric(self) -> JobOutcome {
+        match self {
+            Outcome::Done { .. } => JobOutcome::Done,
+            Outcome::Duplicate => JobOutcome::Duplicate,
+            Outcome::DeadLettered => JobOutcome::DeadLettered,
+            Outcome::Retry => JobOutcome::Retried,
+            Outcome::Released => JobOutcome::Released,
+            Outcome::Cancelled => JobOutcome::Cancelled,
+        }
+    }
+}
+
 /// A worker process's shared state: clients built once, config read once.
 pub struct Worker {
     cfg: Arc<BackfillConfig>,
@@ -175,6 +190,9 @@ pub struct Worker {
     queue: JobQueue,
     control: ControlTable,
     worker_id: String,
+    /// What `/metrics` shows, and what `/healthz` and `/readyz` answer.
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 impl Worker {
@@ -187,6 +205,13 @@ impl Worker {
     ) -> Self {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_string());
         let id = uuid::Uuid::new_v4().simple().to_string();
+        let metrics = Arc::new(Metrics::new());
+        for t in &cfg.tables {
+            metrics.init_table(&t.source, &t.target);
+        }
+        let health = Arc::new(Health::new(Duration::from_secs(
+            cfg.metrics.liveness_max_age_secs,
+        )));
         Worker {
             cfg,
             source,
@@ -201,7 +226,20 @@ impl Worker {
             in_hand: AtomicUsize::new(0),
             last_busy: std::sync::Mutex::new(Instant::now()),
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
+            metrics,
+            health,
         }
+    }
+
+    /// The worker's metrics, for the metrics server (and its own fleet
+    /// heartbeat's WCU rate).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The worker's liveness and readiness, for the probes.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
     }
 
     /// Waits while the source's `pause_query` is above `pause_above` (the
@@ -301,6 +339,7 @@ impl Worker {
                 continue;
             };
             tracing::info!(target = %t.target, budget_wcu = budget, "fleet write budget");
+            self.metrics.set_budget(&t.target, budget);
             out.insert(
                 t.target.clone(),
                 (budget, Arc::new(WriteLimiter::new(&t.target, budget))),
@@ -327,9 +366,12 @@ impl Worker {
         match beat.await {
             Ok(fleet) => {
                 let divide = fleet.divisor(busy);
-                for (budget, l) in self.limiters.lock().expect("limiters lock").values() {
-                    l.set_share(backfill_capacity::share(*budget, divide));
+                for (target, (budget, l)) in self.limiters.lock().expect("limiters lock").iter() {
+                    let share = backfill_capacity::share(*budget, divide);
+                    l.set_share(share);
+                    self.metrics.set_budget_share(target, share);
                 }
+                self.health.set_heartbeat_sent();
             }
             Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
         }
@@ -339,6 +381,7 @@ impl Worker {
     /// others take the freed share at once.
     async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
         loop {
+            self.health.tick();
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(self.cfg.capacity.heartbeat_secs)) => {}
                 _ = cancel.cancelled() => break,
@@ -376,6 +419,7 @@ impl Worker {
             summary.fatal = Some(e);
             return summary;
         }
+        self.health.set_budgets_resolved();
         // Registered and sized before the first write, so a worker joining a
         // running fleet never starts at the whole budget.
         self.fleet_beat().await;
@@ -383,6 +427,7 @@ impl Worker {
         let fleet = tokio::spawn(self.clone().fleet_loop(fleet_stop.clone()));
         tracing::info!(worker = %self.worker_id, concurrency, "worker started");
         loop {
+            self.health.tick();
             while let Some(done) = tasks.try_join_next() {
                 record_join(&mut summary, done);
             }
@@ -404,10 +449,12 @@ impl Worker {
             let messages = match received {
                 Ok(m) => {
                     failures = 0;
+                    self.health.receive_succeeded();
                     m
                 }
                 Err(e) => {
                     failures += 1;
+                    self.health.receive_failed();
                     let delay = backfill_aws::backoff_delay(
                         failures,
                         Duration::from_millis(200),
@@ -442,15 +489,19 @@ impl Worker {
                 let me = self.clone();
                 let cancel = cancel.clone();
                 me.in_hand.fetch_add(1, Ordering::Relaxed);
+                me.metrics.job_taken();
                 tasks.spawn(async move {
                     let outcome = me.handle(msg, cancel).await;
                     *me.last_busy.lock().expect("last_busy lock") = Instant::now();
                     me.in_hand.fetch_sub(1, Ordering::Relaxed);
+                    me.metrics.job_let_go();
                     drop(permit);
                     outcome
                 });
             }
         }
+        // No more jobs are taken: out of rotation while the ones in hand stop.
+        self.health.set_shutting_down();
         self.drain(tasks, &mut summary).await;
         fleet_stop.cancel();
         let _ = fleet.await;
@@ -479,19 +530,28 @@ impl Worker {
     }
 
     async fn handle(&self, msg: ReceivedMessage, cancel: CancellationToken) -> Outcome {
+        let received = Instant::now();
         let job = match JobMessage::from_body(&msg.body) {
             Ok(j) => j,
             Err(e) => {
                 let span = tracing::info_span!("message", message_id = %msg.message_id);
-                return self
+                let outcome = self
                     .dead_letter(&msg, None, &e.to_string(), "malformed_message")
                     .instrument(span)
                     .await;
+                // A malformed message names no table it could be trusted for.
+                self.metrics
+                    .job_finished("", outcome.metric(), received.elapsed());
+                return outcome;
             }
         };
         let span =
             tracing::info_span!("job", run = %job.run_id, table = %job.table, job = %job.job_id);
-        self.handle_job(msg, job, cancel).instrument(span).await
+        let table = job.table.clone();
+        let outcome = self.handle_job(msg, job, cancel).instrument(span).await;
+        self.metrics
+            .job_finished(&table, outcome.metric(), received.elapsed());
+        outcome
     }
 
     async fn handle_job(
@@ -639,6 +699,7 @@ impl Worker {
         match self.queue.dead_letter(msg, &dl).await {
             Ok(()) => {
                 tracing::error!(error = reason, kind, "job sent to the dead-letter queue");
+                self.metrics.dlq_sent(kind);
                 Outcome::DeadLettered
             }
             Err(e) => {
