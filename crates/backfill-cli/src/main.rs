@@ -20,6 +20,8 @@ use backfill_worker::{WorkOptions, Worker};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod dlq;
+
 #[derive(Parser)]
 #[command(
     name = "backfill",
@@ -95,6 +97,8 @@ enum Command {
         #[arg(long)]
         elapsed_secs: Option<f64>,
     },
+    /// The dead-letter queue: list dead jobs with their last error, replay or purge them.
+    Dlq(dlq::DlqArgs),
     /// Creates the queues, the control table and the target tables of a local stack.
     Bootstrap {
         /// Delete the target tables and purge both queues first (local demos only).
@@ -160,6 +164,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Bootstrap { fresh } => bootstrap(&cfg, fresh).await,
+        Command::Dlq(args) => dlq::run(&cfg, args).await,
     }
 }
 
