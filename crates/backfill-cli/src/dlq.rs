@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use backfill_aws::AwsClients;
 use backfill_config::BackfillConfig;
 use backfill_control::ControlTable;
-use backfill_dlq::{DeadJob, Dlq, Filter, PurgeOptions, ReplayOptions};
+use backfill_dlq::{DeadJob, Dlq, Filter, PurgeOptions, ReplayOptions, ReplayOutcome};
 use backfill_queue::JobQueue;
 use clap::{Args, Subcommand};
 
@@ -146,14 +146,22 @@ async fn replay(dlq: &Dlq, filter: Filter, opts: ReplayOptions) -> Result<ExitCo
     for (job, outcome) in &report.results {
         println!("{}: {outcome}", subject(job));
     }
-    println!(
-        "{}{} of {} selected message(s) replayed, {} failed ({} in the DLQ)",
-        if report.dry_run { "dry run: " } else { "" },
-        report.replayed(),
-        report.results.len(),
-        report.failed(),
-        report.walked
-    );
+    if report.dry_run {
+        println!(
+            "dry run: {} of {} selected message(s) would be replayed; nothing changed ({} in the DLQ)",
+            report.count(|o| *o == ReplayOutcome::WouldReplay),
+            report.results.len(),
+            report.walked
+        );
+    } else {
+        println!(
+            "{} of {} selected message(s) replayed, {} failed ({} in the DLQ)",
+            report.replayed(),
+            report.results.len(),
+            report.failed(),
+            report.walked
+        );
+    }
     Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {
