@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 mod status;
 use status::human_duration;
+mod dlq;
 
 #[derive(Parser)]
 #[command(
@@ -126,6 +127,8 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// The dead-letter queue: list dead jobs with their last error, replay or purge them.
+    Dlq(dlq::DlqArgs),
     /// Creates the queues, the control table and the target tables of a local stack.
     Bootstrap {
         /// Delete the target tables and purge both queues first (local demos only).
@@ -212,6 +215,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let by = by.unwrap_or_else(status::current_user);
             status::cancel(&cfg, &run, &by, &reason).await
         }
+        Command::Dlq(args) => dlq::run(&cfg, args).await,
     }
 }
 

@@ -16,6 +16,9 @@ use backfill_aws::{describe, is_retryable};
 use backfill_dynamo::{DynamoSink, Item, SinkError};
 use backfill_job::JobMessage;
 
+mod replay;
+pub use replay::{AuditAction, AuditRecord, ReplayReset, DLQ_AUDIT_PK};
+
 /// Why a control-table operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -16,6 +16,9 @@ use aws_sdk_sqs::Client;
 use backfill_aws::{backoff_delay, describe, is_retryable};
 use backfill_job::JobMessage;
 
+mod dlq;
+pub use dlq::DlqMessage;
+
 /// Most entries in one `SendMessageBatch` (SQS limit).
 pub const MAX_SEND_BATCH: usize = 10;
 /// Longest reason kept in a message attribute.

@@ -1,0 +1,243 @@
+//! Operator actions on dead jobs: resetting a job for a replay from the DLQ,
+//! and the audit trail of every replay and purge.
+//!
+//! Audit records live beside the run's jobs (`pk = RUN#<run>`,
+//! `sk = AUDIT#<time>#<job>`), so a run's history is one query; a DLQ
+//! message that is not a job at all has no run and goes under `pk = DLQ`.
+//! Job queries ask for `begins_with(sk, "JOB#")`, so audit records never
+//! show up as jobs.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use backfill_job::JobMessage;
+
+use super::{get_n, get_s, job_sk, now, run_pk, s, ControlError, ControlTable, JobState};
+
+/// The partition of audit records for DLQ messages that are not jobs.
+pub const DLQ_AUDIT_PK: &str = "DLQ";
+const AUDIT_PREFIX: &str = "AUDIT#";
+
+/// What an operator did to a dead message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditAction {
+    /// Sent back to the job queue.
+    Replay,
+    /// Deleted from the DLQ for good.
+    Purge,
+}
+
+impl AuditAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AuditAction::Replay => "replay",
+            AuditAction::Purge => "purge",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "replay" => Some(AuditAction::Replay),
+            "purge" => Some(AuditAction::Purge),
+            _ => None,
+        }
+    }
+}
+
+/// One operator action, as written to and read from the control table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub action: AuditAction,
+    /// The run, or `None` for a message that is not a job.
+    pub run_id: Option<String>,
+    pub job_id: Option<String>,
+    pub table: Option<String>,
+    /// The DLQ message acted on.
+    pub message_id: String,
+    /// Who did it, and why.
+    pub by: String,
+    pub why: String,
+    /// The job's error at the time (from the message or the control table).
+    pub error: Option<String>,
+    /// When (RFC 3339, milliseconds); set by [`ControlTable::record_audit`].
+    pub at: String,
+}
+
+/// What [`ControlTable::reset_for_replay`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayReset {
+    /// Attempts are 0 and the job is `queued` again; its checkpoint is kept,
+    /// so the replayed job resumes where it stopped.
+    Reset {
+        /// Attempts before the reset (0 for a job the table did not know).
+        attempts_before: u64,
+        /// Replays so far, this one included.
+        replays: u64,
+    },
+    /// The job is finished (`done`) or its run cancelled: the DLQ message is
+    /// stale and must not run again. Nothing was changed.
+    Refused { state: JobState },
+}
+
+impl ControlTable {
+    /// Makes a dead job runnable again: attempts 0, state `queued`, one more
+    /// replay, who replayed it, when and why. The checkpoint stays. Refused,
+    /// changing nothing, when the job is `done` or `cancelled`. A job the
+    /// table does not know (enqueued by hand) gets a record, as a claim would.
+    pub async fn reset_for_replay(
+        &self,
+        job: &JobMessage,
+        by: &str,
+        why: &str,
+    ) -> Result<ReplayReset, ControlError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(run_pk(&job.run_id)))
+            .key("sk", s(job_sk(&job.job_id)))
+            .update_expression(
+                "SET #s = :queued, attempts = :zero, replays = if_not_exists(replays, :zero) + :one, \
+                 last_replay_at = :now, last_replay_by = :by, last_replay_why = :why, updated_at = :now, \
+                 body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
+            )
+            .condition_expression("attribute_not_exists(#s) OR (#s <> :done AND #s <> :cancelled)")
+            .expression_attribute_names("#s", "state")
+            .expression_attribute_names("#t", "table")
+            .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
+            .expression_attribute_values(":done", s(JobState::Done.as_str()))
+            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+            .expression_attribute_values(":one", AttributeValue::N("1".into()))
+            .expression_attribute_values(":now", s(now()))
+            .expression_attribute_values(":by", s(by))
+            .expression_attribute_values(":why", s(why))
+            .expression_attribute_values(":body", s(job.to_body()))
+            .expression_attribute_values(":table", s(job.table.clone()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                Ok(ReplayReset::Reset {
+                    attempts_before: get_n(&old, "attempts"),
+                    replays: get_n(&old, "replays") + 1,
+                })
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+            {
+                let state = self
+                    .job(&job.run_id, &job.job_id)
+                    .await?
+                    .map_or(JobState::Done, |r| r.state);
+                Ok(ReplayReset::Refused { state })
+            }
+            Err(e) => Err(self.err("UpdateItem", &e)),
+        }
+    }
+
+    /// Writes an audit record, stamped now; returns it as stored. Never
+    /// overwrites one: a record whose key is taken (the same job in the same
+    /// millisecond) is written again with a fresh time, which a round trip
+    /// to DynamoDB has moved on.
+    pub async fn record_audit(&self, rec: &AuditRecord) -> Result<AuditRecord, ControlError> {
+        let pk = rec
+            .run_id
+            .as_deref()
+            .map_or(DLQ_AUDIT_PK.to_string(), run_pk);
+        let subject = rec.job_id.as_deref().unwrap_or(&rec.message_id);
+        let mut attempt = 0;
+        loop {
+            let at = now();
+            let mut item = HashMap::from([
+                ("pk".to_string(), s(pk.clone())),
+                ("sk".to_string(), s(format!("{AUDIT_PREFIX}{at}#{subject}"))),
+                ("action".to_string(), s(rec.action.as_str())),
+                ("message_id".to_string(), s(rec.message_id.clone())),
+                ("by".to_string(), s(rec.by.clone())),
+                ("why".to_string(), s(rec.why.clone())),
+                ("at".to_string(), s(at.clone())),
+            ]);
+            for (k, v) in [
+                ("run_id", &rec.run_id),
+                ("job_id", &rec.job_id),
+                ("table", &rec.table),
+                ("error", &rec.error),
+            ] {
+                if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+                    item.insert(k.to_string(), s(v.chars().take(4000).collect::<String>()));
+                }
+            }
+            let r = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(sk)")
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(AuditRecord { at, ..rec.clone() }),
+                Err(e)
+                    if attempt < 3
+                        && e.as_service_error()
+                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
+                {
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.err("PutItem", &e)),
+            }
+        }
+    }
+
+    /// The audit records of a run, oldest first; with `None`, those of DLQ
+    /// messages that were not jobs.
+    pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRecord>, ControlError> {
+        let pk = run_id.map_or(DLQ_AUDIT_PK.to_string(), run_pk);
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":audit", s(AUDIT_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| self.err("Query", &e))?;
+            for item in resp.items() {
+                let sk = get_s(item, "sk").unwrap_or_default();
+                let action_text = get_s(item, "action").unwrap_or_default();
+                let action =
+                    AuditAction::parse(&action_text).ok_or_else(|| ControlError::Corrupt {
+                        table: self.table.clone(),
+                        run_id: run_id.unwrap_or(DLQ_AUDIT_PK).to_string(),
+                        sk: sk.clone(),
+                        reason: format!("unknown audit action {action_text:?}"),
+                    })?;
+                out.push(AuditRecord {
+                    action,
+                    run_id: get_s(item, "run_id"),
+                    job_id: get_s(item, "job_id"),
+                    table: get_s(item, "table"),
+                    message_id: get_s(item, "message_id").unwrap_or_default(),
+                    by: get_s(item, "by").unwrap_or_default(),
+                    why: get_s(item, "why").unwrap_or_default(),
+                    error: get_s(item, "error"),
+                    at: get_s(item, "at").unwrap_or_default(),
+                });
+            }
+            match resp.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
