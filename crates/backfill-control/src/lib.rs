@@ -294,14 +294,11 @@ impl ControlTable {
             None => Vec::new(),
             Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(format!("tables: {e}")))?,
         };
-        let cancelled = match get_s(item, "cancelled_at") {
-            None => None,
-            Some(at) => Some(Annotation {
-                at,
-                by: get_s(item, "cancelled_by").unwrap_or_default(),
-                why: get_s(item, "cancelled_why").unwrap_or_default(),
-            }),
-        };
+        let cancelled = get_s(item, "cancelled_at").map(|at| Annotation {
+            at,
+            by: get_s(item, "cancelled_by").unwrap_or_default(),
+            why: get_s(item, "cancelled_why").unwrap_or_default(),
+        });
         Ok(RunRecord {
             run_id: run_id.to_string(),
             state: get_s(item, "state").unwrap_or_default(),
