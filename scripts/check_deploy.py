@@ -451,6 +451,75 @@ for render in renders:
     ok(f"{where0}: rendered {len(docs)} objects and checked how they fit together")
 
 
+# --- IAM: docs/iam-policy.json against the code and the EKS config -----------
+
+SDK_OPS = {
+    "sqs": ["receive_message", "delete_message", "change_message_visibility", "send_message",
+            "get_queue_attributes", "create_queue", "purge_queue", "set_queue_attributes"],
+    "dynamodb": ["batch_write_item", "put_item", "batch_get_item", "describe_table", "get_item",
+                 "update_item", "query", "scan", "delete_item", "create_table", "delete_table",
+                 "transact_write_items", "update_table"],
+    "s3": ["put_object", "get_object", "head_object", "delete_object"],
+}
+
+
+def iam_action(service, op):
+    return f"{service}:" + "".join(w.capitalize() for w in op.split("_"))
+
+
+before = len(problems)
+policies = json.loads((root / "docs/iam-policy.json").read_text())
+granted = {}
+for role, pol in policies.items():
+    if role.startswith("_"):
+        continue
+    if pol.get("Version") != "2012-10-17" or not isinstance(pol.get("Statement"), list):
+        problem(f"docs/iam-policy.json {role}", "is not a policy document (Version 2012-10-17, Statement list)")
+        continue
+    for s in pol["Statement"]:
+        if s.get("Effect") != "Allow" or not s.get("Action") or not s.get("Resource"):
+            problem(f"docs/iam-policy.json {role} {s.get('Sid')}", "needs Effect Allow, Action and Resource")
+            continue
+        for a in s["Action"]:
+            if "*" in a:
+                problem(f"docs/iam-policy.json {role} {s.get('Sid')}", f"{a}: no wildcards in a least-privilege policy")
+            for r in s["Resource"]:
+                if r == "*":
+                    problem(f"docs/iam-policy.json {role} {s.get('Sid')}", "Resource \"*\"")
+                granted.setdefault(a, set()).add(r)
+# Every AWS call the code makes (the SDK's fluent builders: `.receive_message()`)
+# is granted to some role; the _batch forms are the same IAM action.
+called = set()
+for f in (root / "crates").glob("*/src/**/*.rs"):
+    text = f.read_text()
+    for service, ops in SDK_OPS.items():
+        for op in ops:
+            for form in (op, op + "_batch"):
+                if re.search(rf"\.{form}\(\)", text):
+                    called.add((iam_action(service, op), f.relative_to(root)))
+for action, where in sorted(called):
+    if action not in granted:
+        problem("docs/iam-policy.json", f"no role is granted {action}, which {where} calls")
+eks_cfg = tomllib.loads((root / "k8s/overlays/eks/account/backfill.toml").read_text())
+m = re.fullmatch(r"https://sqs\.([a-z0-9-]+)\.amazonaws\.com/(\d+)/(.+)", eks_cfg["queue"]["url"])
+if not m:
+    problem("k8s/overlays/eks/account/backfill.toml", "queue.url is not an SQS URL")
+else:
+    region, acct = m[1], m[2]
+    arn = lambda url: "arn:aws:sqs:{}:{}:{}".format(region, acct, url.rsplit("/", 1)[-1])
+    wants = {
+        "sqs:ReceiveMessage": arn(eks_cfg["queue"]["url"]),
+        "sqs:SendMessage": arn(eks_cfg["queue"]["dlq_url"]),
+        "dynamodb:UpdateItem": f"arn:aws:dynamodb:{region}:{acct}:table/{eks_cfg['control']['table']}",
+    }
+    for t in eks_cfg.get("tables", []):
+        wants.setdefault("dynamodb:BatchWriteItem", f"arn:aws:dynamodb:{region}:{acct}:table/{t['target']}")
+    for action, resource in wants.items():
+        if resource not in granted.get(action, set()):
+            problem("docs/iam-policy.json", f"grants {action} on no {resource} (the EKS config's)")
+if len(problems) == before:
+    ok(f"docs/iam-policy.json: {len(called)} AWS calls of the code granted, ARNs match the EKS config")
+
 compose_text = (work / "compose.json").read_text()
 compose = json.loads(compose_text) if compose_text.strip() else {}
 services = compose.get("services", {})
