@@ -459,12 +459,14 @@ SDK_OPS = {
     "dynamodb": ["batch_write_item", "put_item", "batch_get_item", "describe_table", "get_item",
                  "update_item", "query", "scan", "delete_item", "create_table", "delete_table",
                  "transact_write_items", "update_table"],
-    "s3": ["put_object", "get_object", "head_object", "delete_object"],
+    "s3": ["put_object", "get_object", "head_object", "delete_object", "create_bucket", "head_bucket"],
 }
+# Operations whose IAM action is not their own name.
+IAM_ACTION_OF = {("s3", "head_object"): "s3:GetObject", ("s3", "head_bucket"): "s3:ListBucket"}
 
 
 def iam_action(service, op):
-    return f"{service}:" + "".join(w.capitalize() for w in op.split("_"))
+    return IAM_ACTION_OF.get((service, op)) or f"{service}:" + "".join(w.capitalize() for w in op.split("_"))
 
 
 before = len(problems)
