@@ -614,6 +614,21 @@ if not entry or not entry[-1].json or list(entry[-1].value) != ["backfill"]:
 if not any(c.cmd == "RUN" and "ca-certificates" in c.value[0] for c in final):
     problem("Dockerfile", "the runtime stage does not install ca-certificates")
 
+# The image is built by the same cargo command that scripts/demo.sh runs on
+# the host (and so is exercised there), minus its -q.
+def cargo_build_args(text):
+    m = re.search(r"cargo build([^&\n\\]*)", text)
+    return sorted(a for a in m[1].split() if a != "-q") if m else None
+
+
+docker_build = next((cargo_build_args(c.value[0]) for c in commands
+                     if c.cmd == "RUN" and "cargo build" in c.value[0]), None)
+demo_build = cargo_build_args((root / "scripts/demo.sh").read_text())
+if not docker_build or docker_build != demo_build:
+    problem("Dockerfile", f"builds with cargo build {docker_build}, scripts/demo.sh with {demo_build}")
+else:
+    ok(f"Dockerfile builds with the demo's command: cargo build {' '.join(docker_build)}")
+
 ignored = [l.strip() for l in (root / ".dockerignore").read_text().splitlines()
            if l.strip() and not l.startswith("#")]
 for must in ("target", ".local", ".git"):

@@ -72,6 +72,10 @@ enum Command {
         /// Exit once the queue is empty and no job is in hand.
         #[arg(long)]
         until_idle: bool,
+        /// Take at most N jobs, finish them and exit (run-to-completion
+        /// pods, such as a KEDA ScaledJob's).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_jobs: Option<u64>,
     },
     /// Re-reads source and target and reports missing, extra and different
     /// items by key and attribute; exits 1 on any difference.
@@ -177,7 +181,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Plan { run } => plan(&cfg, &run).await,
         Command::Produce { run } => produce(&cfg, &run).await,
-        Command::Work { until_idle } => work(cfg, until_idle).await,
+        Command::Work {
+            until_idle,
+            max_jobs,
+        } => {
+            work(
+                cfg,
+                WorkOptions {
+                    until_idle,
+                    max_jobs,
+                },
+            )
+            .await
+        }
         Command::Verify {
             table,
             sample,
@@ -342,7 +358,7 @@ async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
+async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitCode> {
     let listen = cfg.metrics.listen_addr()?;
     let source = connect_source(&cfg).await?;
     let aws = AwsClients::from_config(&cfg.aws).await;
@@ -379,7 +395,7 @@ async fn work(cfg: BackfillConfig, until_idle: bool) -> Result<ExitCode> {
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     let started = Instant::now();
-    let summary = worker.run(cancel, WorkOptions { until_idle }).await;
+    let summary = worker.run(cancel, opts).await;
     metrics_stop.cancel();
     if let Some(task) = server {
         if let Err(e) = task.await {

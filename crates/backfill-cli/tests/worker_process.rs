@@ -160,7 +160,7 @@ async fn a_worker_killed_mid_job_loses_nothing() -> Result<()> {
 #[tokio::test]
 async fn sigterm_hands_the_job_back_and_exits_zero() -> Result<()> {
     let stack = TestStack::new("term").await?;
-    let (cfg, path, _job) = setup(&stack, 6000).await?;
+    let (cfg, path, job) = setup(&stack, 6000).await?;
     let target = &cfg.tables[0].target;
 
     let mut worker = spawn_worker(&path, &[])?;
@@ -175,6 +175,14 @@ async fn sigterm_hands_the_job_back_and_exits_zero() -> Result<()> {
     // Handed back at once (visibility 0), not after the timeout.
     let depth = stack.queue().depth().await?;
     assert_eq!(depth.visible, 1, "{depth:?}");
+    // With the pages it wrote checkpointed, so the next worker need not redo them.
+    let rec = stack
+        .control()
+        .job(&job.run_id, &job.job_id)
+        .await?
+        .context("the job's record")?;
+    let saved = rec.checkpoint_rows;
+    assert!(saved >= 150, "checkpointed {saved} rows after 3 pages");
 
     let out = tokio::time::timeout(
         Duration::from_secs(120),
@@ -183,6 +191,12 @@ async fn sigterm_hands_the_job_back_and_exits_zero() -> Result<()> {
     .await??;
     assert!(out.status.success());
     assert_eq!(stack.sink().count_items(target).await?, 6000);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("job resumed from its checkpoint"),
+        "the second worker started over: {log}"
+    );
     stack.cleanup().await
 }
 

@@ -78,7 +78,13 @@ async fn run(s: &Scenario) -> Result<()> {
             stack.queue(),
             stack.control(),
         ));
-        tokio::spawn(w.run(cancel, WorkOptions { until_idle: true }))
+        tokio::spawn(w.run(
+            cancel,
+            WorkOptions {
+                until_idle: true,
+                ..Default::default()
+            },
+        ))
     };
     let mut running: Vec<(CancellationToken, JoinHandle<WorkSummary>)> = (0..s.workers)
         .map(|_| {

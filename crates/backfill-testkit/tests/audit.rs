@@ -36,7 +36,13 @@ async fn audit_since_reports_only_differences_that_persist() -> Result<()> {
         stack.queue(),
         stack.control(),
     ))
-    .run(CancellationToken::new(), WorkOptions { until_idle: true })
+    .run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
+    )
     .await;
     let verifier = Verifier::new(source, stack.sink(), VerifyOptions::default());
     let sampled = verifier

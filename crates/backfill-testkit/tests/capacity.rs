@@ -57,10 +57,13 @@ async fn two_workers_share_the_budget_and_stay_under_it() -> Result<()> {
     let runs: Vec<_> = workers
         .iter()
         .map(|w| {
-            tokio::spawn(
-                w.clone()
-                    .run(CancellationToken::new(), WorkOptions { until_idle: true }),
-            )
+            tokio::spawn(w.clone().run(
+                CancellationToken::new(),
+                WorkOptions {
+                    until_idle: true,
+                    ..Default::default()
+                },
+            ))
         })
         .collect();
     // Once both have heartbeated, each takes half of the budget.
@@ -118,18 +121,27 @@ async fn a_stopped_worker_hands_its_share_to_the_others() -> Result<()> {
     };
     let (a, b, c) = (mk(), mk(), mk());
     let stop_c = CancellationToken::new();
-    let ra = tokio::spawn(
-        a.clone()
-            .run(CancellationToken::new(), WorkOptions { until_idle: false }),
-    );
-    let rb = tokio::spawn(
-        b.clone()
-            .run(CancellationToken::new(), WorkOptions { until_idle: false }),
-    );
-    let rc = tokio::spawn(
-        c.clone()
-            .run(stop_c.clone(), WorkOptions { until_idle: false }),
-    );
+    let ra = tokio::spawn(a.clone().run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: false,
+            ..Default::default()
+        },
+    ));
+    let rb = tokio::spawn(b.clone().run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: false,
+            ..Default::default()
+        },
+    ));
+    let rc = tokio::spawn(c.clone().run(
+        stop_c.clone(),
+        WorkOptions {
+            until_idle: false,
+            ..Default::default()
+        },
+    ));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         a.write_rate(&target),
@@ -174,7 +186,13 @@ async fn workers_pause_while_the_source_is_over_its_threshold() -> Result<()> {
         stack.queue(),
         stack.control(),
     ));
-    let run = tokio::spawn(w.run(CancellationToken::new(), WorkOptions { until_idle: true }));
+    let run = tokio::spawn(w.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
+    ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         stack.sink().count_items(&target).await?,

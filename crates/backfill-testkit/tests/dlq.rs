@@ -33,10 +33,14 @@ async fn work_until_idle(stack: &TestStack, cfg: &BackfillConfig) -> Result<Work
         stack.queue(),
         stack.control(),
     ));
-    Ok(
-        w.run(CancellationToken::new(), WorkOptions { until_idle: true })
-            .await,
+    Ok(w.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
     )
+    .await)
 }
 
 fn replay_opts(dry_run: bool) -> ReplayOptions {

@@ -24,10 +24,14 @@ async fn worker(stack: &TestStack, cfg: &BackfillConfig) -> Result<Arc<Worker>> 
 
 async fn work_until_idle(stack: &TestStack, cfg: &BackfillConfig) -> Result<WorkSummary> {
     let w = worker(stack, cfg).await?;
-    Ok(
-        w.run(CancellationToken::new(), WorkOptions { until_idle: true })
-            .await,
+    Ok(w.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
     )
+    .await)
 }
 
 #[tokio::test]
@@ -339,7 +343,10 @@ async fn two_workers_given_the_same_message_at_once_copy_it_once() -> Result<()>
         .send_raw(&stack.queue_url, vec![job.to_body(), job.to_body()])
         .await?;
     let (a, b) = (worker(&stack, &cfg).await?, worker(&stack, &cfg).await?);
-    let opts = WorkOptions { until_idle: true };
+    let opts = WorkOptions {
+        until_idle: true,
+        ..Default::default()
+    };
     let (sa, sb) = tokio::join!(
         a.run(CancellationToken::new(), opts),
         b.run(CancellationToken::new(), opts)
@@ -352,5 +359,51 @@ async fn two_workers_given_the_same_message_at_once_copy_it_once() -> Result<()>
     let rec = stack.control().jobs("r").await?;
     assert_eq!(rec[0].state, backfill_control::JobState::Done);
     assert_eq!(rec[0].rows, 3000);
+    stack.cleanup().await
+}
+
+/// A run-to-completion pod (`work --max-jobs N`) takes N jobs, copies them
+/// whole and exits, leaving the rest on the queue for the next pod.
+#[tokio::test]
+async fn max_jobs_takes_that_many_jobs_finishes_them_and_exits() -> Result<()> {
+    let stack = TestStack::new("maxjobs").await?;
+    let src = stack.source("items");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id bigint PRIMARY KEY, v text); \
+             INSERT INTO {src} SELECT g, 'v' || g FROM generate_series(1, 1000) g; ANALYZE {src};"
+        ))
+        .await?;
+    let target = stack.target("items");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut cfg = stack.config(vec![table(src.clone(), target.clone(), &["id"], None)]);
+    cfg.producer.rows_per_job = 100;
+    cfg.worker.page_rows = 50;
+    cfg.worker.concurrency = 2;
+
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    let report =
+        backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "run1").await?;
+    assert!(report.jobs_total >= 5, "{report:?}");
+
+    let w = worker(&stack, &cfg).await?;
+    let opts = WorkOptions {
+        max_jobs: Some(3),
+        ..Default::default()
+    };
+    let summary = w.run(CancellationToken::new(), opts).await;
+    assert_eq!(summary.jobs_done, 3, "{summary:?}");
+    assert_eq!(summary.jobs_released, 0, "{summary:?}");
+    let left = stack.queue().depth().await?;
+    assert_eq!(left.total() as usize, report.jobs_total - 3, "{left:?}");
+    assert_eq!(
+        stack.sink().count_items(&target).await?,
+        summary.rows_copied
+    );
+
+    // The next pods take the rest; together every row is copied once.
+    let rest = work_until_idle(&stack, &cfg).await?;
+    assert_eq!(summary.rows_copied + rest.rows_copied, 1000, "{rest:?}");
+    assert_eq!(stack.sink().count_items(&target).await?, 1000);
     stack.cleanup().await
 }

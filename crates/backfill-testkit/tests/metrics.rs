@@ -169,11 +169,13 @@ async fn metrics_and_probes_follow_a_real_copy() -> Result<()> {
     assert_eq!(status, 503, "not ready before the worker runs: {body}");
 
     let cancel = CancellationToken::new();
-    let run = tokio::spawn(
-        worker
-            .clone()
-            .run(cancel.clone(), WorkOptions { until_idle: false }),
-    );
+    let run = tokio::spawn(worker.clone().run(
+        cancel.clone(),
+        WorkOptions {
+            until_idle: false,
+            ..Default::default()
+        },
+    ));
 
     // While it runs: ready once it has its budget and has joined the fleet,
     // and the counters reach the run's totals.

@@ -60,7 +60,13 @@ async fn run(
         w = w.with_offloader(o);
     }
     Ok(Arc::new(w)
-        .run(CancellationToken::new(), WorkOptions { until_idle: true })
+        .run(
+            CancellationToken::new(),
+            WorkOptions {
+                until_idle: true,
+                ..Default::default()
+            },
+        )
         .await)
 }
 

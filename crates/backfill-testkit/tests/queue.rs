@@ -78,9 +78,13 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
             stack.queue(),
             stack.control(),
         ));
-        handles.push(tokio::spawn(
-            w.run(CancellationToken::new(), WorkOptions { until_idle: true }),
-        ));
+        handles.push(tokio::spawn(w.run(
+            CancellationToken::new(),
+            WorkOptions {
+                until_idle: true,
+                ..Default::default()
+            },
+        )));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let mut done = 0;

@@ -61,7 +61,13 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
 
     let summary = worker(&stack, &cfg)
         .await?
-        .run(CancellationToken::new(), WorkOptions { until_idle: true })
+        .run(
+            CancellationToken::new(),
+            WorkOptions {
+                until_idle: true,
+                ..Default::default()
+            },
+        )
         .await;
     assert_eq!(summary.rows_copied, 1200);
 

@@ -24,10 +24,14 @@ async fn copy_all(stack: &TestStack, cfg: &BackfillConfig, run: &str) -> Result<
         stack.queue(),
         stack.control(),
     ));
-    Ok(
-        w.run(CancellationToken::new(), WorkOptions { until_idle: true })
-            .await,
+    Ok(w.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
     )
+    .await)
 }
 
 async fn verifier(stack: &TestStack) -> Result<Verifier> {

@@ -81,7 +81,13 @@ async fn newer_application_writes_are_never_overwritten() -> Result<()> {
         stack.queue(),
         stack.control(),
     ));
-    let run = tokio::spawn(worker.run(CancellationToken::new(), WorkOptions { until_idle: true }));
+    let run = tokio::spawn(worker.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
+    ));
 
     // During the backfill, the application keeps writing newer versions of ids 1000..=1200.
     let app = {

@@ -153,7 +153,6 @@ pub(crate) async fn copy_range(
                 Ok(o) => o,
                 Err(e) => break Err(e.into()),
             };
-            w.add_consumed(&tcfg.target, written.consumed_wcu);
             w.metrics.write(
                 &tcfg.target,
                 written.consumed_wcu,

@@ -98,6 +98,9 @@ pub struct WorkOptions {
     /// Exit once the queue holds nothing (visible, in flight or delayed) and
     /// this worker has no job in hand.
     pub until_idle: bool,
+    /// Take at most this many jobs, finish them and exit: a run-to-completion
+    /// pod (KEDA ScaledJob) copies its share and leaves.
+    pub max_jobs: Option<u64>,
 }
 
 /// What happened to one received message.
@@ -181,9 +184,8 @@ pub struct Worker {
     /// started): whether this worker counts in the division of budgets.
     in_hand: AtomicUsize,
     last_busy: std::sync::Mutex<Instant>,
-    /// WCU consumed per target table since start, and the totals at the
-    /// last heartbeat: the heartbeat reports the rate in between.
-    consumed: std::sync::Mutex<HashMap<String, f64>>,
+    /// WCU consumed per target table (read from the metrics' counters) at
+    /// the last heartbeat: the heartbeat reports the rate in between.
     consumed_at_beat: std::sync::Mutex<(Instant, HashMap<String, f64>)>,
     /// The source's lag/load gate: when it last said open.
     gate: tokio::sync::Mutex<Option<Instant>>,
@@ -221,7 +223,6 @@ impl Worker {
             limiters: std::sync::Mutex::new(HashMap::new()),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
-            consumed: std::sync::Mutex::new(HashMap::new()),
             consumed_at_beat: std::sync::Mutex::new((Instant::now(), HashMap::new())),
             in_hand: AtomicUsize::new(0),
             last_busy: std::sync::Mutex::new(Instant::now()),
@@ -293,19 +294,16 @@ impl Worker {
         }
     }
 
-    /// Counts write capacity DynamoDB reported as consumed for `target`.
-    pub(crate) fn add_consumed(&self, target: &str, wcu: f64) {
-        *self
-            .consumed
-            .lock()
-            .expect("consumed lock")
-            .entry(target.to_string())
-            .or_default() += wcu;
-    }
-
-    /// WCU per second per target since the previous call.
+    /// WCU per second per target since the previous call. The totals are
+    /// the metrics' counters, so `/metrics` and the fleet heartbeat (which
+    /// `status` reads) never disagree.
     fn consumed_rates(&self) -> HashMap<String, f64> {
-        let now = self.consumed.lock().expect("consumed lock").clone();
+        let now: HashMap<String, f64> = self
+            .cfg
+            .tables
+            .iter()
+            .map(|t| (t.target.clone(), self.metrics.wcu_consumed_total(&t.target)))
+            .collect();
         let mut last = self.consumed_at_beat.lock().expect("consumed lock");
         let secs = last.0.elapsed().as_secs_f64().max(1e-3);
         let rates = now
@@ -414,6 +412,7 @@ impl Worker {
         let visibility = self.cfg.queue.visibility_timeout_secs as i32;
         let mut failures = 0u32;
         let mut idle_checks = 0u32;
+        let mut taken = 0u64;
         if let Err(e) = self.resolve_budgets().await {
             tracing::error!(error = %e, "cannot resolve the write budgets");
             summary.fatal = Some(e);
@@ -431,12 +430,24 @@ impl Worker {
             while let Some(done) = tasks.try_join_next() {
                 record_join(&mut summary, done);
             }
+            let room = match opts.max_jobs {
+                Some(max) if taken >= max => {
+                    tracing::info!(
+                        max_jobs = max,
+                        "took --max-jobs jobs: finishing them and exiting"
+                    );
+                    self.finish_in_hand(&mut tasks, &mut summary, &cancel).await;
+                    break;
+                }
+                Some(max) => (max - taken).min(10) as usize,
+                None => 10,
+            };
             let first = tokio::select! {
                 p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
                 _ = cancel.cancelled() => break,
             };
             let mut held = vec![first];
-            while held.len() < 10 {
+            while held.len() < room {
                 match permits.clone().try_acquire_owned() {
                     Ok(p) => held.push(p),
                     Err(_) => break,
@@ -485,6 +496,7 @@ impl Worker {
                 continue;
             }
             idle_checks = 0;
+            taken += messages.len() as u64;
             for (msg, permit) in messages.into_iter().zip(held.drain(..)) {
                 let me = self.clone();
                 let cancel = cancel.clone();
@@ -507,6 +519,25 @@ impl Worker {
         let _ = fleet.await;
         tracing::info!(worker = %self.worker_id, ?summary, "worker stopped");
         summary
+    }
+
+    /// Lets the jobs in hand run to their end; a shutdown meanwhile leaves
+    /// the rest to `drain`.
+    async fn finish_in_hand(
+        &self,
+        tasks: &mut JoinSet<Outcome>,
+        summary: &mut WorkSummary,
+        cancel: &CancellationToken,
+    ) {
+        while !tasks.is_empty() {
+            self.health.tick();
+            tokio::select! {
+                Some(done) = tasks.join_next() => record_join(summary, done),
+                _ = cancel.cancelled() => return,
+                // Keeps liveness ticking while a long job runs.
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
     }
 
     /// Waits for the jobs in hand to stop, at most the grace period; a job
