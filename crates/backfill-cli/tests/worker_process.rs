@@ -14,7 +14,9 @@ use backfill_testkit::{config_toml, table, TestStack};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_backfill");
+mod common;
+
+use common::{spawn_worker, wait_for_pages, BIN};
 
 /// A source table of `rows` rows, its target, and a config written to disk
 /// with a short visibility timeout and small, slow pages.
@@ -45,61 +47,6 @@ async fn setup(
         .send_raw(&stack.queue_url, vec![job.to_body()])
         .await?;
     Ok((cfg, path, job))
-}
-
-fn spawn_worker(config: &std::path::Path, args: &[&str]) -> Result<Child> {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("--log-format")
-        .arg("text")
-        .arg("work")
-        .args(args)
-        .env("RUST_LOG", "info,backfill_worker=debug")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawning the backfill binary")
-}
-
-/// Waits until the worker has written `pages` pages of its job; the rest of
-/// its log keeps being read (and kept) so the worker never writes to a
-/// closed pipe.
-async fn wait_for_pages(
-    child: &mut Child,
-    pages: usize,
-) -> Result<tokio::task::JoinHandle<Vec<String>>> {
-    let stderr = child.stderr.take().context("stderr is piped")?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let reader = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut log = Vec::new();
-        let mut tx = Some(tx);
-        let mut seen = 0;
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("page written") {
-                seen += 1;
-                if seen >= pages {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-            log.push(line);
-        }
-        log
-    });
-    match tokio::time::timeout(Duration::from_secs(60), rx).await {
-        Ok(Ok(())) => Ok(reader),
-        _ => bail!(
-            "the worker did not write {pages} pages: {:?}",
-            reader.await?
-        ),
-    }
 }
 
 #[tokio::test]

@@ -29,6 +29,9 @@ pub enum ProxyError {
     /// The upstream could not be reached or did not answer in time.
     #[error("upstream request failed: {0}")]
     Upstream(String),
+    /// A server error injected on purpose ([`crate::Faults`]).
+    #[error("injected internal server error")]
+    InjectedServerError,
 }
 
 impl From<SizeError> for ProxyError {
@@ -54,6 +57,13 @@ impl ProxyError {
             ProxyError::Validation(m) => (
                 StatusCode::BAD_REQUEST,
                 body("com.amazon.coral.validate#ValidationException", m),
+            ),
+            ProxyError::InjectedServerError => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                body(
+                    "com.amazonaws.dynamodb.v20120810#InternalServerError",
+                    "Internal server error (injected by backfill-ddb-proxy)",
+                ),
             ),
             ProxyError::Upstream(m) | ProxyError::Config(m) => (
                 StatusCode::BAD_GATEWAY,

@@ -30,6 +30,12 @@
 //! unprocessed). The counters only count what was admitted and made, so
 //! [`Counters::accepted_wcu`] is the capacity the upstream consumed.
 //!
+//! [`Faults`] injects the failures a real table shows now and then, at a
+//! chosen rate, to prove the client survives them: throttling and 500s on
+//! any request (answered without forwarding), and half of every batch
+//! returned in `UnprocessedItems`. Which requests fail is decided by a
+//! counter, not a clock, so a run injects the same share every time.
+//!
 //! In [`Mode::Blackhole`] admitted writes are answered by the proxy without
 //! forwarding (`{}`, or `{"UnprocessedItems": {...}}`, with
 //! `ConsumedCapacity` computed by the proxy when asked for), so a benchmark
@@ -86,6 +92,22 @@ pub struct ProxyConfig {
     pub burst_secs: f64,
     /// Forward admitted writes, or answer them in place.
     pub mode: Mode,
+    /// Failures injected on purpose (none by default).
+    pub faults: Faults,
+}
+
+/// Failures the proxy injects on purpose, for fault-injection tests.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Faults {
+    /// Share of requests (any operation, 0 to 1) answered with
+    /// `ProvisionedThroughputExceededException` without being forwarded.
+    pub throttle_ratio: f64,
+    /// Share of requests (0 to 1) answered `500 InternalServerError`
+    /// without being forwarded.
+    pub server_error_ratio: f64,
+    /// Every `BatchWriteItem` of two or more requests gets its second half
+    /// back in `UnprocessedItems`, unwritten.
+    pub unprocessed_half: bool,
 }
 
 impl ProxyConfig {
@@ -97,6 +119,7 @@ impl ProxyConfig {
             write_capacity_per_sec,
             burst_secs: DEFAULT_BURST_SECS,
             mode: Mode::Forward,
+            faults: Faults::default(),
         }
     }
 }
@@ -118,6 +141,13 @@ pub struct Counters {
     pub unprocessed_items_returned: AtomicU64,
     /// Calls sent to the upstream (any operation).
     pub forwarded_requests: AtomicU64,
+    /// Calls answered with an injected throttle ([`Faults::throttle_ratio`]).
+    pub injected_throttles: AtomicU64,
+    /// Calls answered with an injected 500 ([`Faults::server_error_ratio`]).
+    pub injected_server_errors: AtomicU64,
+    /// Write requests returned unprocessed by [`Faults::unprocessed_half`]
+    /// (also counted in `unprocessed_items_returned`).
+    pub injected_unprocessed: AtomicU64,
 }
 
 impl Counters {
@@ -139,6 +169,12 @@ impl Counters {
     }
     pub fn forwarded_requests(&self) -> u64 {
         self.forwarded_requests.load(Ordering::Relaxed)
+    }
+    /// Faults injected so far: throttles, 500s and unprocessed items.
+    pub fn injected_faults(&self) -> u64 {
+        self.injected_throttles.load(Ordering::Relaxed)
+            + self.injected_server_errors.load(Ordering::Relaxed)
+            + self.injected_unprocessed.load(Ordering::Relaxed)
     }
 
     /// All counters at one moment (each read on its own: not a transaction).

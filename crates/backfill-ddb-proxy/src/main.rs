@@ -7,7 +7,9 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use backfill_ddb_proxy::{default_upstream, start_on, Mode, ProxyConfig, DEFAULT_BURST_SECS};
+use backfill_ddb_proxy::{
+    default_upstream, start_on, Faults, Mode, ProxyConfig, DEFAULT_BURST_SECS,
+};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -31,6 +33,15 @@ struct Args {
     /// Answer admitted writes without forwarding them.
     #[arg(long)]
     blackhole: bool,
+    /// Share of requests (0 to 1) to answer with a throttling error on purpose.
+    #[arg(long, default_value_t = 0.0)]
+    inject_throttles: f64,
+    /// Share of requests (0 to 1) to answer with a 500 on purpose.
+    #[arg(long, default_value_t = 0.0)]
+    inject_errors: f64,
+    /// Return the second half of every batch write unprocessed.
+    #[arg(long)]
+    inject_unprocessed_half: bool,
 }
 
 #[tokio::main]
@@ -44,6 +55,11 @@ async fn main() -> ExitCode {
             Mode::Blackhole
         } else {
             Mode::Forward
+        },
+        faults: Faults {
+            throttle_ratio: args.inject_throttles,
+            server_error_ratio: args.inject_errors,
+            unprocessed_half: args.inject_unprocessed_half,
         },
     };
     let handle = match start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await {

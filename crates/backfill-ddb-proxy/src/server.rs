@@ -25,7 +25,7 @@ use crate::error::ProxyError;
 use crate::request::{
     merge_unprocessed, parse_body, single_write_cost, unprocessed_entries, BatchWrite, WriteOp,
 };
-use crate::{Counters, Mode, ProxyConfig};
+use crate::{Counters, Faults, Mode, ProxyConfig};
 
 /// Largest request body read (DynamoDB's own limit is 16 MB).
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     counters: Arc<Counters>,
     client: Client<HttpConnector, Full<Bytes>>,
     request_ids: AtomicU64,
+    faults: Faults,
+    /// Requests seen, for choosing which ones fail.
+    fault_draws: AtomicU64,
 }
 
 impl Shared {
@@ -65,6 +68,16 @@ impl Shared {
             return Err(ProxyError::Config(format!(
                 "write_capacity_per_sec must be a finite number >= 0, got {rate}"
             )));
+        }
+        for (name, r) in [
+            ("faults.throttle_ratio", cfg.faults.throttle_ratio),
+            ("faults.server_error_ratio", cfg.faults.server_error_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(ProxyError::Config(format!(
+                    "{name} must be between 0 and 1, got {r}"
+                )));
+            }
         }
         let burst = cfg.burst_secs;
         if !(burst.is_finite() && burst >= 0.0) {
@@ -94,6 +107,8 @@ impl Shared {
             counters,
             client: Client::builder(TokioExecutor::new()).build_http(),
             request_ids: AtomicU64::new(0),
+            faults: cfg.faults,
+            fault_draws: AtomicU64::new(0),
         })
     }
 }
@@ -166,11 +181,41 @@ async fn handle_inner(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(WriteOp::from_target);
+    if let Some(e) = injected_failure(shared) {
+        return Err(e);
+    }
     match op {
         Some(WriteOp::BatchWriteItem) => batch_write(shared, &parts, body).await,
         Some(op) => single_write(shared, op, &parts, body).await,
         None => Ok(relay(shared, forward(shared, &parts, body).await?, None)),
     }
+}
+
+/// Whether this request fails on purpose: a uniform draw from the request's
+/// number (splitmix64), compared with the throttle and error shares.
+fn injected_failure(shared: &Shared) -> Option<ProxyError> {
+    let f = shared.faults;
+    if f.throttle_ratio <= 0.0 && f.server_error_ratio <= 0.0 {
+        return None;
+    }
+    let n = shared.fault_draws.fetch_add(1, Ordering::Relaxed);
+    let draw = (splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64;
+    if draw < f.throttle_ratio {
+        Counters::add(&shared.counters.injected_throttles, 1);
+        Some(ProxyError::Throttled)
+    } else if draw < f.throttle_ratio + f.server_error_ratio {
+        Counters::add(&shared.counters.injected_server_errors, 1);
+        Some(ProxyError::InjectedServerError)
+    } else {
+        None
+    }
+}
+
+fn splitmix64(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 async fn single_write(
@@ -221,7 +266,19 @@ async fn batch_write(
     let json = parse_body(&body)?;
     let batch = BatchWrite::parse(&json)?;
     let costs = batch.costs();
-    let admitted = shared.bucket.take_prefix(&costs);
+    // An injected partial answer: only the first half may be written.
+    let offered = if shared.faults.unprocessed_half && costs.len() > 1 {
+        costs.len().div_ceil(2)
+    } else {
+        costs.len()
+    };
+    let admitted = shared.bucket.take_prefix(&costs[..offered]);
+    if admitted > 0 && offered < costs.len() {
+        Counters::add(
+            &shared.counters.injected_unprocessed,
+            (costs.len() - offered) as u64,
+        );
+    }
     if admitted == 0 {
         Counters::add(&shared.counters.throttled_requests, 1);
         return Err(ProxyError::Throttled);

@@ -44,6 +44,7 @@ async fn proxy(wcu: f64, burst_secs: f64, mode: Mode) -> ProxyHandle {
         write_capacity_per_sec: wcu,
         burst_secs,
         mode,
+        faults: Default::default(),
     })
     .await
     .expect("proxy starts")
@@ -666,6 +667,13 @@ async fn bad_configuration_is_refused() {
         },
         ProxyConfig::new("https://127.0.0.1:4567", 1.0),
         ProxyConfig::new("not a url", 1.0),
+        ProxyConfig {
+            faults: backfill_ddb_proxy::Faults {
+                throttle_ratio: 1.5,
+                ..Default::default()
+            },
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
     ] {
         let err = start(cfg.clone()).await.expect_err(&format!("{cfg:?}"));
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
@@ -752,4 +760,62 @@ async fn an_unreachable_upstream_is_a_5xx_and_costs_nothing() {
     assert_eq!(p.counters.accepted_wcu(), 0.0);
     assert_eq!(p.counters.forwarded_requests(), 10);
     p.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_faults_hit_their_share_and_half_of_each_batch() {
+    let name = table("faults").await;
+    let p = start(ProxyConfig {
+        faults: backfill_ddb_proxy::Faults {
+            throttle_ratio: 0.2,
+            server_error_ratio: 0.2,
+            unprocessed_half: false,
+        },
+        ..ProxyConfig::new(default_upstream(), 1e6)
+    })
+    .await
+    .unwrap();
+    let body = json!({ "TableName": name }).to_string();
+    let (mut throttled, mut failed, mut ok) = (0, 0, 0);
+    for _ in 0..500 {
+        match raw(&p.url, "DescribeTable", &body).await {
+            (400, _, b) if b == THROTTLED_BODY => throttled += 1,
+            (500, _, b) if b.contains("InternalServerError") => failed += 1,
+            (200, _, _) => ok += 1,
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // 20% each, give or take what 500 draws allow.
+    assert!(
+        (70..=130).contains(&throttled),
+        "{throttled} throttled of 500"
+    );
+    assert!((70..=130).contains(&failed), "{failed} failed of 500");
+    assert_eq!(throttled + failed + ok, 500);
+    assert_eq!(p.counters.injected_faults(), (throttled + failed) as u64);
+    p.shutdown().await;
+
+    let p = start(ProxyConfig {
+        faults: backfill_ddb_proxy::Faults {
+            unprocessed_half: true,
+            ..Default::default()
+        },
+        ..ProxyConfig::new(default_upstream(), 1e6)
+    })
+    .await
+    .unwrap();
+    let ddb = client(&p.url);
+    let writes: Vec<WriteRequest> = (0..5)
+        .map(|i| put_request(to_item(&sized_item(&format!("half-{i}"), 100, false))))
+        .collect();
+    let out = ddb
+        .batch_write_item()
+        .request_items(&name, writes)
+        .send()
+        .await
+        .unwrap();
+    let rest = out.unprocessed_items().unwrap()[&name].len();
+    assert_eq!(rest, 2, "of 5 requests, the last 2 come back");
+    assert_eq!(p.counters.injected_faults(), 2);
+    assert_eq!(p.counters.accepted_items(), 3);
 }

@@ -45,6 +45,7 @@ async fn run(s: &Scenario) -> Result<()> {
         write_capacity_per_sec: BUDGET,
         burst_secs: 300.0,
         mode: Mode::Forward,
+        faults: Default::default(),
     })
     .await?;
     let mut t = table(src.clone(), target.clone(), &["id"], None);

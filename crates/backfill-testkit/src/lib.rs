@@ -7,6 +7,8 @@
 //! `BACKFILL_TEST_DYNAMODB_URL` (http://127.0.0.1:4567, dynalite),
 //! `BACKFILL_TEST_SQS_URL` (http://127.0.0.1:4566, moto).
 
+pub mod faults;
+
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::ScalarAttributeType;
 use backfill_aws::{AwsClients, StaticCredentials};
