@@ -11,4 +11,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 stack_up_for_script
 cd "$ROOT"
-cargo run --release --locked -q -p backfill-testkit --example capacity_bench
+if [ "${BENCH:-all}" != worker ]; then
+    cargo run --release --locked -q -p backfill-testkit --example capacity_bench
+fi
+[ "${BENCH:-all}" = capacity ] && exit 0
+# worker: rows per CPU-second of one worker process into the answer-only
+# proxy (rows of ~200 B, ~1 KB, ~64 KB) and into dynalite, its peak RSS,
+# verify rows/s, and planning time on 1M- and 10M-row tables. BENCH_ROWS and
+# BENCH_PLAN_ROWS size it; BENCH=worker or BENCH=capacity runs one part.
+cargo build --release --locked -q -p backfill-cli
+cargo run --release --locked -q -p backfill-testkit --example worker_bench

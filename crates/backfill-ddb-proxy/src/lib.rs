@@ -78,6 +78,11 @@ pub enum Mode {
     /// Answer writes without forwarding: a benchmark measures the client
     /// alone. Reads and other operations are still forwarded.
     Blackhole,
+    /// Answer `BatchWriteItem` (the bulk copy) without forwarding, and
+    /// forward single-item writes: a worker's control-table updates are
+    /// conditional single writes whose answers it reads, so a worker
+    /// benchmark keeps them real while the copy goes nowhere.
+    BlackholeBatches,
 }
 
 /// How the proxy is set up.

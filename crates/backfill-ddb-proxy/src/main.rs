@@ -33,6 +33,9 @@ struct Args {
     /// Answer admitted writes without forwarding them.
     #[arg(long)]
     blackhole: bool,
+    /// Answer admitted batch writes without forwarding them; forward single writes.
+    #[arg(long, conflicts_with = "blackhole")]
+    blackhole_batches: bool,
     /// Share of requests (0 to 1) to answer with a throttling error on purpose.
     #[arg(long, default_value_t = 0.0)]
     inject_throttles: f64,
@@ -53,6 +56,8 @@ async fn main() -> ExitCode {
         burst_secs: args.burst_secs,
         mode: if args.blackhole {
             Mode::Blackhole
+        } else if args.blackhole_batches {
+            Mode::BlackholeBatches
         } else {
             Mode::Forward
         },

@@ -287,7 +287,7 @@ async fn batch_write(
     let deferred = batch.rest(admitted);
     let deferred_count = (costs.len() - admitted) as u64;
 
-    if shared.mode == Mode::Blackhole {
+    if matches!(shared.mode, Mode::Blackhole | Mode::BlackholeBatches) {
         shared
             .counters
             .record_accepted(admitted_units, admitted as u64);

@@ -1,0 +1,285 @@
+//! Worker, planning and verify benchmark (run by `scripts/bench.sh`):
+//! prints each figure with the machine it ran on.
+//!
+//! - Worker throughput: one `backfill work --until-idle` process (the
+//!   release binary) copies a seeded table of ten mixed-type columns, rows of
+//!   about 200 bytes and about 1 KB, into the capacity proxy in its
+//!   answer-only mode (batch writes answered, not forwarded; no budget), end
+//!   to end from Postgres to the write requests; then into dynalite itself
+//!   for reference. Rows per CPU-second of the worker (its user + system
+//!   time, from wait4), wall rows/s, and its peak RSS.
+//! - Memory under big rows: the same with rows of about 64 KB.
+//! - Planning: `plan` on tables of 1 and 10 million rows, single and
+//!   composite keys.
+//! - Verify: rows per second of `verify` over the reference copy.
+//!
+//! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
+//! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000").
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use aws_sdk_dynamodb::types::ScalarAttributeType as T;
+use backfill_config::BackfillConfig;
+use backfill_ddb_proxy::{start, Mode, ProxyConfig};
+use backfill_source::PgSource;
+use backfill_testkit::{config_toml, table, TestStack};
+
+const BIN: &str = "target/release/backfill";
+
+/// What one worker process used.
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+}
+
+/// Runs `backfill work --until-idle` with `config` and reports its usage
+/// from wait4, which accounts the process alone.
+fn run_worker(config: &Path) -> Result<Usage> {
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args(["--config"])
+        .arg(config)
+        .args(["--log-format", "text", "work", "--until-idle"])
+        .env("RUST_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {BIN} (cargo build --release -p backfill-cli)"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet reaped (std's Child never waited).
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    ensure!(r == pid, "wait4 failed: {}", std::io::Error::last_os_error());
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the worker failed (status {status})"
+    );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Usage {
+        wall: started.elapsed(),
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kb: usage.ru_maxrss,
+    })
+}
+
+/// Ten columns of mixed types; `pad` bytes of text make up the row size.
+fn seed_sql(src: &str, rows: u64, pad: usize) -> String {
+    format!(
+        "CREATE TABLE {src} (id bigint PRIMARY KEY, customer_id int NOT NULL, amount numeric(12,2), \
+         status text NOT NULL, note text, created_at timestamptz NOT NULL, paid bool, \
+         ref uuid, attrs jsonb, score float8); \
+         INSERT INTO {src} SELECT g, g % 100000, g * 1.25, (ARRAY['new','paid','shipped'])[1 + g % 3], \
+         left(repeat(md5(g::text), {reps}), {pad}), \
+         timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second', g % 2 = 0, \
+         md5(g::text)::uuid, jsonb_build_object('g', g, 'ch', 'web'), g / 7.0 \
+         FROM generate_series(1, {rows}) g; ANALYZE {src};",
+        reps = pad / 32 + 1
+    )
+}
+
+struct Copy {
+    label: String,
+    rows: u64,
+    usage: Usage,
+}
+
+impl Copy {
+    fn print(&self) {
+        let cpu = self.usage.cpu.as_secs_f64();
+        let wall = self.usage.wall.as_secs_f64();
+        println!(
+            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB",
+            self.label,
+            self.rows,
+            self.rows as f64 / cpu,
+            self.rows as f64 / wall,
+            cpu,
+            wall,
+            self.usage.max_rss_kb / 1024
+        );
+    }
+}
+
+/// Seeds a table, produces it, and copies it with one worker process whose
+/// DynamoDB endpoint is `endpoint` (the answer-only proxy, or dynalite).
+async fn copy(
+    stack: &TestStack,
+    label: &str,
+    rows: u64,
+    pad: usize,
+    endpoint: &str,
+) -> Result<(Copy, BackfillConfig)> {
+    let name = format!("t{pad}_{}", label.len());
+    let src = stack.source(&name);
+    stack.sql(&seed_sql(&src, rows, pad)).await?;
+    let target = stack.target(&name);
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut cfg = stack.config(vec![table(src, target, &["id"], None)]);
+    cfg.producer.rows_per_job = 50_000;
+    cfg.worker.concurrency = 4;
+    cfg.worker.page_rows = 1000;
+    cfg.worker.write_concurrency = 8;
+    // The answer-only proxy keeps nothing to read back.
+    cfg.worker.verify_sample_rate = 0.0;
+    cfg.queue.wait_time_secs = 1;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    let run = format!("bench-{}", stack.name);
+    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), &run).await?;
+    let mut worker_cfg = cfg.clone();
+    worker_cfg.aws.dynamodb_endpoint_url = Some(endpoint.to_string());
+    let path = std::env::temp_dir().join(format!("{}-{name}.toml", stack.name));
+    std::fs::write(&path, config_toml(&worker_cfg))?;
+    let usage = tokio::task::spawn_blocking(move || run_worker(&path)).await??;
+    let done = stack.control().jobs(&run).await?;
+    let copied: u64 = done.iter().map(|j| j.rows).sum();
+    if copied != rows {
+        bail!("{label}: copied {copied} rows of {rows}");
+    }
+    Ok((
+        Copy {
+            label: label.to_string(),
+            rows,
+            usage,
+        },
+        cfg,
+    ))
+}
+
+async fn planning(stack: &TestStack, rows: u64) -> Result<()> {
+    let single = stack.source(&format!("plan_s{rows}"));
+    let composite = stack.source(&format!("plan_c{rows}"));
+    let seed_started = Instant::now();
+    stack
+        .sql(&format!(
+            "CREATE TABLE {single} (id bigint PRIMARY KEY, v int); \
+             INSERT INTO {single} SELECT g * 7, g FROM generate_series(1, {rows}) g; ANALYZE {single}; \
+             CREATE TABLE {composite} (tenant text, n int, v int, PRIMARY KEY (tenant, n)); \
+             INSERT INTO {composite} SELECT 'tenant-' || lpad((g % 1000)::text, 4, '0'), g, g \
+             FROM generate_series(1, {rows}) g; ANALYZE {composite};"
+        ))
+        .await?;
+    let seeded = seed_started.elapsed();
+    for (src, key, kind) in [
+        (&single, vec!["id"], "single key"),
+        (&composite, vec!["tenant", "n"], "composite key"),
+    ] {
+        let mut cfg = stack.config(vec![table(
+            src.clone(),
+            stack.target("p"),
+            &key,
+            None,
+        )]);
+        cfg.producer.rows_per_job = 100_000;
+        let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+        let started = Instant::now();
+        let plan = backfill_producer::plan(&cfg, &source, "bench-plan").await?;
+        let took = started.elapsed();
+        let jobs: usize = plan.tables.iter().map(|t| t.jobs.len()).sum();
+        println!(
+            "plan {:>10} rows, {:<13} {:>5} jobs in {:>6.3} s  (seeding took {:.0} s)",
+            rows,
+            kind,
+            jobs,
+            took.as_secs_f64(),
+            seeded.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!("{cpu}, {cores} cores, {} GiB", mem / 1024 / 1024)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let rows: u64 = std::env::var("BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let plan_rows: Vec<u64> = std::env::var("BENCH_PLAN_ROWS")
+        .unwrap_or_else(|_| "1000000,10000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    println!("machine: {}", machine());
+    let stack = TestStack::new("wbench").await?;
+    let proxy = start(ProxyConfig {
+        mode: Mode::BlackholeBatches,
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 1e9)
+    })
+    .await?;
+
+    println!("\n== worker throughput, one worker process (concurrency 4, pages of 1000 rows)");
+    for (label, pad) in [("~200 B rows, answer-only proxy", 40), ("~1 KB rows, answer-only proxy", 850)] {
+        let (c, _) = copy(&stack, label, rows, pad, &proxy.url).await?;
+        c.print();
+    }
+    let big = (rows / 50).max(2000);
+    let (c, _) = copy(&stack, "~64 KB rows, answer-only proxy", big, 64_000, &proxy.url).await?;
+    c.print();
+    let reference = (rows / 10).max(10_000);
+    let (c, cfg) = copy(
+        &stack,
+        "~1 KB rows, dynalite (reference)",
+        reference,
+        851,
+        &stack.env.dynamodb_url,
+    )
+    .await?;
+    c.print();
+
+    println!("\n== verify");
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    let verifier = backfill_verify::Verifier::new(
+        source,
+        stack.sink(),
+        backfill_verify::VerifyOptions {
+            max_reads_per_sec: std::num::NonZeroU32::new(10_000).context("nonzero")?,
+            ..Default::default()
+        },
+    );
+    let started = Instant::now();
+    let report = verifier.verify_table(&cfg.tables[0]).await?;
+    let took = started.elapsed().as_secs_f64();
+    ensure!(report.is_clean(), "{report:?}");
+    println!(
+        "verify {:>9} rows against dynalite: {:>8.0} rows/s ({:.2} s)",
+        report.rows_checked,
+        report.rows_checked as f64 / took,
+        took
+    );
+
+    println!("\n== planning (sampling, so it must not grow with the table)");
+    for n in plan_rows {
+        planning(&stack, n).await?;
+    }
+    proxy.shutdown().await;
+    stack.cleanup().await
+}
