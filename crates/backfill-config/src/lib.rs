@@ -345,9 +345,15 @@ pub struct WorkerConfig {
     /// Jobs copied at once by one worker process.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Rows read from Postgres per page (one keyset query).
+    /// Rows read from Postgres per page (one keyset query), at most.
     #[serde(default = "default_page_rows")]
     pub page_rows: u32,
+    /// Bytes of row data per page, about: a page holds fewer than
+    /// `page_rows` rows when its rows are big, so a worker's memory stays
+    /// bounded whatever the row size (the first page of a job is small and
+    /// later ones are sized from the rows seen).
+    #[serde(default = "default_page_bytes")]
+    pub page_bytes: u64,
     /// BatchWriteItem requests in flight at once per job.
     #[serde(default = "default_write_concurrency")]
     pub write_concurrency: usize,
@@ -370,6 +376,9 @@ fn default_concurrency() -> usize {
 fn default_page_rows() -> u32 {
     1000
 }
+fn default_page_bytes() -> u64 {
+    2 * 1024 * 1024
+}
 fn default_verify_sample_rate() -> f64 {
     1.0
 }
@@ -388,6 +397,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             concurrency: default_concurrency(),
             page_rows: default_page_rows(),
+            page_bytes: default_page_bytes(),
             write_concurrency: default_write_concurrency(),
             verify_sample_rate: default_verify_sample_rate(),
             max_write_attempts: default_max_write_attempts(),
@@ -740,6 +750,9 @@ impl BackfillConfig {
         }
         if !(1..=100_000).contains(&self.worker.page_rows) {
             return Err(invalid("worker.page_rows", "must be 1 to 100000"));
+        }
+        if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.worker.page_bytes) {
+            return Err(invalid("worker.page_bytes", "must be 64 KiB to 1 GiB"));
         }
         if !(1..=64).contains(&self.worker.write_concurrency) {
             return Err(invalid("worker.write_concurrency", "must be 1 to 64"));

@@ -58,7 +58,11 @@ fn run_worker(config: &Path) -> Result<Usage> {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our child, not yet reaped (std's Child never waited).
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    ensure!(r == pid, "wait4 failed: {}", std::io::Error::last_os_error());
+    ensure!(
+        r == pid,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
     ensure!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the worker failed (status {status})"
@@ -132,7 +136,8 @@ async fn copy(
     cfg.worker.verify_sample_rate = 0.0;
     cfg.queue.wait_time_secs = 1;
     let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
-    let run = format!("bench-{}", stack.name);
+    // A run of its own: producing an existing run reuses its plan.
+    let run = format!("bench-{name}");
     backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), &run).await?;
     let mut worker_cfg = cfg.clone();
     worker_cfg.aws.dynamodb_endpoint_url = Some(endpoint.to_string());
@@ -172,12 +177,7 @@ async fn planning(stack: &TestStack, rows: u64) -> Result<()> {
         (&single, vec!["id"], "single key"),
         (&composite, vec!["tenant", "n"], "composite key"),
     ] {
-        let mut cfg = stack.config(vec![table(
-            src.clone(),
-            stack.target("p"),
-            &key,
-            None,
-        )]);
+        let mut cfg = stack.config(vec![table(src.clone(), stack.target("p"), &key, None)]);
         cfg.producer.rows_per_job = 100_000;
         let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
         let started = Instant::now();
@@ -237,12 +237,22 @@ async fn main() -> Result<()> {
     .await?;
 
     println!("\n== worker throughput, one worker process (concurrency 4, pages of 1000 rows)");
-    for (label, pad) in [("~200 B rows, answer-only proxy", 40), ("~1 KB rows, answer-only proxy", 850)] {
+    for (label, pad) in [
+        ("~200 B rows, answer-only proxy", 40),
+        ("~1 KB rows, answer-only proxy", 850),
+    ] {
         let (c, _) = copy(&stack, label, rows, pad, &proxy.url).await?;
         c.print();
     }
     let big = (rows / 50).max(2000);
-    let (c, _) = copy(&stack, "~64 KB rows, answer-only proxy", big, 64_000, &proxy.url).await?;
+    let (c, _) = copy(
+        &stack,
+        "~64 KB rows, answer-only proxy",
+        big,
+        64_000,
+        &proxy.url,
+    )
+    .await?;
     c.print();
     let reference = (rows / 10).max(10_000);
     let (c, cfg) = copy(

@@ -242,7 +242,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
          [queue]\nurl = {}\ndlq_url = {}\nmax_receive_count = {}\nvisibility_timeout_secs = {}\nwait_time_secs = {}\n\n\
          [control]\ntable = {}\n\n\
          [producer]\nrows_per_job = {}\nsamples_per_job = {}\nmax_sample_rows = {}\n\n\
-         [worker]\nconcurrency = {}\npage_rows = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\n",
+         [worker]\nconcurrency = {}\npage_rows = {}\npage_bytes = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\n",
         q(cfg.source.url.expose()),
         cfg.source.max_connections,
         q(&cfg.aws.region),
@@ -261,6 +261,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.producer.max_sample_rows,
         cfg.worker.concurrency,
         cfg.worker.page_rows,
+        cfg.worker.page_bytes,
         cfg.worker.write_concurrency,
         cfg.worker.max_write_attempts,
         cfg.worker.shutdown_grace_secs,

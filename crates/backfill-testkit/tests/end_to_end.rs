@@ -407,3 +407,37 @@ async fn max_jobs_takes_that_many_jobs_finishes_them_and_exits() -> Result<()> {
     assert_eq!(stack.sink().count_items(&target).await?, 1000);
     stack.cleanup().await
 }
+
+/// Pages sized in bytes: small rows then big ones in one job. Every page
+/// after the first is sized from the last one's rows, and a short page ends
+/// the range only when it is shorter than what was asked for, so nothing is
+/// skipped whatever the sizes.
+#[tokio::test]
+async fn pages_follow_the_row_size_and_copy_every_row() -> Result<()> {
+    let stack = TestStack::new("pagebytes").await?;
+    let src = stack.source("mixed");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY, body text); \
+             INSERT INTO {src} SELECT g, CASE WHEN g BETWEEN 300 AND 340 OR g > 900 \
+             THEN repeat(md5(g::text), 3000) ELSE 'small ' || g END FROM generate_series(1, 1000) g;"
+        ))
+        .await?;
+    let target = stack.target("mixed");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    let mut cfg = stack.config(vec![table(src.clone(), target.clone(), &["id"], None)]);
+    cfg.producer.rows_per_job = 100_000;
+    cfg.worker.page_rows = 200;
+    // 96 KB rows against 256 KiB pages: two or three rows a page.
+    cfg.worker.page_bytes = 256 * 1024;
+    cfg.worker.verify_sample_rate = 1.0;
+    let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
+    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "run1").await?;
+    let summary = work_until_idle(&stack, &cfg).await?;
+    assert_eq!(summary.rows_copied, 1000, "{summary:?}");
+    assert_eq!(stack.sink().count_items(&target).await?, 1000);
+    let verifier = backfill_verify::Verifier::new(source, stack.sink(), Default::default());
+    let report = verifier.verify_table(&cfg.tables[0]).await?;
+    assert!(report.is_clean(), "{report:?}");
+    stack.cleanup().await
+}

@@ -49,6 +49,7 @@ pub(crate) async fn copy_range(
     let mapper = ItemMapper::new(tcfg, &schema)?;
     let query = PageQuery::new(&schema, &job.range);
     let page_rows = w.cfg.worker.page_rows;
+    let page_bytes = w.cfg.worker.page_bytes;
 
     // Reader task: pages in key order into a channel of one, so reading the
     // next page overlaps with writing this one.
@@ -60,13 +61,16 @@ pub(crate) async fn copy_range(
         let (schema, query) = (&schema, &query);
         async move {
             let mut after: Option<KeyTuple> = start_after;
+            // Pages are sized in bytes as well as rows, so big rows make
+            // small pages: the first is small, later ones follow the rows seen.
+            let mut limit = page_rows.min(FIRST_PAGE_ROWS);
             loop {
                 if cancel.is_cancelled() || !w.source_open(cancel).await {
                     return;
                 }
                 let page = w
                     .source
-                    .read_page(schema, query, after.as_ref(), page_rows)
+                    .read_page(schema, query, after.as_ref(), limit)
                     .await;
                 let page = match page {
                     Ok(p) => p,
@@ -76,8 +80,10 @@ pub(crate) async fn copy_range(
                     }
                 };
                 w.metrics.rows_read(&job.table, page.len() as u64);
-                let last = page.len() < page_rows as usize;
+                // Fewer rows than asked for: the range is exhausted.
+                let last = page.len() < limit as usize;
                 after = page.last().map(|r| r.key.clone());
+                limit = next_page_rows(&page, page_rows, page_bytes);
                 if page.is_empty() || tx.send(Ok(page)).await.is_err() || last {
                     return;
                 }
@@ -197,6 +203,20 @@ pub(crate) async fn copy_range(
     result.map(|()| progress)
 }
 
+/// The rows of a job's first page, before any row size is known.
+const FIRST_PAGE_ROWS: u32 = 64;
+
+/// Rows for the next page: `page_bytes` of rows the size of this page's,
+/// between one and `page_rows`.
+fn next_page_rows(page: &[SourceRow], page_rows: u32, page_bytes: u64) -> u32 {
+    let bytes: usize = page.iter().map(SourceRow::approx_bytes).sum();
+    if page.is_empty() || bytes == 0 {
+        return page_rows;
+    }
+    let per_row = (bytes / page.len()).max(1) as u64;
+    (page_bytes / per_row).clamp(1, u64::from(page_rows)) as u32
+}
+
 /// Reads back (a sample of) the items just written and compares each with
 /// what its row should produce. Items skipped as newer are not compared, and
 /// neither is one whose version grew in between: the application wrote it
@@ -298,4 +318,33 @@ async fn fit_items(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backfill_job::KeyValue;
+    use backfill_source::reader::Value;
+
+    fn rows(n: usize, text: usize) -> Vec<SourceRow> {
+        (0..n)
+            .map(|i| SourceRow {
+                key: vec![KeyValue::Int(i as i64)],
+                values: vec![Value::Int(i as i64), Value::Text("x".repeat(text))],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pages_shrink_for_big_rows_and_stay_within_bounds() {
+        // Small rows: the row limit binds.
+        assert_eq!(next_page_rows(&rows(10, 100), 1000, 2 << 20), 1000);
+        // 100 KB rows and 2 MiB pages: about 20 rows.
+        let n = next_page_rows(&rows(4, 100_000), 1000, 2 << 20);
+        assert!((19..=21).contains(&n), "{n}");
+        // A row bigger than a page still makes a page of one.
+        assert_eq!(next_page_rows(&rows(1, 10 << 20), 1000, 2 << 20), 1);
+        // Nothing seen yet: the row limit.
+        assert_eq!(next_page_rows(&[], 500, 2 << 20), 500);
+    }
 }
