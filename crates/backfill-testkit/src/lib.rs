@@ -176,6 +176,7 @@ impl TestStack {
                 max_receive_count: 5,
                 visibility_timeout_secs: 30,
                 wait_time_secs: 1,
+                signing_key_env: None,
             },
             control: ControlConfig {
                 table: self.control_table.clone(),
@@ -264,6 +265,13 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.shutdown_grace_secs,
         cfg.worker.verify_sample_rate,
     );
+    if let Some(name) = &cfg.queue.signing_key_env {
+        out = out.replacen(
+            "\n[control]",
+            &format!("signing_key_env = {}\n\n[control]", q(name)),
+            1,
+        );
+    }
     if let (Some(q), Some(a)) = (&cfg.source.pause_query, cfg.source.pause_above) {
         out = out.replacen(
             "[aws]",
@@ -413,6 +421,7 @@ mod tests {
                 max_receive_count: 3,
                 visibility_timeout_secs: 7,
                 wait_time_secs: 2,
+                signing_key_env: None,
             },
             control: ControlConfig {
                 table: "ctl".into(),
