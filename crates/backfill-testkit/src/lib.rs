@@ -207,6 +207,31 @@ impl TestStack {
         ControlTable::new(self.sink(), &self.control_table)
     }
 
+    /// Stores `jobs` as run `run_id`'s plan, as `produce` would, for tests
+    /// that enqueue jobs by hand: workers take only jobs the control table
+    /// planned, for a run it holds and a table that run names.
+    pub async fn plan_jobs(&self, run_id: &str, jobs: &[backfill_job::JobMessage]) -> Result<()> {
+        let mut tables: Vec<backfill_control::RunTable> = Vec::new();
+        for j in jobs {
+            match tables.iter_mut().find(|t| t.source == j.table) {
+                Some(t) => t.jobs += 1,
+                None => tables.push(backfill_control::RunTable {
+                    source: j.table.clone(),
+                    target: String::new(),
+                    jobs: 1,
+                    estimated_rows: 0,
+                    wcu_per_item: 1.0,
+                }),
+            }
+        }
+        let plan = backfill_control::RunPlan {
+            tables,
+            config: None,
+        };
+        self.control().save_plan(run_id, jobs, &plan).await?;
+        Ok(())
+    }
+
     /// A DynamoDB table for a test's target, keyed as given.
     pub async fn create_target(
         &self,
