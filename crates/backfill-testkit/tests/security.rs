@@ -435,6 +435,24 @@ async fn tls_modes_reach_the_server_encrypted_or_fail_clearly() -> Result<()> {
         .to_string();
     assert!(!e.contains("without TLS support"), "no TLS backend compiled in: {e}");
     assert!(e.to_lowercase().contains("certificate"), "{e}");
+    // With the server's (self-signed) certificate as the root: verified,
+    // and verify-full also checks the host name against it (localhost).
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if std::path::Path::new(cert).exists() && env.pg_url.contains("@127.0.0.1:") {
+        let local = env.pg_url.replacen("@127.0.0.1:", "@localhost:", 1);
+        for mode in ["verify-ca", "verify-full"] {
+            let url = with_params(&local, &format!("sslmode={mode}&sslrootcert={cert}"));
+            let s = PgSource::connect(&url, 1).await?;
+            assert!(encrypted(s).await?, "{mode}");
+        }
+        // verify-full by IP: the certificate names localhost only.
+        let url = with_params(&env.pg_url, &format!("sslmode=verify-full&sslrootcert={cert}"));
+        let e = PgSource::connect(&url, 1)
+            .await
+            .expect_err("a host name the certificate does not name")
+            .to_string();
+        assert!(e.to_lowercase().contains("certificate"), "{e}");
+    }
     Ok(())
 }
 
