@@ -38,7 +38,11 @@ async fn backfill(
 }
 
 /// The stack's config as a file, with a password in the source URL.
-fn config_file(stack: &TestStack, cfg: &backfill_config::BackfillConfig, tag: &str) -> Result<std::path::PathBuf> {
+fn config_file(
+    stack: &TestStack,
+    cfg: &backfill_config::BackfillConfig,
+    tag: &str,
+) -> Result<std::path::PathBuf> {
     let url = cfg.source.url.expose();
     let with_password = url.replacen("postgres:postgres@", &format!("postgres:{PASSWORD}@"), 1);
     assert_ne!(url, with_password, "the test URL has user:password@");
@@ -49,8 +53,8 @@ fn config_file(stack: &TestStack, cfg: &backfill_config::BackfillConfig, tag: &s
 }
 
 #[tokio::test]
-async fn plan_output_and_start_errors_never_show_the_password_and_name_what_is_missing() -> Result<()>
-{
+async fn plan_output_and_start_errors_never_show_the_password_and_name_what_is_missing(
+) -> Result<()> {
     let stack = TestStack::new("cli_sec").await?;
     let src = stack.source("t");
     stack
@@ -81,15 +85,20 @@ async fn plan_output_and_start_errors_never_show_the_password_and_name_what_is_m
     let (code, out) = backfill(&path, &["work", "--until-idle"], &[]).await?;
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("no job was taken"), "{out}");
-    assert!(out.contains(&format!("table {missing} does not exist")), "{out}");
+    assert!(
+        out.contains(&format!("table {missing} does not exist")),
+        "{out}"
+    );
     assert!(out.contains("no_such_col"), "{out}");
     assert!(!out.contains(PASSWORD), "the password leaked: {out}");
 
     // An unreachable source: the error names the host, not the password.
     let mut unreachable = cfg.clone();
-    unreachable.source.url = backfill_config::Secret::new(
-        cfg.source.url.expose().replacen("127.0.0.1:5432", "127.0.0.1:1", 1),
-    );
+    unreachable.source.url = backfill_config::Secret::new(cfg.source.url.expose().replacen(
+        "127.0.0.1:5432",
+        "127.0.0.1:1",
+        1,
+    ));
     let path = config_file(&stack, &unreachable, "unreachable")?;
     let (code, out) = backfill(&path, &["plan", "--run", "r"], &[]).await?;
     assert_ne!(code, 0, "{out}");
@@ -123,7 +132,10 @@ async fn plan_output_and_start_errors_never_show_the_password_and_name_what_is_m
     )
     .await?;
     assert_eq!(code, 0, "{out}");
-    assert!(!out.contains(&key) && !out.contains(PASSWORD), "a secret leaked: {out}");
+    assert!(
+        !out.contains(&key) && !out.contains(PASSWORD),
+        "a secret leaked: {out}"
+    );
     assert_eq!(stack.sink().count_items(&target).await?, 300);
     stack.cleanup().await
 }

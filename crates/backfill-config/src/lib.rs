@@ -1180,25 +1180,43 @@ mod tests {
     #[test]
     fn wrong_types_and_missing_fields_name_the_key() {
         for (from, to, key) in [
-            ("[queue]", "[queue]\nvisibility_timeout_secs = -3", "visibility_timeout_secs"),
+            (
+                "[queue]",
+                "[queue]\nvisibility_timeout_secs = -3",
+                "visibility_timeout_secs",
+            ),
             ("[queue]", "[queue]\nwait_time_secs = [1]", "wait_time_secs"),
             ("target = \"orders\"", "target = 7", "target"),
-            ("partition_key = { columns = [\"id\"] }", "partition_key = \"id\"", "partition_key"),
-            ("[source]", "[source]\nmax_connections = 1.5", "max_connections"),
+            (
+                "partition_key = { columns = [\"id\"] }",
+                "partition_key = \"id\"",
+                "partition_key",
+            ),
+            (
+                "[source]",
+                "[source]\nmax_connections = 1.5",
+                "max_connections",
+            ),
         ] {
             let bad = GOOD.replacen(from, to, 1);
             let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
             assert!(err.contains(key), "{to}: {err}");
         }
         for (line, key) in [
-            ("dlq_url = \"http://127.0.0.1:4566/000000000000/jobs-dlq\"", "dlq_url"),
+            (
+                "dlq_url = \"http://127.0.0.1:4566/000000000000/jobs-dlq\"",
+                "dlq_url",
+            ),
             ("table = \"backfill_control\"", "table"),
             ("target = \"orders\"", "target"),
             ("region = \"us-east-1\"", "region"),
         ] {
             let bad = GOOD.replacen(line, "", 1);
             let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
-            assert!(err.contains(&format!("missing field `{key}`")), "{line}: {err}");
+            assert!(
+                err.contains(&format!("missing field `{key}`")),
+                "{line}: {err}"
+            );
         }
         let err = BackfillConfig::from_toml_str("").unwrap_err().to_string();
         assert!(err.contains("missing field"), "{err}");
@@ -1207,7 +1225,10 @@ mod tests {
     #[test]
     fn the_signing_key_comes_from_the_named_variable_and_never_from_the_file() {
         let cfg = BackfillConfig::from_toml_str(GOOD).unwrap();
-        assert_eq!(cfg.queue.signing_key_from(|_| panic!("not read")).unwrap(), None);
+        assert_eq!(
+            cfg.queue.signing_key_from(|_| panic!("not read")).unwrap(),
+            None
+        );
 
         let with = GOOD.replace("[queue]", "[queue]\nsigning_key_env = \"JOB_KEY\"");
         let cfg = BackfillConfig::from_toml_str(&with).unwrap();
@@ -1220,20 +1241,36 @@ mod tests {
         assert_eq!(got.expose(), key);
         assert!(!format!("{cfg:?}").contains(&key));
 
-        let err = cfg.queue.signing_key_from(|_| None).unwrap_err().to_string();
-        assert!(err.contains("queue.signing_key_env") && err.contains("JOB_KEY is not set"), "{err}");
+        let err = cfg
+            .queue
+            .signing_key_from(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("queue.signing_key_env") && err.contains("JOB_KEY is not set"),
+            "{err}"
+        );
         let err = cfg
             .queue
             .signing_key_from(|_| Some("short-secret".into()))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("12 bytes") && !err.contains("short-secret"), "{err}");
+        assert!(
+            err.contains("12 bytes") && !err.contains("short-secret"),
+            "{err}"
+        );
 
         // A key pasted where the variable's name belongs is refused without being repeated.
         let pasted = "3f9a0c1e5b7d2a4c6e8f0a1b3c5d7e9f";
-        let bad = GOOD.replace("[queue]", &format!("[queue]\nsigning_key_env = \"{pasted}\""));
+        let bad = GOOD.replace(
+            "[queue]",
+            &format!("[queue]\nsigning_key_env = \"{pasted}\""),
+        );
         let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
-        assert!(err.contains("queue.signing_key_env") && !err.contains(pasted), "{err}");
+        assert!(
+            err.contains("queue.signing_key_env") && !err.contains(pasted),
+            "{err}"
+        );
     }
 }
 #[cfg(test)]
@@ -1271,5 +1308,4 @@ mod template_tests {
         assert!(parse_template("a}b").is_err());
         assert!(parse_template("{}").is_err());
     }
-
 }

@@ -414,7 +414,10 @@ mod tests {
         let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
         let e = JobMessage::from_body(&body).unwrap_err();
         assert_eq!(e.kind(), "oversized_message");
-        assert!(e.to_string().contains(&format!("{} bytes", body.len())), "{e}");
+        assert!(
+            e.to_string().contains(&format!("{} bytes", body.len())),
+            "{e}"
+        );
         // Just under the limit it is parsed (and fails for what it is).
         let e = JobMessage::from_body(&body[..MAX_BODY_BYTES - 10]).unwrap_err();
         assert_ne!(e.kind(), "oversized_message", "{e}");
@@ -425,7 +428,10 @@ mod tests {
         let body = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all()).to_body();
         let cut = &body[..body.len() / 2];
         let e = JobMessage::from_body(cut).unwrap_err();
-        assert!(matches!(e, JobError::Truncated { bytes, .. } if bytes == cut.len()), "{e}");
+        assert!(
+            matches!(e, JobError::Truncated { bytes, .. } if bytes == cut.len()),
+            "{e}"
+        );
         assert!(e.to_string().contains("truncated"), "{e}");
     }
 
@@ -434,7 +440,10 @@ mod tests {
         let body = r#"{"version": 2, "job_id": "j1", "new_field": [1, 2]}"#;
         let e = JobMessage::from_body(body).unwrap_err();
         assert_eq!(e.kind(), "unknown_version");
-        assert!(e.to_string().contains("version 2") && e.to_string().contains("job j1"), "{e}");
+        assert!(
+            e.to_string().contains("version 2") && e.to_string().contains("job j1"),
+            "{e}"
+        );
         let e = JobMessage::from_body(r#"{"version": "1"}"#).unwrap_err();
         assert_eq!(e.kind(), "unknown_version", "{e}");
         let e = JobMessage::from_body(r#"{"run_id": "r"}"#).unwrap_err();
@@ -448,7 +457,10 @@ mod tests {
         let mut m = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all());
         m.table = "t\u{0}; drop table x".into();
         let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
-        assert!(e.contains("`table`") && e.contains("control character"), "{e}");
+        assert!(
+            e.contains("`table`") && e.contains("control character"),
+            "{e}"
+        );
         let mut m = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all());
         m.run_id = "r".repeat(MAX_NAME_BYTES + 1);
         let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
@@ -459,7 +471,12 @@ mod tests {
         assert!(e.contains("NUL"), "{e}");
         // Quotes, spaces and SQL are fine in a name: they are data, quoted
         // wherever they reach SQL, and checked against the catalog.
-        let m = JobMessage::new("r", "public.we\"ird; drop table x", vec!["a b".into()], KeyRange::all());
+        let m = JobMessage::new(
+            "r",
+            "public.we\"ird; drop table x",
+            vec!["a b".into()],
+            KeyRange::all(),
+        );
         assert_eq!(JobMessage::from_body(&m.to_body()).unwrap(), m);
     }
 }

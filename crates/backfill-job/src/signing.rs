@@ -97,7 +97,10 @@ mod tests {
     fn a_signed_body_verifies_and_an_altered_one_does_not() {
         let s = MessageSigner::new(KEY).unwrap();
         let sig = s.sign("{\"a\":1}");
-        assert!(sig.starts_with("hmac-sha256:") && sig.len() == 12 + 64, "{sig}");
+        assert!(
+            sig.starts_with("hmac-sha256:") && sig.len() == 12 + 64,
+            "{sig}"
+        );
         assert_eq!(s.verify("{\"a\":1}", Some(&sig)), Ok(()));
         assert_eq!(
             s.verify("{\"a\":2}", Some(&sig)),
@@ -121,7 +124,11 @@ mod tests {
             "sha1:00",
             &format!("hmac-sha256:{}", "0".repeat(62)),
         ] {
-            assert_eq!(s.verify("b", Some(bad)), Err(SignatureError::Malformed), "{bad}");
+            assert_eq!(
+                s.verify("b", Some(bad)),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
     }
 

@@ -33,8 +33,10 @@ async fn work_until_idle(
         queue,
         stack.control(),
     ));
-    Ok(w.run(CancellationToken::new(), WorkOptions { until_idle: true })
-        .await)
+    Ok(
+        w.run(CancellationToken::new(), WorkOptions { until_idle: true })
+            .await,
+    )
 }
 
 /// Every DLQ message as (error_kind, error, run_id attribute).
@@ -57,7 +59,12 @@ async fn dead_letters(stack: &TestStack) -> Result<Vec<(String, String, Option<S
         }
         for m in got.messages() {
             let attrs = m.message_attributes().cloned().unwrap_or_default();
-            let get = |k: &str| attrs.get(k).and_then(|v| v.string_value()).map(str::to_string);
+            let get = |k: &str| {
+                attrs
+                    .get(k)
+                    .and_then(|v| v.string_value())
+                    .map(str::to_string)
+            };
             out.push((
                 get("error_kind").unwrap_or_default(),
                 get("error").unwrap_or_default(),
@@ -67,15 +74,18 @@ async fn dead_letters(stack: &TestStack) -> Result<Vec<(String, String, Option<S
     }
 }
 
-fn find<'a>(dead: &'a [(String, String, Option<String>)], needle: &str) -> &'a (String, String, Option<String>) {
+fn find<'a>(
+    dead: &'a [(String, String, Option<String>)],
+    needle: &str,
+) -> &'a (String, String, Option<String>) {
     dead.iter()
         .find(|(_, e, _)| e.contains(needle))
         .unwrap_or_else(|| panic!("no dead letter says {needle:?}: {dead:#?}"))
 }
 
 #[tokio::test]
-async fn each_bad_or_forged_message_is_dead_lettered_with_its_reason_and_harms_nothing() -> Result<()>
-{
+async fn each_bad_or_forged_message_is_dead_lettered_with_its_reason_and_harms_nothing(
+) -> Result<()> {
     let stack = TestStack::new("sec_bad").await?;
     let src = stack.source("items");
     let other = stack.source("other");
@@ -90,7 +100,9 @@ async fn each_bad_or_forged_message_is_dead_lettered_with_its_reason_and_harms_n
     let target = stack.target("items");
     let other_target = stack.target("other");
     stack.create_target(&target, ("id", T::N), None).await?;
-    stack.create_target(&other_target, ("id", T::N), None).await?;
+    stack
+        .create_target(&other_target, ("id", T::N), None)
+        .await?;
     // The worker is configured for both tables; the run names only `items`.
     let cfg = stack.config(vec![
         table(src.clone(), target.clone(), &["id"], None),
@@ -160,31 +172,56 @@ async fn each_bad_or_forged_message_is_dead_lettered_with_its_reason_and_harms_n
     assert_eq!(dead.len() as u64, bad, "{dead:#?}");
     assert_eq!(find(&dead, "key must be a string").0, "malformed_message");
     assert_eq!(
-        find(&dead, &format!("truncated after {} bytes", good_body.len() / 2)).0,
+        find(
+            &dead,
+            &format!("truncated after {} bytes", good_body.len() / 2)
+        )
+        .0,
         "malformed_message"
     );
-    assert_eq!(find(&dead, "over the 65536-byte limit").0, "oversized_message");
+    assert_eq!(
+        find(&dead, "over the 65536-byte limit").0,
+        "oversized_message"
+    );
     let v = find(&dead, "version 7 is not the supported 1");
     assert_eq!(v.0, "unknown_version");
     assert!(v.1.contains(&good.job_id), "names the job: {v:?}");
     let f = find(&dead, "run nope does not exist in control table");
     assert_eq!(f.0, "forged");
-    assert_eq!(f.2.as_deref(), Some("nope"), "the claimed run is kept for triage");
     assert_eq!(
-        find(&dead, &format!("run r does not name table {other} (it names {src})")).0,
+        f.2.as_deref(),
+        Some("nope"),
+        "the claimed run is kept for triage"
+    );
+    assert_eq!(
+        find(
+            &dead,
+            &format!("run r does not name table {other} (it names {src})")
+        )
+        .0,
         "forged"
     );
     assert_eq!(
-        find(&dead, "range is [-inf, +inf), but the planned job's is [-inf, (1000))").0,
+        find(
+            &dead,
+            "range is [-inf, +inf), but the planned job's is [-inf, (1000))"
+        )
+        .0,
         "forged"
     );
-    assert_eq!(find(&dead, "key_columns is (v), but the planned job's is (id)").0, "forged");
+    assert_eq!(
+        find(&dead, "key_columns is (v), but the planned job's is (id)").0,
+        "forged"
+    );
     assert_eq!(
         find(&dead, &format!("run r planned no job {}", unplanned.job_id)).0,
         "forged"
     );
     for (_, reason, _) in &dead {
-        assert!(reason.starts_with("message "), "names the message: {reason}");
+        assert!(
+            reason.starts_with("message "),
+            "names the message: {reason}"
+        );
     }
 
     // Forged messages left no trace in the control table: the good job is
@@ -226,7 +263,10 @@ async fn with_signing_on_only_correctly_signed_jobs_are_taken_and_replays_are_si
     // Signed by the queue that holds the key.
     signed.send_jobs(&jobs[..1]).await?;
     // Unsigned.
-    stack.queue().send_raw(&stack.queue_url, vec![jobs[1].to_body()]).await?;
+    stack
+        .queue()
+        .send_raw(&stack.queue_url, vec![jobs[1].to_body()])
+        .await?;
     // Signed with another key.
     let wrong = signer(&"w".repeat(48)).sign(&jobs[2].to_body());
     stack
@@ -265,7 +305,10 @@ async fn with_signing_on_only_correctly_signed_jobs_are_taken_and_replays_are_si
     assert!(unsigned.1.contains("not signed"), "{unsigned:?}");
     let mismatched = &reasons[&jobs[2].job_id];
     assert_eq!(mismatched.0.as_deref(), Some("forged"));
-    assert!(mismatched.1.contains("does not match its body"), "{mismatched:?}");
+    assert!(
+        mismatched.1.contains("does not match its body"),
+        "{mismatched:?}"
+    );
     // Refused before the control table was consulted: the planned jobs are untouched.
     for j in &jobs[1..] {
         let rec = stack.control().job("r", &j.job_id).await?.unwrap();
@@ -328,7 +371,9 @@ async fn hostile_identifiers_are_quoted_everywhere_and_copied_exactly() -> Resul
         ))
         .await?;
     let target = stack.target("weird");
-    stack.create_target(&target, ("key col", T::N), None).await?;
+    stack
+        .create_target(&target, ("key col", T::N), None)
+        .await?;
     let mut t = table(src.clone(), target.clone(), &["key col"], None);
     t.exclude = vec!["x'); --".into()];
     let mut cfg = stack.config(vec![t.clone()]);
@@ -336,7 +381,8 @@ async fn hostile_identifiers_are_quoted_everywhere_and_copied_exactly() -> Resul
     cfg.worker.page_rows = 25;
     let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
     assert!(backfill_worker::preflight(&cfg, &source).await?.is_empty());
-    let report = backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r").await?;
+    let report =
+        backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), "r").await?;
     assert!(report.jobs_total >= 2, "{report:?}");
     let summary = work_until_idle(&stack, &cfg, stack.queue()).await?;
     assert_eq!(summary.rows_copied, 240, "{summary:?}");
@@ -366,7 +412,10 @@ async fn hostile_identifiers_are_quoted_everywhere_and_copied_exactly() -> Resul
     assert!(problems[1].contains("nope\"; --"), "{problems:#?}");
     let plan = backfill_producer::plan(&bad, &source, "r2").await?;
     let plan_problems = plan.problems().join("\n");
-    assert!(plan_problems.contains(&format!("table {missing} does not exist")), "{plan_problems}");
+    assert!(
+        plan_problems.contains(&format!("table {missing} does not exist")),
+        "{plan_problems}"
+    );
     assert!(plan_problems.contains("nope\"; --"), "{plan_problems}");
     stack.cleanup().await
 }
@@ -376,7 +425,9 @@ async fn a_write_through_the_source_pool_is_refused() -> Result<()> {
     let stack = TestStack::new("sec_ro").await?;
     let src = stack.source("t");
     stack
-        .sql(&format!("CREATE TABLE {src} (id int PRIMARY KEY); INSERT INTO {src} VALUES (1);"))
+        .sql(&format!(
+            "CREATE TABLE {src} (id int PRIMARY KEY); INSERT INTO {src} VALUES (1);"
+        ))
         .await?;
     let source = PgSource::connect(&stack.env.pg_url, 3).await?;
     // Every connection of the pool, not only the first.
@@ -391,7 +442,10 @@ async fn a_write_through_the_source_pool_is_refused() -> Result<()> {
             .execute(source.pool())
             .await
             .expect_err("a write through the source pool");
-        let code = e.as_database_error().and_then(|d| d.code()).unwrap_or_default();
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .unwrap_or_default();
         assert_eq!(code, "25006", "{sql}: {e}");
     }
     let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {src}"))
@@ -425,7 +479,10 @@ async fn tls_modes_reach_the_server_encrypted_or_fail_clearly() -> Result<()> {
     };
     // require: encrypted, certificate not checked.
     let s = PgSource::connect(&with_params(&env.pg_url, "sslmode=require"), 1).await?;
-    assert!(encrypted(s).await?, "sslmode=require gave a plain connection");
+    assert!(
+        encrypted(s).await?,
+        "sslmode=require gave a plain connection"
+    );
     let s = PgSource::connect(&with_params(&env.pg_url, "sslmode=disable"), 1).await?;
     assert!(!encrypted(s).await?);
     // verify-full against a self-signed server certificate, with no root given: refused.
@@ -433,7 +490,10 @@ async fn tls_modes_reach_the_server_encrypted_or_fail_clearly() -> Result<()> {
         .await
         .expect_err("an unverifiable certificate")
         .to_string();
-    assert!(!e.contains("without TLS support"), "no TLS backend compiled in: {e}");
+    assert!(
+        !e.contains("without TLS support"),
+        "no TLS backend compiled in: {e}"
+    );
     assert!(e.to_lowercase().contains("certificate"), "{e}");
     // With the server's (self-signed) certificate as the root: verified,
     // and verify-full also checks the host name against it (localhost).
@@ -446,7 +506,10 @@ async fn tls_modes_reach_the_server_encrypted_or_fail_clearly() -> Result<()> {
             assert!(encrypted(s).await?, "{mode}");
         }
         // verify-full by IP: the certificate names localhost only.
-        let url = with_params(&env.pg_url, &format!("sslmode=verify-full&sslrootcert={cert}"));
+        let url = with_params(
+            &env.pg_url,
+            &format!("sslmode=verify-full&sslrootcert={cert}"),
+        );
         let e = PgSource::connect(&url, 1)
             .await
             .expect_err("a host name the certificate does not name")
@@ -466,7 +529,9 @@ async fn connection_errors_never_show_the_password() -> Result<()> {
         format!("postgres://app:{secret}@127.0.0.1:5432/db?sslmode=bogus"),
         format!("postgres://app:{secret}@[::1/db"),
     ] {
-        let e = PgSource::connect(&url, 1).await.expect_err("cannot connect");
+        let e = PgSource::connect(&url, 1)
+            .await
+            .expect_err("cannot connect");
         let mut texts = vec![e.to_string(), format!("{e:?}")];
         let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(&e);
         while let Some(c) = cause {

@@ -585,9 +585,8 @@ impl Worker {
     /// exactly so (run, table, key columns, range).
     async fn admit(&self, msg: &ReceivedMessage) -> Result<JobMessage, Refusal> {
         let refuse = |kind, reason: String, job| Refusal::Permanent { kind, reason, job };
-        let at_fault = |reason: &dyn std::fmt::Display| {
-            format!("message {}: {reason}", msg.message_id)
-        };
+        let at_fault =
+            |reason: &dyn std::fmt::Display| format!("message {}: {reason}", msg.message_id);
         // The size first: nothing else is worth computing over a huge body.
         if msg.body.len() > backfill_job::MAX_BODY_BYTES {
             let e = backfill_job::JobError::Oversized {
@@ -602,9 +601,12 @@ impl Worker {
                 return Err(refuse("forged", at_fault(&e), claimed));
             }
         }
-        let job = JobMessage::from_body(&msg.body)
-            .map_err(|e| refuse(e.kind(), at_fault(&e), None))?;
-        let run = self.run_record(&job.run_id).await.map_err(Refusal::Unavailable)?;
+        let job =
+            JobMessage::from_body(&msg.body).map_err(|e| refuse(e.kind(), at_fault(&e), None))?;
+        let run = self
+            .run_record(&job.run_id)
+            .await
+            .map_err(Refusal::Unavailable)?;
         let planned = self
             .control
             .job(&job.run_id, &job.job_id)
@@ -842,10 +844,16 @@ impl Worker {
 ///
 /// A table dropped later still fails only its own jobs (to the DLQ); this
 /// catches a wrong config before a fleet starts on it.
-pub async fn preflight(cfg: &BackfillConfig, source: &PgSource) -> Result<Vec<String>, SourceError> {
+pub async fn preflight(
+    cfg: &BackfillConfig,
+    source: &PgSource,
+) -> Result<Vec<String>, SourceError> {
     let mut problems = Vec::new();
     for t in &cfg.tables {
-        let schema = match source.describe(&backfill_source::TableRef::parse(&t.source)).await {
+        let schema = match source
+            .describe(&backfill_source::TableRef::parse(&t.source))
+            .await
+        {
             Ok(s) => s,
             Err(e) if e.is_retryable() => return Err(e),
             Err(e) => {
