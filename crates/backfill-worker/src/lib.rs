@@ -119,7 +119,8 @@ enum Refusal {
         /// DLQ's attributes, not trusted.
         job: Option<JobMessage>,
     },
-    /// The control table could not be asked; the message comes back.
+    /// The control table could not answer: the message comes back if that
+    /// may change, to the DLQ if not.
     Unavailable(ControlError),
 }
 
@@ -644,6 +645,15 @@ impl Worker {
         match refusal {
             Refusal::Permanent { kind, reason, job } => {
                 self.dead_letter(msg, job.as_ref(), &reason, kind).await
+            }
+            // A corrupt record or a request DynamoDB refuses will not change
+            // on the next receive.
+            Refusal::Unavailable(e) if !e.is_retryable() => {
+                let reason = format!(
+                    "message {}: cannot check it against the control table: {e}",
+                    msg.message_id
+                );
+                self.dead_letter(msg, None, &reason, "permanent").await
             }
             Refusal::Unavailable(e) if msg.receive_count < self.cfg.queue.max_receive_count => {
                 tracing::warn!(error = %e, receive_count = msg.receive_count, "cannot check the message against the control table, will be retried");
