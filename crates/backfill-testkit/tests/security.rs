@@ -33,10 +33,17 @@ async fn work_until_idle(
         queue,
         stack.control(),
     ));
-    Ok(
-        w.run(CancellationToken::new(), WorkOptions { until_idle: true })
-            .await,
-    )
+    Ok(w.run(CancellationToken::new(), until_idle()).await)
+}
+
+// The other options at their defaults, whatever options the worker grows
+// (a branch adds `max_jobs`).
+#[allow(clippy::needless_update)]
+fn until_idle() -> WorkOptions {
+    WorkOptions {
+        until_idle: true,
+        ..Default::default()
+    }
 }
 
 /// Every DLQ message as (error_kind, error, run_id attribute).
