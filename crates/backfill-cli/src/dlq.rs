@@ -10,7 +10,6 @@ use backfill_aws::AwsClients;
 use backfill_config::BackfillConfig;
 use backfill_control::ControlTable;
 use backfill_dlq::{DeadJob, Dlq, Filter, PurgeOptions, ReplayOptions, ReplayOutcome};
-use backfill_queue::JobQueue;
 use clap::{Args, Subcommand};
 
 #[derive(Args)]
@@ -93,7 +92,9 @@ impl FilterArgs {
 
 pub async fn run(cfg: &BackfillConfig, args: DlqArgs) -> Result<ExitCode> {
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    // Replays are signed like the producer's jobs, so workers that require
+    // signatures take them.
+    let queue = crate::job_queue(cfg, &aws)?;
     let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
     let dlq = Dlq::new(queue, control);
     match args.command {

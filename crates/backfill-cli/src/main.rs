@@ -241,6 +241,18 @@ async fn connect_source(cfg: &BackfillConfig) -> Result<PgSource> {
         .with_context(|| format!("source {}", cfg.source.redacted_url()))
 }
 
+/// The job queue, signing what it sends when `queue.signing_key_env` is set.
+fn job_queue(cfg: &BackfillConfig, aws: &AwsClients) -> Result<JobQueue> {
+    let signer = match cfg.queue.signing_key()? {
+        Some(key) => Some(
+            backfill_job::signing::MessageSigner::new(key.expose().as_bytes())
+                .context("queue.signing_key_env")?,
+        ),
+        None => None,
+    };
+    Ok(JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url).with_signer(signer))
+}
+
 fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
     DynamoSink::new(
         aws.dynamodb.clone(),
@@ -340,7 +352,7 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
 async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
     let source = connect_source(cfg).await?;
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    let queue = job_queue(cfg, &aws)?;
     let control = ControlTable::new(sink(cfg, &aws), &cfg.control.table);
     let report = backfill_producer::produce(cfg, &source, &queue, &control, run).await?;
     println!(
@@ -361,8 +373,15 @@ async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
 async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitCode> {
     let listen = cfg.metrics.listen_addr()?;
     let source = connect_source(&cfg).await?;
+    let problems = backfill_worker::preflight(&cfg, &source).await?;
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the configured tables do not match the source; no job was taken:\n  {}",
+            problems.join("\n  ")
+        );
+    }
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
+    let queue = job_queue(&cfg, &aws)?;
     let sink = sink(&cfg, &aws);
     let control = ControlTable::new(sink.clone(), &cfg.control.table);
     let offloader = offloader(&cfg).await;

@@ -35,6 +35,9 @@ async fn json_log_lines_of_a_job_carry_its_ids_and_no_secret() -> Result<()> {
     std::fs::write(&path, toml)?;
     let job = JobMessage::new("logrun", &src, vec!["id".into()], KeyRange::all());
     stack
+        .plan_jobs("logrun", std::slice::from_ref(&job))
+        .await?;
+    stack
         .queue()
         .send_raw(&stack.queue_url, vec![job.to_body()])
         .await?;

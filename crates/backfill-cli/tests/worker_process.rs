@@ -42,6 +42,7 @@ async fn setup(
     let path = std::env::temp_dir().join(format!("{}.toml", stack.name));
     std::fs::write(&path, config_toml(&cfg))?;
     let job = JobMessage::new("run", &src, vec!["id".into()], KeyRange::all());
+    stack.plan_jobs("run", std::slice::from_ref(&job)).await?;
     stack
         .queue()
         .send_raw(&stack.queue_url, vec![job.to_body()])

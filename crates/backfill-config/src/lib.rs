@@ -22,6 +22,14 @@ pub enum ConfigError {
         #[source]
         source: config::ConfigError,
     },
+    /// A key has a value of the wrong type (the `config` crate alone would
+    /// round `1.5` into an integer key or take `"5"` for a number).
+    #[error("cannot load configuration from {path}: `{key}`: {reason}")]
+    Type {
+        path: String,
+        key: String,
+        reason: String,
+    },
     /// A key parsed but its value is not acceptable.
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
@@ -284,7 +292,49 @@ pub struct QueueConfig {
     /// Long-poll wait of each receive (0 to 20).
     #[serde(default = "default_wait_time")]
     pub wait_time_secs: u32,
+    /// The environment variable that holds the job-signing key. When set,
+    /// the producer and `dlq replay` sign every job (HMAC-SHA256) and
+    /// workers refuse unsigned or wrongly signed ones. Only the variable's
+    /// name is configuration: the key itself never enters a file, the run's
+    /// config snapshot or a log.
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
 }
+
+impl QueueConfig {
+    /// The job-signing key, read from the variable `signing_key_env` names
+    /// (`None`: signing is off). Errors name the key and the variable.
+    pub fn signing_key(&self) -> Result<Option<Secret>, ConfigError> {
+        self.signing_key_from(|name| std::env::var(name).ok())
+    }
+
+    /// As [`QueueConfig::signing_key`], with the environment given (for tests).
+    pub fn signing_key_from(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Secret>, ConfigError> {
+        let Some(name) = &self.signing_key_env else {
+            return Ok(None);
+        };
+        match env(name) {
+            None => Err(invalid(
+                "queue.signing_key_env",
+                format!("the environment variable {name} is not set (signing is on: set it, or remove signing_key_env)"),
+            )),
+            Some(k) if k.len() < MIN_SIGNING_KEY_BYTES => Err(invalid(
+                "queue.signing_key_env",
+                format!(
+                    "the key in {name} is {} bytes; a signing key must be at least {MIN_SIGNING_KEY_BYTES} (e.g. `openssl rand -hex 32`)",
+                    k.len()
+                ),
+            )),
+            Some(k) => Ok(Some(Secret::new(k))),
+        }
+    }
+}
+
+/// Shortest signing key accepted (HMAC-SHA256's output size).
+pub const MIN_SIGNING_KEY_BYTES: usize = 32;
 
 fn default_max_receive_count() -> u32 {
     5
@@ -658,11 +708,12 @@ impl BackfillConfig {
                     .source(Some(env)),
             )
             .build()
-            .and_then(|c| c.try_deserialize::<BackfillConfig>())
+            .and_then(|c| c.try_deserialize::<serde_json::Value>())
             .map_err(|source| ConfigError::Load {
-                path: path_str,
+                path: path_str.clone(),
                 source,
             })?;
+        let loaded = strict(&path_str, loaded)?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -672,11 +723,12 @@ impl BackfillConfig {
         let cfg = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
-            .and_then(|c| c.try_deserialize::<BackfillConfig>())
+            .and_then(|c| c.try_deserialize::<serde_json::Value>())
             .map_err(|source| ConfigError::Load {
                 path: "<string>".into(),
                 source,
             })?;
+        let cfg = strict("<string>", cfg)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -734,6 +786,21 @@ impl BackfillConfig {
                 "queue.wait_time_secs",
                 "must be 0 to 20 (SQS limit)",
             ));
+        }
+        if let Some(name) = &self.queue.signing_key_env {
+            // Upper case only: a key pasted here by mistake (hex or base64)
+            // is refused, and this error does not repeat it.
+            let ok = name.len() <= 128
+                && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(invalid(
+                    "queue.signing_key_env",
+                    "must be the NAME of an environment variable (A-Z, 0-9, _), such as BACKFILL_JOB_SIGNING_KEY, never the key itself",
+                ));
+            }
         }
         check_table_name("control.table", &self.control.table)?;
         if self.producer.rows_per_job == 0 {
@@ -873,6 +940,17 @@ impl BackfillConfig {
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.source == name)
     }
+}
+
+/// Deserializes the merged file and environment with serde's own type
+/// rules, which the `config` crate relaxes (it rounds floats into integers
+/// and parses strings as numbers); the error names the key's path.
+fn strict(path: &str, merged: serde_json::Value) -> Result<BackfillConfig, ConfigError> {
+    serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Type {
+        path: path.to_string(),
+        key: e.path().to_string(),
+        reason: e.into_inner().to_string(),
+    })
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {
@@ -1092,6 +1170,120 @@ mod tests {
             .to_string();
         assert!(err.contains("metrics.listen"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_section_and_named() {
+        for (section, line) in [
+            ("[source]", "passwrd = \"x\""),
+            ("[queue]", "sign = true"),
+            ("[control]", "tabel = \"y\""),
+            ("[[tables]]", "partition = \"id\""),
+        ] {
+            let bad = GOOD.replacen(section, &format!("{section}\n{line}"), 1);
+            let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+            let key = line.split(' ').next().unwrap();
+            assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
+        let bad = format!("{GOOD}\n[wrker]\nconcurrency = 2\n");
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(err.contains("wrker"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_missing_fields_name_the_key() {
+        for (from, to, key) in [
+            (
+                "[queue]",
+                "[queue]\nvisibility_timeout_secs = -3",
+                "visibility_timeout_secs",
+            ),
+            ("[queue]", "[queue]\nwait_time_secs = [1]", "wait_time_secs"),
+            ("target = \"orders\"", "target = 7", "target"),
+            (
+                "partition_key = { columns = [\"id\"] }",
+                "partition_key = \"id\"",
+                "partition_key",
+            ),
+            (
+                "[source]",
+                "[source]\nmax_connections = 1.5",
+                "max_connections",
+            ),
+        ] {
+            let bad = GOOD.replacen(from, to, 1);
+            let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
+        for (line, key) in [
+            (
+                "dlq_url = \"http://127.0.0.1:4566/000000000000/jobs-dlq\"",
+                "dlq_url",
+            ),
+            ("table = \"backfill_control\"", "table"),
+            ("target = \"orders\"", "target"),
+            ("region = \"us-east-1\"", "region"),
+        ] {
+            let bad = GOOD.replacen(line, "", 1);
+            let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("missing field `{key}`")),
+                "{line}: {err}"
+            );
+        }
+        let err = BackfillConfig::from_toml_str("").unwrap_err().to_string();
+        assert!(err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn the_signing_key_comes_from_the_named_variable_and_never_from_the_file() {
+        let cfg = BackfillConfig::from_toml_str(GOOD).unwrap();
+        assert_eq!(
+            cfg.queue.signing_key_from(|_| panic!("not read")).unwrap(),
+            None
+        );
+
+        let with = GOOD.replace("[queue]", "[queue]\nsigning_key_env = \"JOB_KEY\"");
+        let cfg = BackfillConfig::from_toml_str(&with).unwrap();
+        let key = "k".repeat(MIN_SIGNING_KEY_BYTES);
+        let got = cfg
+            .queue
+            .signing_key_from(|n| (n == "JOB_KEY").then(|| key.clone()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.expose(), key);
+        assert!(!format!("{cfg:?}").contains(&key));
+
+        let err = cfg
+            .queue
+            .signing_key_from(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("queue.signing_key_env") && err.contains("JOB_KEY is not set"),
+            "{err}"
+        );
+        let err = cfg
+            .queue
+            .signing_key_from(|_| Some("short-secret".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("12 bytes") && !err.contains("short-secret"),
+            "{err}"
+        );
+
+        // A key pasted where the variable's name belongs is refused without being repeated.
+        let pasted = "3f9a0c1e5b7d2a4c6e8f0a1b3c5d7e9f";
+        let bad = GOOD.replace(
+            "[queue]",
+            &format!("[queue]\nsigning_key_env = \"{pasted}\""),
+        );
+        let err = BackfillConfig::from_toml_str(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("queue.signing_key_env") && !err.contains(pasted),
+            "{err}"
+        );
     }
 }
 #[cfg(test)]

@@ -16,7 +16,9 @@ use backfill_aws::{describe, is_retryable};
 use backfill_dynamo::{DynamoSink, Item, SinkError};
 use backfill_job::JobMessage;
 
+mod accept;
 mod replay;
+pub use accept::{check_planned, Rejection};
 pub use replay::{AuditAction, AuditRecord, ReplayReset, DLQ_AUDIT_PK};
 
 /// Why a control-table operation failed.
@@ -44,6 +46,12 @@ pub enum ControlError {
     Cancelled { run_id: String, job_id: String },
     #[error("control table {table}: run {run_id} does not exist")]
     NoSuchRun { table: String, run_id: String },
+    #[error("control table {table}: run {run_id} has no job {job_id}")]
+    NoSuchJob {
+        table: String,
+        run_id: String,
+        job_id: String,
+    },
 }
 
 impl ControlError {
@@ -53,7 +61,8 @@ impl ControlError {
             ControlError::Corrupt { .. }
             | ControlError::Superseded { .. }
             | ControlError::Cancelled { .. }
-            | ControlError::NoSuchRun { .. } => false,
+            | ControlError::NoSuchRun { .. }
+            | ControlError::NoSuchJob { .. } => false,
             ControlError::Write(e) => e.is_retryable(),
         }
     }
@@ -621,7 +630,8 @@ impl ControlTable {
     }
 
     /// Takes a job for `worker`: counts the attempt, unless the job is done.
-    /// A job received without a record (enqueued by hand) gets one.
+    /// Only a job the control table holds (a planned one) can be claimed: a
+    /// claim never creates a record, so a made-up message cannot make one.
     pub async fn claim(&self, job: &JobMessage, worker: &str) -> Result<Claim, ControlError> {
         let r = self
             .client
@@ -630,12 +640,10 @@ impl ControlTable {
             .key("pk", s(run_pk(&job.run_id)))
             .key("sk", s(job_sk(&job.job_id)))
             .update_expression(
-                "SET #s = :running, worker = :w, updated_at = :now, started_at = if_not_exists(started_at, :now), attempts = if_not_exists(attempts, :zero) + :one, \
-                 body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
+                "SET #s = :running, worker = :w, updated_at = :now, started_at = if_not_exists(started_at, :now), attempts = if_not_exists(attempts, :zero) + :one",
             )
-            .condition_expression("attribute_not_exists(#s) OR (#s <> :done AND #s <> :cancelled)")
+            .condition_expression("attribute_exists(#s) AND #s <> :done AND #s <> :cancelled")
             .expression_attribute_names("#s", "state")
-            .expression_attribute_names("#t", "table")
             .expression_attribute_values(":running", s(JobState::Running.as_str()))
             .expression_attribute_values(":done", s(JobState::Done.as_str()))
             .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
@@ -643,8 +651,6 @@ impl ControlTable {
             .expression_attribute_values(":now", s(now()))
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":body", s(job.to_body()))
-            .expression_attribute_values(":table", s(job.table.clone()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
@@ -673,10 +679,15 @@ impl ControlTable {
                 })
             }
             Err(e) if is_condition_failed(&e) => {
-                // Done or cancelled; which one decides what the worker says.
+                // Done, cancelled or never planned; which one decides what the worker does.
                 match self.job_state(job).await? {
                     Some(JobState::Cancelled) => Ok(Claim::Cancelled),
-                    _ => Ok(Claim::AlreadyDone),
+                    Some(_) => Ok(Claim::AlreadyDone),
+                    None => Err(ControlError::NoSuchJob {
+                        table: self.table.clone(),
+                        run_id: job.run_id.clone(),
+                        job_id: job.job_id.clone(),
+                    }),
                 }
             }
             Err(e) => Err(self.err("UpdateItem", &e)),
@@ -763,7 +774,7 @@ impl ControlTable {
             .expression_attribute_values(":done", s(JobState::Done.as_str()))
             .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
             .expression_attribute_values(":now", s(now()))
-            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
+            .condition_expression("attribute_exists(#s) AND #s <> :done")
             .send()
             .await;
         match r {
@@ -844,7 +855,7 @@ impl ControlTable {
             .update_expression(
                 "SET #s = :state, last_error = :e, last_error_at = :now, updated_at = :now",
             )
-            .condition_expression("attribute_not_exists(#s) OR #s <> :done")
+            .condition_expression("attribute_exists(#s) AND #s <> :done")
             .expression_attribute_names("#s", "state")
             .expression_attribute_values(":state", s(state.as_str()))
             .expression_attribute_values(":done", s(JobState::Done.as_str()))

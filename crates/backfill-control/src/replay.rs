@@ -83,7 +83,8 @@ impl ControlTable {
     /// Makes a dead job runnable again: attempts 0, state `queued`, one more
     /// replay, who replayed it, when and why. The checkpoint stays. Refused,
     /// changing nothing, when the job is `done` or `cancelled`. A job the
-    /// table does not know (enqueued by hand) gets a record, as a claim would.
+    /// table does not know fails with [`ControlError::NoSuchJob`]: replaying
+    /// it must not create the record a worker takes as proof it was planned.
     pub async fn reset_for_replay(
         &self,
         job: &JobMessage,
@@ -101,7 +102,7 @@ impl ControlTable {
                  last_replay_at = :now, last_replay_by = :by, last_replay_why = :why, updated_at = :now, \
                  body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
             )
-            .condition_expression("attribute_not_exists(#s) OR (#s <> :done AND #s <> :cancelled)")
+            .condition_expression("attribute_exists(#s) AND #s <> :done AND #s <> :cancelled")
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#t", "table")
             .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
@@ -129,11 +130,14 @@ impl ControlTable {
                 if e.as_service_error()
                     .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
             {
-                let state = self
-                    .job(&job.run_id, &job.job_id)
-                    .await?
-                    .map_or(JobState::Done, |r| r.state);
-                Ok(ReplayReset::Refused { state })
+                match self.job(&job.run_id, &job.job_id).await? {
+                    Some(r) => Ok(ReplayReset::Refused { state: r.state }),
+                    None => Err(ControlError::NoSuchJob {
+                        table: self.table.clone(),
+                        run_id: job.run_id.clone(),
+                        job_id: job.job_id.clone(),
+                    }),
+                }
             }
             Err(e) => Err(self.err("UpdateItem", &e)),
         }

@@ -11,8 +11,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub mod signing;
+
 /// The version of the message layout; a worker refuses others.
 pub const MESSAGE_VERSION: u32 = 1;
+
+/// Largest body a worker parses. A job the producer makes is a few hundred
+/// bytes (two key tuples); anything near SQS's own 256 KiB limit is not a
+/// job, and refusing it before parsing bounds what a hostile body can cost.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Longest run id, job id, table or key column name a message may carry:
+/// these become DynamoDB key attributes (2,048 bytes at most) and log fields.
+pub const MAX_NAME_BYTES: usize = 512;
 
 /// One value of a key column, typed by the column's family.
 ///
@@ -124,6 +135,24 @@ pub struct JobMessage {
 pub enum JobError {
     #[error("malformed job message: {0}")]
     Malformed(String),
+    #[error("malformed job message: truncated after {bytes} bytes: {reason}")]
+    Truncated { bytes: usize, reason: String },
+    #[error("oversized job message: {bytes} bytes, over the {max}-byte limit; not parsed")]
+    Oversized { bytes: usize, max: usize },
+    #[error("job message version {version} is not the supported {MESSAGE_VERSION}{job}")]
+    UnknownVersion { version: String, job: String },
+}
+
+impl JobError {
+    /// The `error_kind` a dead-lettered message carries, so on-call tools
+    /// can tell a bad producer from a hostile sender at a glance.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Malformed(_) | JobError::Truncated { .. } => "malformed_message",
+            JobError::Oversized { .. } => "oversized_message",
+            JobError::UnknownVersion { .. } => "unknown_version",
+        }
+    }
 }
 
 impl JobMessage {
@@ -146,28 +175,87 @@ impl JobMessage {
         serde_json::to_string(self).expect("a job message always serialises")
     }
 
-    /// Parses and checks a message body; every problem is a [`JobError::Malformed`]
-    /// that says what is wrong.
+    /// Parses and checks a message body; every problem is a [`JobError`]
+    /// that says what is wrong. Never panics, whatever the body.
+    ///
+    /// The size is checked before any parsing, and the version before the
+    /// layout: a message of a later version may have fields this one does
+    /// not know, and "unknown version" is the useful reason then.
     pub fn from_body(body: &str) -> Result<Self, JobError> {
+        if body.len() > MAX_BODY_BYTES {
+            return Err(JobError::Oversized {
+                bytes: body.len(),
+                max: MAX_BODY_BYTES,
+            });
+        }
+        let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
+            if e.is_eof() {
+                JobError::Truncated {
+                    bytes: body.len(),
+                    reason: e.to_string(),
+                }
+            } else {
+                JobError::Malformed(e.to_string())
+            }
+        })?;
+        match value.get("version") {
+            Some(v) if v.as_u64() == Some(u64::from(MESSAGE_VERSION)) => {}
+            Some(v) => {
+                let job = value
+                    .get("job_id")
+                    .and_then(|j| j.as_str())
+                    .map(|j| format!(" (job {})", clip(j)))
+                    .unwrap_or_default();
+                return Err(JobError::UnknownVersion {
+                    version: clip(&v.to_string()),
+                    job,
+                });
+            }
+            None if !value.is_object() => {
+                return Err(JobError::Malformed(format!(
+                    "the body is a JSON {}, not an object",
+                    json_kind(&value)
+                )))
+            }
+            None => return Err(JobError::Malformed("missing field `version`".into())),
+        }
         let msg: JobMessage =
-            serde_json::from_str(body).map_err(|e| JobError::Malformed(e.to_string()))?;
+            serde_json::from_value(value).map_err(|e| JobError::Malformed(e.to_string()))?;
         msg.check()?;
         Ok(msg)
     }
 
     fn check(&self) -> Result<(), JobError> {
         let bad = |s: String| Err(JobError::Malformed(s));
-        if self.version != MESSAGE_VERSION {
-            return bad(format!(
-                "version {} is not the supported {MESSAGE_VERSION}",
-                self.version
-            ));
-        }
         if self.run_id.is_empty() || self.job_id.is_empty() || self.table.is_empty() {
             return bad("run_id, job_id and table must not be empty".into());
         }
+        for (field, v) in [
+            ("run_id", &self.run_id),
+            ("job_id", &self.job_id),
+            ("table", &self.table),
+        ]
+        .into_iter()
+        .chain(self.key_columns.iter().map(|c| ("key_columns", c)))
+        {
+            if v.len() > MAX_NAME_BYTES {
+                return bad(format!(
+                    "`{field}` is {} bytes, over {MAX_NAME_BYTES}: {}...",
+                    v.len(),
+                    clip(v)
+                ));
+            }
+            // Postgres text cannot hold NUL, and control characters have no
+            // business in names that end up in logs and DynamoDB keys.
+            if v.chars().any(char::is_control) {
+                return bad(format!("`{field}` {:?} holds a control character", clip(v)));
+            }
+        }
         if self.key_columns.is_empty() {
             return bad(format!("job {} names no key column", self.job_id));
+        }
+        if self.key_columns.iter().any(String::is_empty) {
+            return bad(format!("job {} names an empty key column", self.job_id));
         }
         for (name, bound) in [("lo", &self.range.lo), ("hi", &self.range.hi)] {
             if let Some(b) = bound {
@@ -181,7 +269,31 @@ impl JobMessage {
                 }
             }
         }
+        for bound in [&self.range.lo, &self.range.hi].into_iter().flatten() {
+            if bound.iter().any(|v| v.to_pg_text().contains('\0')) {
+                return bad(format!(
+                    "job {}: a bound holds a NUL character, which no Postgres key can",
+                    self.job_id
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// The first 80 characters of a string from outside, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
     }
 }
 
@@ -295,5 +407,76 @@ mod tests {
         m.version = 9;
         let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
         assert!(e.contains("version 9"), "{e}");
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_parsing() {
+        let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
+        let e = JobMessage::from_body(&body).unwrap_err();
+        assert_eq!(e.kind(), "oversized_message");
+        assert!(
+            e.to_string().contains(&format!("{} bytes", body.len())),
+            "{e}"
+        );
+        // Just under the limit it is parsed (and fails for what it is).
+        let e = JobMessage::from_body(&body[..MAX_BODY_BYTES - 10]).unwrap_err();
+        assert_ne!(e.kind(), "oversized_message", "{e}");
+    }
+
+    #[test]
+    fn truncated_bodies_say_where_they_end() {
+        let body = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all()).to_body();
+        let cut = &body[..body.len() / 2];
+        let e = JobMessage::from_body(cut).unwrap_err();
+        assert!(
+            matches!(e, JobError::Truncated { bytes, .. } if bytes == cut.len()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn unknown_versions_are_named_whatever_else_the_body_holds() {
+        let body = r#"{"version": 2, "job_id": "j1", "new_field": [1, 2]}"#;
+        let e = JobMessage::from_body(body).unwrap_err();
+        assert_eq!(e.kind(), "unknown_version");
+        assert!(
+            e.to_string().contains("version 2") && e.to_string().contains("job j1"),
+            "{e}"
+        );
+        let e = JobMessage::from_body(r#"{"version": "1"}"#).unwrap_err();
+        assert_eq!(e.kind(), "unknown_version", "{e}");
+        let e = JobMessage::from_body(r#"{"run_id": "r"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing field `version`"), "{e}");
+        let e = JobMessage::from_body("[1, 2]").unwrap_err();
+        assert!(e.to_string().contains("JSON array, not an object"), "{e}");
+    }
+
+    #[test]
+    fn names_with_control_characters_or_too_long_are_refused() {
+        let mut m = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all());
+        m.table = "t\u{0}; drop table x".into();
+        let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
+        assert!(
+            e.contains("`table`") && e.contains("control character"),
+            "{e}"
+        );
+        let mut m = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all());
+        m.run_id = "r".repeat(MAX_NAME_BYTES + 1);
+        let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
+        assert!(e.contains("`run_id`"), "{e}");
+        let mut m = JobMessage::new("r", "t", vec!["a".into()], KeyRange::all());
+        m.range.hi = Some(vec![KeyValue::Text("a\u{0}b".into())]);
+        let e = JobMessage::from_body(&m.to_body()).unwrap_err().to_string();
+        assert!(e.contains("NUL"), "{e}");
+        // Quotes, spaces and SQL are fine in a name: they are data, quoted
+        // wherever they reach SQL, and checked against the catalog.
+        let m = JobMessage::new(
+            "r",
+            "public.we\"ird; drop table x",
+            vec!["a b".into()],
+            KeyRange::all(),
+        );
+        assert_eq!(JobMessage::from_body(&m.to_body()).unwrap(), m);
     }
 }

@@ -201,6 +201,7 @@ impl JobQueue {
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .set_message_attributes(self.signature_attributes(&self.url, body))
             .send()
             .await
             .map_err(|e| service_error(&self.url, "SendMessage", &e))?;

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use backfill_aws::{backoff_delay, describe, is_retryable};
+use backfill_job::signing::{MessageSigner, SIGNATURE_ATTRIBUTE};
 use backfill_job::JobMessage;
 
 mod dlq;
@@ -77,6 +78,8 @@ pub struct ReceivedMessage {
     pub body: String,
     /// How many times SQS has handed this message out, this time included.
     pub receive_count: u32,
+    /// The body's signature attribute, when the sender signed it.
+    pub signature: Option<String>,
 }
 
 /// Why a job went to the DLQ, carried as message attributes.
@@ -88,6 +91,14 @@ pub struct DeadLetter<'a> {
     pub run_id: Option<&'a str>,
     pub table: Option<&'a str>,
     pub job_id: Option<&'a str>,
+}
+
+fn string_attribute(v: &str) -> MessageAttributeValue {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(v)
+        .build()
+        .expect("type and value are set")
 }
 
 /// Counts SQS reports for a queue (approximate, as SQS says).
@@ -110,6 +121,9 @@ pub struct JobQueue {
     client: Client,
     url: String,
     dlq_url: String,
+    /// Signs every body sent to the job queue, and is what workers check
+    /// received bodies against; `None`: signing is off.
+    signer: Option<MessageSigner>,
 }
 
 impl JobQueue {
@@ -118,7 +132,35 @@ impl JobQueue {
             client,
             url: url.into(),
             dlq_url: dlq_url.into(),
+            signer: None,
         }
+    }
+
+    /// Signs what this queue sends to the job queue (jobs, raw bodies,
+    /// replays) with `signer`; workers check with the same key.
+    pub fn with_signer(mut self, signer: Option<MessageSigner>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The signer, when signing is on.
+    pub fn signer(&self) -> Option<&MessageSigner> {
+        self.signer.as_ref()
+    }
+
+    /// The signature attribute of `body`, for a message to `queue_url`.
+    /// Only the job queue's messages are signed: a DLQ copy is evidence of
+    /// what arrived, and is signed again if it is ever replayed.
+    fn signature_attributes(
+        &self,
+        queue_url: &str,
+        body: &str,
+    ) -> Option<HashMap<String, MessageAttributeValue>> {
+        let signer = self.signer.as_ref().filter(|_| queue_url == self.url)?;
+        Some(HashMap::from([(
+            SIGNATURE_ATTRIBUTE.to_string(),
+            string_attribute(&signer.sign(body)),
+        )]))
     }
 
     pub fn url(&self) -> &str {
@@ -179,6 +221,7 @@ impl JobQueue {
                     SendMessageBatchRequestEntry::builder()
                         .id(id)
                         .message_body(body)
+                        .set_message_attributes(self.signature_attributes(queue_url, body))
                         .build()
                         .expect("id and body are set")
                 })
@@ -253,11 +296,17 @@ impl JobQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(1);
+                let signature = m
+                    .message_attributes()
+                    .and_then(|a| a.get(SIGNATURE_ATTRIBUTE))
+                    .and_then(|v| v.string_value())
+                    .map(str::to_string);
                 Some(ReceivedMessage {
                     message_id: m.message_id?,
                     receipt_handle: m.receipt_handle?,
                     body: m.body.unwrap_or_default(),
                     receive_count,
+                    signature,
                 })
             })
             .collect())
@@ -296,13 +345,7 @@ impl JobQueue {
         msg: &ReceivedMessage,
         dl: &DeadLetter<'_>,
     ) -> Result<(), QueueError> {
-        let s = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .expect("type and value are set")
-        };
+        let s = string_attribute;
         let reason: String = dl.reason.chars().take(MAX_REASON_CHARS).collect();
         let mut attrs: HashMap<String, MessageAttributeValue> = HashMap::new();
         attrs.insert(

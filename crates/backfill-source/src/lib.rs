@@ -94,6 +94,7 @@ impl PgSource {
     /// Connects lazily-checked: the first connection is made now so that a
     /// wrong URL fails at start. `max_connections` caps concurrent queries.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, SourceError> {
+        install_tls_provider();
         let opts = PgConnectOptions::from_str(url)
             .map_err(SourceError::Connect)?
             .application_name("backfill");
@@ -148,6 +149,18 @@ impl PgSource {
             })?;
         Ok(n.max(0) as u64)
     }
+}
+
+/// Chooses rustls' cryptography for the whole process. The AWS SDK and
+/// sqlx together enable two providers (aws-lc-rs and ring), and rustls then
+/// refuses to guess: without this, `sslmode=verify-ca` with an
+/// `sslrootcert` panics when the first connection is made. ring is what
+/// sqlx's TLS feature names; a provider installed before is kept.
+fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Quotes an identifier for SQL, doubling embedded quotes.

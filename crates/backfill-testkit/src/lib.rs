@@ -178,6 +178,7 @@ impl TestStack {
                 max_receive_count: 5,
                 visibility_timeout_secs: 30,
                 wait_time_secs: 1,
+                signing_key_env: None,
             },
             control: ControlConfig {
                 table: self.control_table.clone(),
@@ -206,6 +207,31 @@ impl TestStack {
 
     pub fn control(&self) -> ControlTable {
         ControlTable::new(self.sink(), &self.control_table)
+    }
+
+    /// Stores `jobs` as run `run_id`'s plan, as `produce` would, for tests
+    /// that enqueue jobs by hand: workers take only jobs the control table
+    /// planned, for a run it holds and a table that run names.
+    pub async fn plan_jobs(&self, run_id: &str, jobs: &[backfill_job::JobMessage]) -> Result<()> {
+        let mut tables: Vec<backfill_control::RunTable> = Vec::new();
+        for j in jobs {
+            match tables.iter_mut().find(|t| t.source == j.table) {
+                Some(t) => t.jobs += 1,
+                None => tables.push(backfill_control::RunTable {
+                    source: j.table.clone(),
+                    target: String::new(),
+                    jobs: 1,
+                    estimated_rows: 0,
+                    wcu_per_item: 1.0,
+                }),
+            }
+        }
+        let plan = backfill_control::RunPlan {
+            tables,
+            config: None,
+        };
+        self.control().save_plan(run_id, jobs, &plan).await?;
+        Ok(())
     }
 
     /// A DynamoDB table for a test's target, keyed as given.
@@ -267,6 +293,13 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.shutdown_grace_secs,
         cfg.worker.verify_sample_rate,
     );
+    if let Some(name) = &cfg.queue.signing_key_env {
+        out = out.replacen(
+            "\n[control]",
+            &format!("signing_key_env = {}\n\n[control]", q(name)),
+            1,
+        );
+    }
     if let (Some(q), Some(a)) = (&cfg.source.pause_query, cfg.source.pause_above) {
         out = out.replacen(
             "[aws]",
@@ -416,6 +449,7 @@ mod tests {
                 max_receive_count: 3,
                 visibility_timeout_secs: 7,
                 wait_time_secs: 2,
+                signing_key_env: None,
             },
             control: ControlConfig {
                 table: "ctl".into(),

@@ -168,6 +168,7 @@ async fn bad_jobs_go_to_the_dlq_with_a_reason_and_good_ones_complete() -> Result
         },
         ..JobMessage::new("r", &src, vec!["id".into()], KeyRange::all())
     };
+    stack.plan_jobs("r", &[good.clone(), gone.clone()]).await?;
     stack
         .queue()
         .send_raw(
@@ -240,6 +241,7 @@ async fn the_same_message_twice_is_copied_once() -> Result<()> {
     stack.create_target(&target, ("id", T::N), None).await?;
     let cfg = stack.config(vec![table(src.clone(), target.clone(), &["id"], None)]);
     let job = JobMessage::new("r", &src, vec!["id".into()], KeyRange::all());
+    stack.plan_jobs("r", std::slice::from_ref(&job)).await?;
     stack
         .queue()
         .send_raw(&stack.queue_url, vec![job.to_body()])
@@ -337,6 +339,7 @@ async fn two_workers_given_the_same_message_at_once_copy_it_once() -> Result<()>
     cfg.worker.page_rows = 100;
     cfg.worker.write_concurrency = 1;
     let job = JobMessage::new("r", &src, vec!["id".into()], KeyRange::all());
+    stack.plan_jobs("r", std::slice::from_ref(&job)).await?;
     // SQS delivers at least once: the same job is on the queue twice.
     stack
         .queue()

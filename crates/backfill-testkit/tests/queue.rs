@@ -62,6 +62,7 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
     cfg.worker.page_rows = 20;
     cfg.worker.write_concurrency = 1;
     let job = JobMessage::new("run", &src, vec!["id".into()], KeyRange::all());
+    stack.plan_jobs("run", std::slice::from_ref(&job)).await?;
     stack
         .queue()
         .send_raw(&stack.queue_url, vec![job.to_body()])

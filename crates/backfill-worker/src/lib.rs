@@ -8,6 +8,14 @@
 //! written; until then SQS will hand it out again, so nothing is lost when a
 //! worker dies at any point.
 //!
+//! A message is admitted before any work ([`Worker::admit`]): its size, its
+//! signature when signing is on, its layout, and then the control table's
+//! word that its run exists, names its table and planned exactly this job.
+//! A message that fails any of these goes to the DLQ as it is, with the
+//! reason and an `error_kind` (`oversized_message`, `malformed_message`,
+//! `unknown_version`, `forged`), and is never recorded against a job: a
+//! forged message must not be able to mark a real job failed.
+//!
 //! Failure policy, decided in one place ([`JobError::is_retryable`]):
 //! - retryable (throttling, network, Postgres unavailable): the message is
 //!   left to come back after its visibility timeout;
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use backfill_capacity::WriteLimiter;
 use backfill_config::BackfillConfig;
-use backfill_control::{Claim, ControlError, ControlTable};
+use backfill_control::{Claim, ControlError, ControlTable, Rejection, RunRecord};
 use backfill_dynamo::{DynamoSink, SinkError};
 use backfill_item::MapError;
 use backfill_job::JobMessage;
@@ -101,6 +109,22 @@ pub struct WorkOptions {
     /// Take at most this many jobs, finish them and exit: a run-to-completion
     /// pod (KEDA ScaledJob) copies its share and leaves.
     pub max_jobs: Option<u64>,
+}
+
+/// Why a received message is not taken as a job.
+#[derive(Debug)]
+enum Refusal {
+    /// It never will be: to the DLQ at once, as it is.
+    Permanent {
+        kind: &'static str,
+        reason: String,
+        /// What the message claims to be, when it parsed: context for the
+        /// DLQ's attributes, not trusted.
+        job: Option<JobMessage>,
+    },
+    /// The control table could not answer: the message comes back if that
+    /// may change, to the DLQ if not.
+    Unavailable(ControlError),
 }
 
 /// What happened to one received message.
@@ -191,6 +215,10 @@ pub struct Worker {
     gate: tokio::sync::Mutex<Option<Instant>>,
     queue: JobQueue,
     control: ControlTable,
+    /// Runs this worker has seen in the control table. A run's tables are
+    /// fixed when its plan is stored, so a run found once needs no second
+    /// read; runs not found are not kept (a forger cannot fill this).
+    runs: std::sync::Mutex<HashMap<String, Arc<RunRecord>>>,
     worker_id: String,
     /// What `/metrics` shows, and what `/healthz` and `/readyz` answer.
     metrics: Arc<Metrics>,
@@ -220,6 +248,7 @@ impl Worker {
             sink,
             queue,
             control,
+            runs: std::sync::Mutex::new(HashMap::new()),
             limiters: std::sync::Mutex::new(HashMap::new()),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
@@ -562,15 +591,13 @@ impl Worker {
 
     async fn handle(&self, msg: ReceivedMessage, cancel: CancellationToken) -> Outcome {
         let received = Instant::now();
-        let job = match JobMessage::from_body(&msg.body) {
+        let job = match self.admit(&msg).await {
             Ok(j) => j,
-            Err(e) => {
+            Err(refusal) => {
                 let span = tracing::info_span!("message", message_id = %msg.message_id);
-                let outcome = self
-                    .dead_letter(&msg, None, &e.to_string(), "malformed_message")
-                    .instrument(span)
-                    .await;
-                // A malformed message names no table it could be trusted for.
+                let outcome = self.refuse(&msg, refusal).instrument(span).await;
+                // A refused message names no table it could be trusted for
+                // (and a forged name must not become a metric label).
                 self.metrics
                     .job_finished("", outcome.metric(), received.elapsed());
                 return outcome;
@@ -583,6 +610,95 @@ impl Worker {
         self.metrics
             .job_finished(&table, outcome.metric(), received.elapsed());
         outcome
+    }
+
+    /// Takes a message as a job only if it is one: not oversized, signed
+    /// when signing is on, well formed, and planned in the control table
+    /// exactly so (run, table, key columns, range).
+    async fn admit(&self, msg: &ReceivedMessage) -> Result<JobMessage, Refusal> {
+        let refuse = |kind, reason: String, job| Refusal::Permanent { kind, reason, job };
+        let at_fault =
+            |reason: &dyn std::fmt::Display| format!("message {}: {reason}", msg.message_id);
+        // The size first: nothing else is worth computing over a huge body.
+        if msg.body.len() > backfill_job::MAX_BODY_BYTES {
+            let e = backfill_job::JobError::Oversized {
+                bytes: msg.body.len(),
+                max: backfill_job::MAX_BODY_BYTES,
+            };
+            return Err(refuse(e.kind(), at_fault(&e), None));
+        }
+        if let Some(signer) = self.queue.signer() {
+            if let Err(e) = signer.verify(&msg.body, msg.signature.as_deref()) {
+                let claimed = JobMessage::from_body(&msg.body).ok();
+                return Err(refuse("forged", at_fault(&e), claimed));
+            }
+        }
+        let job =
+            JobMessage::from_body(&msg.body).map_err(|e| refuse(e.kind(), at_fault(&e), None))?;
+        let run = self
+            .run_record(&job.run_id)
+            .await
+            .map_err(Refusal::Unavailable)?;
+        let planned = self
+            .control
+            .job(&job.run_id, &job.job_id)
+            .await
+            .map_err(Refusal::Unavailable)?;
+        let checked = backfill_control::check_planned(
+            self.control.table_name(),
+            &job,
+            run.as_deref(),
+            planned.as_ref().map(|r| &r.job),
+        );
+        checked.map_err(|e: Rejection| refuse("forged", at_fault(&e), Some(job.clone())))?;
+        Ok(job)
+    }
+
+    /// The run's record, read once per run and process.
+    async fn run_record(&self, run_id: &str) -> Result<Option<Arc<RunRecord>>, ControlError> {
+        if let Some(r) = self.runs.lock().expect("runs lock").get(run_id) {
+            return Ok(Some(r.clone()));
+        }
+        let Some(run) = self.control.get_run(run_id).await? else {
+            return Ok(None);
+        };
+        let run = Arc::new(run);
+        self.runs
+            .lock()
+            .expect("runs lock")
+            .insert(run_id.to_string(), run.clone());
+        Ok(Some(run))
+    }
+
+    /// A refused message goes to the DLQ as it is; one the control table
+    /// could not vouch for comes back, until its last receive.
+    async fn refuse(&self, msg: &ReceivedMessage, refusal: Refusal) -> Outcome {
+        match refusal {
+            Refusal::Permanent { kind, reason, job } => {
+                self.dead_letter(msg, job.as_ref(), &reason, kind).await
+            }
+            // A corrupt record or a request DynamoDB refuses will not change
+            // on the next receive.
+            Refusal::Unavailable(e) if !e.is_retryable() => {
+                let reason = format!(
+                    "message {}: cannot check it against the control table: {e}",
+                    msg.message_id
+                );
+                self.dead_letter(msg, None, &reason, "permanent").await
+            }
+            Refusal::Unavailable(e) if msg.receive_count < self.cfg.queue.max_receive_count => {
+                tracing::warn!(error = %e, receive_count = msg.receive_count, "cannot check the message against the control table, will be retried");
+                Outcome::Retry
+            }
+            Refusal::Unavailable(e) => {
+                let reason = format!(
+                    "message {}: gave up after {} receives: cannot check it against the control table: {e}",
+                    msg.message_id, msg.receive_count
+                );
+                self.dead_letter(msg, None, &reason, "retries_exhausted")
+                    .await
+            }
+        }
     }
 
     async fn handle_job(
@@ -759,6 +875,41 @@ impl Worker {
             .in_current_span(),
         )
     }
+}
+
+/// Checks every configured table against the source's catalog before a
+/// worker takes a job: the table exists, has a key that can bound ranges,
+/// and every column the config names (keys, include, exclude, renames,
+/// types, version) is the table's. Returns the problems, each naming the
+/// table and column; an error only when the source cannot be asked.
+///
+/// A table dropped later still fails only its own jobs (to the DLQ); this
+/// catches a wrong config before a fleet starts on it.
+pub async fn preflight(
+    cfg: &BackfillConfig,
+    source: &PgSource,
+) -> Result<Vec<String>, SourceError> {
+    let mut problems = Vec::new();
+    for t in &cfg.tables {
+        let schema = match source
+            .describe(&backfill_source::TableRef::parse(&t.source))
+            .await
+        {
+            Ok(s) => s,
+            Err(e) if e.is_retryable() => return Err(e),
+            Err(e) => {
+                problems.push(e.to_string());
+                continue;
+            }
+        };
+        if let Err(e) = schema.check_key_types() {
+            problems.push(e.to_string());
+        }
+        if let Err(e) = backfill_item::ItemMapper::new(t, &schema) {
+            problems.push(e.to_string());
+        }
+    }
+    Ok(problems)
 }
 
 fn record_join(summary: &mut WorkSummary, done: Result<Outcome, tokio::task::JoinError>) {
