@@ -2,17 +2,15 @@
 //! nothing; stopped with SIGTERM it hands its job back and exits 0; a wrong
 //! config fails at start naming the key.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_config::BackfillConfig;
 use backfill_control::JobState;
 use backfill_job::{JobMessage, KeyRange};
 use backfill_testkit::{config_toml, table, TestStack};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 mod common;
 
