@@ -40,7 +40,23 @@ struct Usage {
 /// from wait4, which accounts the process alone.
 fn run_worker(config: &Path) -> Result<Usage> {
     let started = Instant::now();
-    let child = Command::new(BIN)
+    // BENCH_PERF=<dir>: each worker runs under `perf record`, its profile
+    // written to <dir>/<config name>.perf (the figures then include perf's own cost).
+    let mut cmd = match std::env::var("BENCH_PERF") {
+        Ok(dir) => {
+            let out = Path::new(&dir).join(
+                config
+                    .file_stem()
+                    .map(|s| format!("{}.perf", s.to_string_lossy()))
+                    .unwrap_or_else(|| "worker.perf".into()),
+            );
+            let mut c = Command::new("perf");
+            c.args(["record", "-q", "-F", "999", "-o"]).arg(out).arg(BIN);
+            c
+        }
+        Err(_) => Command::new(BIN),
+    };
+    let child = cmd
         .args(["--config"])
         .arg(config)
         .args(["--log-format", "text", "work", "--until-idle"])
