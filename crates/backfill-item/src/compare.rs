@@ -5,7 +5,6 @@
 //! compared by value; sets are compared without order; maps key by key. A
 //! difference names the attribute path and both sides.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -80,44 +79,107 @@ fn diff_value(
 /// A canonical text of a value: equal values (as DynamoDB compares them)
 /// give equal texts. Type tags keep `"1"` (S) apart from `1` (N).
 pub fn canonical(v: &AttributeValue) -> String {
+    let mut out = String::new();
+    canonical_into(&mut out, v);
+    out
+}
+
+/// [`canonical`], appended to `out`: the digest of every copied item goes
+/// through here, so the common shapes (strings, numbers, flat maps) are
+/// written without building intermediate strings.
+pub fn canonical_into(out: &mut String, v: &AttributeValue) {
+    use std::fmt::Write as _;
     use AttributeValue as A;
     match v {
-        A::S(s) => format!("S:{s:?}"),
-        A::N(n) => format!("N:{}", canonical_number(n)),
-        A::B(b) => format!("B:{}", hex(b.as_ref())),
-        A::Bool(b) => format!("BOOL:{b}"),
-        A::Null(_) => "NULL".into(),
-        A::L(l) => format!(
-            "L[{}]",
-            l.iter().map(canonical).collect::<Vec<_>>().join(",")
-        ),
+        A::S(s) => {
+            out.push_str("S:");
+            push_debug_str(out, s);
+        }
+        A::N(n) => {
+            out.push_str("N:");
+            out.push_str(&canonical_number(n));
+        }
+        A::B(b) => {
+            out.push_str("B:");
+            push_hex(out, b.as_ref());
+        }
+        A::Bool(b) => out.push_str(if *b { "BOOL:true" } else { "BOOL:false" }),
+        A::Null(_) => out.push_str("NULL"),
+        A::L(l) => {
+            out.push_str("L[");
+            for (i, x) in l.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_into(out, x);
+            }
+            out.push(']');
+        }
         A::M(m) => {
-            let sorted: BTreeMap<&String, String> =
-                m.iter().map(|(k, v)| (k, canonical(v))).collect();
-            let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
-            format!("M{{{}}}", parts.join(","))
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_unstable();
+            out.push_str("M{");
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_debug_str(out, k);
+                out.push(':');
+                canonical_into(out, &m[k]);
+            }
+            out.push('}');
         }
         A::Ss(s) => {
             let mut s: Vec<String> = s.iter().map(|x| format!("{x:?}")).collect();
             s.sort();
-            format!("SS[{}]", s.join(","))
+            let _ = write!(out, "SS[{}]", s.join(","));
         }
         A::Ns(s) => {
             let mut s: Vec<String> = s.iter().map(|x| canonical_number(x)).collect();
             s.sort();
-            format!("NS[{}]", s.join(","))
+            let _ = write!(out, "NS[{}]", s.join(","));
         }
         A::Bs(s) => {
             let mut s: Vec<String> = s.iter().map(|x| hex(x.as_ref())).collect();
             s.sort();
-            format!("BS[{}]", s.join(","))
+            let _ = write!(out, "BS[{}]", s.join(","));
         }
-        other => format!("{other:?}"),
+        other => {
+            let _ = write!(out, "{other:?}");
+        }
+    }
+}
+
+/// `format!("{s:?}")` appended to `out`. Printable ASCII other than the
+/// quote and the backslash is its own Debug form, so such strings (most) are copied as they
+/// are; anything else takes the formatter, so the bytes are always the same.
+fn push_debug_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+fn push_hex(out: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(b.len() * 2);
+    for x in b {
+        out.push(DIGITS[usize::from(x >> 4)] as char);
+        out.push(DIGITS[usize::from(x & 15)] as char);
     }
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut s = String::new();
+    push_hex(&mut s, b);
+    s
 }
 
 /// A number's value as `[-]d.dddE<exp>` with no superfluous zeros (`0` for
@@ -279,21 +341,30 @@ impl ItemDigest {
 
 /// A 128-bit hash of an item's canonical form, null markers included.
 pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
-    let mut fields: BTreeMap<&str, String> = item
-        .iter()
-        .map(|(k, v)| (k.as_str(), canonical(v)))
-        .collect();
+    const NULL_MARKER: &str = "\u{0}NULL-MARKER";
+    // Attribute names in order, each with its value or the null marker; one
+    // buffer serves every value's canonical text.
+    let mut fields: Vec<(&str, Option<&AttributeValue>)> =
+        item.iter().map(|(k, v)| (k.as_str(), Some(v))).collect();
     for c in columns {
-        fields
-            .entry(c)
-            .or_insert_with(|| "\u{0}NULL-MARKER".to_string());
+        if !item.contains_key(*c) {
+            fields.push((c, None));
+        }
     }
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    fields.dedup_by(|a, b| a.0 == b.0);
     let mut h = Sha256::new();
+    let mut text = String::with_capacity(256);
     for (k, v) in fields {
+        text.clear();
+        match v {
+            Some(v) => canonical_into(&mut text, v),
+            None => text.push_str(NULL_MARKER),
+        }
         h.update((k.len() as u64).to_be_bytes());
         h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v.as_bytes());
+        h.update((text.len() as u64).to_be_bytes());
+        h.update(text.as_bytes());
     }
     let d = h.finalize();
     let mut b = [0u8; 16];
@@ -354,6 +425,105 @@ mod tests {
         let paths: Vec<&str> = d.iter().map(|x| x.path.as_str()).collect();
         assert_eq!(paths, vec!["extra", "gone", "m.x[0]"]);
         assert_eq!(d[1].actual, "(absent)");
+    }
+
+    /// The digest as it was first written (BTreeMap of `canonical`
+    /// strings): the streaming one must give the same bits, so digests
+    /// stored by earlier workers still compare.
+    fn reference_hash(item: &Item, columns: &[&str]) -> u128 {
+        let mut fields: std::collections::BTreeMap<&str, String> = item
+            .iter()
+            .map(|(k, v)| (k.as_str(), reference_canonical(v)))
+            .collect();
+        for c in columns {
+            fields
+                .entry(c)
+                .or_insert_with(|| "\u{0}NULL-MARKER".to_string());
+        }
+        let mut h = Sha256::new();
+        for (k, v) in fields {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        let d = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&d[..16]);
+        u128::from_be_bytes(b)
+    }
+
+    fn reference_canonical(v: &AttributeValue) -> String {
+        match v {
+            A::S(s) => format!("S:{s:?}"),
+            A::N(n) => format!("N:{}", canonical_number(n)),
+            A::B(b) => format!(
+                "B:{}",
+                b.as_ref()
+                    .iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+            ),
+            A::Bool(b) => format!("BOOL:{b}"),
+            A::Null(_) => "NULL".into(),
+            A::L(l) => format!(
+                "L[{}]",
+                l.iter()
+                    .map(reference_canonical)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            A::M(m) => {
+                let sorted: std::collections::BTreeMap<&String, String> =
+                    m.iter().map(|(k, v)| (k, reference_canonical(v))).collect();
+                let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{k:?}:{v}")).collect();
+                format!("M{{{}}}", parts.join(","))
+            }
+            other => canonical(other),
+        }
+    }
+
+    #[test]
+    fn the_streaming_digest_gives_the_first_ones_bits() {
+        use aws_sdk_dynamodb::primitives::Blob;
+        let texts = [
+            "plain",
+            "",
+            "with \"quotes\" and \\ slashes",
+            "tab\tnew\nline",
+            "ünïcødé ✓",
+            "\u{0}nul",
+            "zero\u{200b}width",
+            "emoji 🦀",
+            "\u{7f}del",
+        ];
+        for t in texts {
+            assert_eq!(canonical(&A::S(t.into())), format!("S:{t:?}"), "{t:?}");
+        }
+        let item: Item = [
+            ("id".to_string(), A::N("0042.50".into())),
+            ("name".to_string(), A::S("a \"b\" ü".into())),
+            ("raw".to_string(), A::B(Blob::new(vec![0, 15, 255]))),
+            ("ok".to_string(), A::Bool(true)),
+            ("none".to_string(), A::Null(true)),
+            (
+                "doc".to_string(),
+                A::M(
+                    [
+                        (
+                            "z".to_string(),
+                            A::L(vec![A::S("x\n".into()), A::N("1e3".into())]),
+                        ),
+                        ("a\"k".to_string(), A::M(Default::default())),
+                    ]
+                    .into(),
+                ),
+            ),
+        ]
+        .into();
+        for columns in [&[][..], &["id", "missing", "name", "missing"][..]] {
+            assert_eq!(item_hash(&item, columns), reference_hash(&item, columns));
+        }
     }
 
     #[test]

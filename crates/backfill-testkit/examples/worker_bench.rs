@@ -51,7 +51,9 @@ fn run_worker(config: &Path) -> Result<Usage> {
                     .unwrap_or_else(|| "worker.perf".into()),
             );
             let mut c = Command::new("perf");
-            c.args(["record", "-q", "-F", "999", "-o"]).arg(out).arg(BIN);
+            c.args(["record", "-q", "-F", "999", "-o"])
+                .arg(out)
+                .arg(BIN);
             c
         }
         Err(_) => Command::new(BIN),
@@ -199,6 +201,7 @@ async fn planning(stack: &TestStack, rows: u64) -> Result<()> {
         let started = Instant::now();
         let plan = backfill_producer::plan(&cfg, &source, "bench-plan").await?;
         let took = started.elapsed();
+        ensure!(plan.problems().is_empty(), "{kind}: {:?}", plan.problems());
         let jobs: usize = plan.tables.iter().map(|t| t.jobs.len()).sum();
         println!(
             "plan {:>10} rows, {:<13} {:>5} jobs in {:>6.3} s  (seeding took {:.0} s)",

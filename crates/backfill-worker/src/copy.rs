@@ -137,12 +137,14 @@ pub(crate) async fn copy_range(
                 Ok(items) => items,
                 Err(e) => break Err(e),
             };
+            // Only the items to read back are kept; the rest move into the write.
+            let sample = verify_sample(w.cfg.worker.verify_sample_rate, &items);
             let written = match mapper.version_attribute() {
                 Some(version) => {
                     w.sink_for(&tcfg.target)
                         .put_items_if_newer(
                             &tcfg.target,
-                            items.clone(),
+                            items,
                             &mapper.partition_key().attribute,
                             version,
                             w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
@@ -151,7 +153,7 @@ pub(crate) async fn copy_range(
                 }
                 None => {
                     w.sink_for(&tcfg.target)
-                        .put_items(&tcfg.target, items.clone(), w.cfg.worker.write_concurrency)
+                        .put_items(&tcfg.target, items, w.cfg.worker.write_concurrency)
                         .await
                 }
             };
@@ -170,7 +172,7 @@ pub(crate) async fn copy_range(
                 (page.len() as u64).saturating_sub(written.skipped_newer as u64),
             );
             progress.skipped_newer += written.skipped_newer as u64;
-            match verify_page(w, &tcfg.target, &mapper, items, &written.skipped_indexes).await {
+            match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
                 Ok(n) => {
                     progress.verified += n;
                     w.metrics.items_verified(&job.table, n);
@@ -225,19 +227,13 @@ async fn verify_page(
     w: &Worker,
     target: &str,
     mapper: &ItemMapper,
-    items: Vec<Item>,
+    sample: Vec<(usize, Item)>,
     skipped: &[usize],
 ) -> Result<u64, JobError> {
-    let rate = w.cfg.worker.verify_sample_rate;
-    if rate <= 0.0 {
-        return Ok(0);
-    }
-    let chosen: Vec<Item> = items
+    let chosen: Vec<Item> = sample
         .into_iter()
-        .enumerate()
         .filter(|(i, _)| !skipped.contains(i))
         .map(|(_, it)| it)
-        .filter(|_| rate >= 1.0 || rand::random::<f64>() < rate)
         .collect();
     if chosen.is_empty() {
         return Ok(0);
@@ -278,6 +274,20 @@ async fn verify_page(
                 .join(" | "),
         })
     }
+}
+
+/// The items of a page to read back after writing (each with probability
+/// `rate`), with their positions, cloned before the page moves into the write.
+fn verify_sample(rate: f64, items: &[Item]) -> Vec<(usize, Item)> {
+    if rate <= 0.0 {
+        return Vec::new();
+    }
+    items
+        .iter()
+        .enumerate()
+        .filter(|_| rate >= 1.0 || rand::random::<f64>() < rate)
+        .map(|(i, it)| (i, it.clone()))
+        .collect()
 }
 
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
