@@ -22,7 +22,7 @@ use backfill_config::{
     parse_template, KeyAttribute, NullPolicy, TableConfig, TemplatePart, TypeOverride,
     Unrepresentable,
 };
-use backfill_job::display_key;
+use backfill_job::{display_key, KeyTuple};
 use backfill_source::{ColumnKind, SourceRow, TableSchema, Value};
 
 /// A DynamoDB item.
@@ -91,6 +91,9 @@ pub struct ItemMapper {
     nulls: NullPolicy,
     unrepresentable: Unrepresentable,
     version: Option<(usize, String)>,
+    /// Per source column: whether exactly one attribute is made from it, so
+    /// `map_row_owned` may move its value instead of copying it.
+    used_once: Vec<bool>,
 }
 
 impl ItemMapper {
@@ -215,10 +218,17 @@ impl ItemMapper {
                 form: cfg.types.get(&c.name).copied(),
             });
         }
+        let mut uses = vec![0usize; schema.columns.len()];
+        for c in &columns {
+            if let Some(n) = uses.get_mut(c.index) {
+                *n += 1;
+            }
+        }
         Ok(ItemMapper {
             partition,
             sort,
             column_names: schema.columns.iter().map(|c| c.name.clone()).collect(),
+            used_once: uses.into_iter().map(|n| n == 1).collect(),
             columns,
             nulls: cfg.nulls,
             unrepresentable: cfg.unrepresentable,
@@ -273,6 +283,50 @@ impl ItemMapper {
             item.insert(plan.attribute.clone(), av);
         }
         Ok(item)
+    }
+
+    /// [`ItemMapper::map_row`] for a row that is not needed afterwards: text
+    /// and bytes move into the item instead of being copied (a column that
+    /// more than one attribute is made from is still copied). Returns the
+    /// row's key tuple beside the item.
+    pub fn map_row_owned(&self, mut row: SourceRow) -> Result<(KeyTuple, Item), MapError> {
+        let row_err = |row: &SourceRow, column: &str, reason: String| MapError::Row {
+            table: self.table.clone(),
+            key: display_key(&row.key),
+            column: column.to_string(),
+            reason,
+        };
+        // Keys first: they read columns that the loop below moves out.
+        let mut keys = Vec::with_capacity(2);
+        for plan in std::iter::once(&self.partition).chain(self.sort.as_ref()) {
+            let av = self
+                .key_value(plan, &row)
+                .map_err(|(col, r)| row_err(&row, &col, r))?;
+            keys.push((plan.attribute.clone(), av));
+        }
+        let mut item = Item::with_capacity(self.columns.len() + 2);
+        for plan in &self.columns {
+            let owned = if self.used_once.get(plan.index).copied().unwrap_or(false) {
+                row.values
+                    .get_mut(plan.index)
+                    .map(std::mem::take)
+                    .unwrap_or(Value::Null)
+            } else {
+                row.values.get(plan.index).cloned().unwrap_or(Value::Null)
+            };
+            let av = match (plan.form, owned) {
+                (None, Value::Text(s)) => Some(AttributeValue::S(s)),
+                (None, Value::Bytes(b)) => Some(AttributeValue::B(Blob::new(b))),
+                (_, v) => self
+                    .column_attribute(plan, &v)
+                    .map_err(|r| row_err(&row, &plan.column, r))?,
+            };
+            if let Some(av) = av {
+                item.insert(plan.attribute.clone(), av);
+            }
+        }
+        item.extend(keys);
+        Ok((row.key, item))
     }
 
     fn column_attribute(
@@ -519,6 +573,58 @@ mod tests {
             &schema(&[("a", ColumnKind::Text), ("b", ColumnKind::Text)]),
         )
         .unwrap()
+    }
+
+    /// Moving values out of the row gives the very item that copying does,
+    /// key columns included (they are read before anything moves).
+    #[test]
+    fn owned_mapping_gives_the_same_items() {
+        let s = schema(&[
+            ("a", ColumnKind::Text),
+            ("b", ColumnKind::Bytea),
+            ("c", ColumnKind::Numeric),
+            ("d", ColumnKind::Jsonb),
+            ("e", ColumnKind::Text),
+        ]);
+        let m = ItemMapper::new(
+            &TableConfig::new("public.t", "target", KeyAttribute::columns(&["a"], None)),
+            &s,
+        )
+        .unwrap();
+        let rows = [
+            row(vec![
+                Value::Text("k1".into()),
+                Value::Bytes(vec![1, 2, 3]),
+                Value::Number("12.50".into()),
+                Value::Json(serde_json::json!({"x": [1, "y"]})),
+                Value::Null,
+            ]),
+            row(vec![
+                Value::Text("k2 ü".into()),
+                Value::Null,
+                Value::Number("-0".into()),
+                Value::Null,
+                Value::Text("tail".into()),
+            ]),
+        ];
+        for r in rows {
+            let by_ref = m.map_row(&r).unwrap();
+            let (key, owned) = m.map_row_owned(r.clone()).unwrap();
+            assert_eq!(owned, by_ref);
+            assert_eq!(key, r.key);
+        }
+        // An error names the same key and column either way.
+        let bad = row(vec![
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ]);
+        assert_eq!(
+            m.map_row(&bad).unwrap_err().to_string(),
+            m.map_row_owned(bad).unwrap_err().to_string()
+        );
     }
 
     #[test]

@@ -14,8 +14,9 @@ use crate::schema::{ColumnKind, ColumnSchema, TableSchema};
 use crate::{quote_ident, PgSource, SourceError};
 
 /// One column value as read from Postgres.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
+    #[default]
     Null,
     Int(i64),
     /// A numeric, real or double in Postgres' exact text form (may be `NaN`

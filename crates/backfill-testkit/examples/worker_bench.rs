@@ -51,9 +51,12 @@ fn run_worker(config: &Path) -> Result<Usage> {
                     .unwrap_or_else(|| "worker.perf".into()),
             );
             let mut c = Command::new("perf");
-            c.args(["record", "-q", "-F", "999", "-o"])
-                .arg(out)
-                .arg(BIN);
+            c.args(["record", "-q", "-F", "999"]);
+            // BENCH_PERF_ARGS: more `perf record` options, e.g. "--call-graph dwarf".
+            if let Ok(more) = std::env::var("BENCH_PERF_ARGS") {
+                c.args(more.split_whitespace());
+            }
+            c.arg("-o").arg(out).arg(BIN);
             c
         }
         Err(_) => Command::new(BIN),
@@ -195,7 +198,13 @@ async fn planning(stack: &TestStack, rows: u64) -> Result<()> {
         (&single, vec!["id"], "single key"),
         (&composite, vec!["tenant", "n"], "composite key"),
     ] {
-        let mut cfg = stack.config(vec![table(src.clone(), stack.target("p"), &key, None)]);
+        // A key attribute of its own, so a composite key's columns stay attributes too.
+        let mut cfg = stack.config(vec![table(
+            src.clone(),
+            stack.target("p"),
+            &key,
+            Some("pk"),
+        )]);
         cfg.producer.rows_per_job = 100_000;
         let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
         let started = Instant::now();

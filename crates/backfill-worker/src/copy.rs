@@ -122,18 +122,21 @@ pub(crate) async fn copy_range(
                 Some(Err(e)) => break Err(e),
                 Some(Ok(p)) => p,
             };
-            let items = match page
-                .iter()
-                .map(|r| mapper.map_row(r))
+            // The rows move into their items; only the keys stay, for the
+            // checkpoint and for naming an item that is too big.
+            let rows_in_page = page.len() as u64;
+            let (keys, items): (Vec<KeyTuple>, Vec<Item>) = match page
+                .into_iter()
+                .map(|r| mapper.map_row_owned(r))
                 .collect::<Result<Vec<_>, _>>()
             {
-                Ok(items) => items,
+                Ok(pairs) => pairs.into_iter().unzip(),
                 Err(e) => break Err(e.into()),
             };
             for item in &items {
                 progress.digest.add(item, &column_refs);
             }
-            let items = match fit_items(w, tcfg, &mapper, items, &page).await {
+            let items = match fit_items(w, tcfg, &mapper, items, &keys).await {
                 Ok(items) => items,
                 Err(e) => break Err(e),
             };
@@ -169,7 +172,7 @@ pub(crate) async fn copy_range(
             );
             w.metrics.rows_written(
                 &job.table,
-                (page.len() as u64).saturating_sub(written.skipped_newer as u64),
+                rows_in_page.saturating_sub(written.skipped_newer as u64),
             );
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
@@ -179,9 +182,9 @@ pub(crate) async fn copy_range(
                 }
                 Err(e) => break Err(e),
             }
-            progress.rows += page.len() as u64;
-            progress.rows_read += page.len() as u64;
-            progress.last_key = page.last().map(|r| r.key.clone());
+            progress.rows += rows_in_page;
+            progress.rows_read += rows_in_page;
+            progress.last_key = keys.into_iter().last();
             // The page is durable and verified: record how far the job got,
             // so a redelivery resumes here instead of at the start.
             if let Some(last_key) = &progress.last_key {
@@ -298,11 +301,11 @@ async fn fit_items(
     tcfg: &backfill_config::TableConfig,
     mapper: &ItemMapper,
     items: Vec<Item>,
-    rows: &[SourceRow],
+    keys: &[KeyTuple],
 ) -> Result<Vec<Item>, JobError> {
     use backfill_item::size::{item_size_upper_bound, MAX_ITEM_BYTES};
     let mut out = Vec::with_capacity(items.len());
-    for (item, row) in items.into_iter().zip(rows) {
+    for (item, key) in items.into_iter().zip(keys) {
         let size = item_size_upper_bound(&item);
         if size <= MAX_ITEM_BYTES {
             out.push(item);
@@ -312,7 +315,7 @@ async fn fit_items(
             backfill_config::Oversize::Fail => {
                 return Err(JobError::Oversize {
                     table: tcfg.source.clone(),
-                    key: backfill_job::display_key(&row.key),
+                    key: backfill_job::display_key(key),
                     size,
                 })
             }
