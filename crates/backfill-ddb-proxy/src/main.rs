@@ -67,6 +67,15 @@ async fn main() -> ExitCode {
             unprocessed_half: args.inject_unprocessed_half,
         },
     };
+    // Handlers first: a signal that arrives once the URL is out (a script
+    // that stops the proxy at once) must print the counters, not kill it.
+    let stop = match stop_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("backfill-ddb-proxy: cannot wait for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let handle = match start_on(cfg, SocketAddr::from(([127, 0, 0, 1], args.port))).await {
         Ok(h) => h,
         Err(e) => {
@@ -79,10 +88,7 @@ async fn main() -> ExitCode {
         let _ = writeln!(out, "{}", handle.url);
         let _ = out.flush();
     }
-    if let Err(e) = stop_signal().await {
-        eprintln!("backfill-ddb-proxy: cannot wait for signals: {e}");
-        return ExitCode::FAILURE;
-    }
+    stop.await;
     let counters = handle.counters.clone();
     handle.shutdown().await;
     let mut out = std::io::stdout().lock();
@@ -91,17 +97,24 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// SIGINT or SIGTERM, with the handlers installed when this is called (not
+/// when the future is first polled).
 #[cfg(unix)]
-async fn stop_signal() -> std::io::Result<()> {
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
-    }
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 #[cfg(not(unix))]
-async fn stop_signal() -> std::io::Result<()> {
-    tokio::signal::ctrl_c().await
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
