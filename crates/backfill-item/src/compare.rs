@@ -154,9 +154,7 @@ pub fn canonical_into(out: &mut String, v: &AttributeValue) {
 /// quote and the backslash is its own Debug form, so such strings (most) are copied as they
 /// are; anything else takes the formatter, so the bytes are always the same.
 fn push_debug_str(out: &mut String, s: &str) {
-    if s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
+    if is_plain(s) {
         out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
@@ -165,6 +163,13 @@ fn push_debug_str(out: &mut String, s: &str) {
         use std::fmt::Write as _;
         let _ = write!(out, "{s:?}");
     }
+}
+
+/// Whether `s` is its own Debug form between quotes: printable ASCII
+/// without quotes or backslashes.
+fn is_plain(s: &str) -> bool {
+    s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn push_hex(out: &mut String, b: &[u8]) {
@@ -356,13 +361,24 @@ pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
     let mut h = Sha256::new();
     let mut text = String::with_capacity(256);
     for (k, v) in fields {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        // A plain string (most of the data) is hashed where it lies: its
+        // canonical text is `S:"…"`, so its length is known without writing it.
+        if let Some(AttributeValue::S(s)) = v {
+            if is_plain(s) {
+                h.update(((s.len() + 4) as u64).to_be_bytes());
+                h.update(b"S:\"");
+                h.update(s.as_bytes());
+                h.update(b"\"");
+                continue;
+            }
+        }
         text.clear();
         match v {
             Some(v) => canonical_into(&mut text, v),
             None => text.push_str(NULL_MARKER),
         }
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
         h.update((text.len() as u64).to_be_bytes());
         h.update(text.as_bytes());
     }
