@@ -258,6 +258,19 @@ impl ControlTable {
         &self.table
     }
 
+    /// Every item a query finds, page after page (the SDK's paginator).
+    pub(crate) async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, ControlError> {
+        let mut pages = query.into_paginator().items().send();
+        let mut out = Vec::new();
+        while let Some(item) = pages.next().await {
+            out.push(item.map_err(|e| self.err("Query", &e))?);
+        }
+        Ok(out)
+    }
+
     fn err<E, R>(
         &self,
         op: &'static str,
@@ -326,28 +339,21 @@ impl ControlTable {
     /// Every run in the table, newest first.
     pub async fn runs(&self) -> Result<Vec<RunRecord>, ControlError> {
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :run")
-                .expression_attribute_values(":run", s(RUN_SK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.err("Scan", &e))?;
-            for item in resp.items() {
-                let pk = get_s(item, "pk").unwrap_or_default();
-                if let Some(run_id) = pk.strip_prefix("RUN#") {
-                    out.push(self.run_record(run_id, item)?);
-                }
-            }
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :run")
+            .expression_attribute_values(":run", s(RUN_SK))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| self.err("Scan", &e))?;
+            let pk = get_s(&item, "pk").unwrap_or_default();
+            if let Some(run_id) = pk.strip_prefix("RUN#") {
+                out.push(self.run_record(run_id, &item)?);
             }
         }
         out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
@@ -424,28 +430,17 @@ impl ControlTable {
 
     /// Every job of a run, in plan order.
     pub async fn jobs(&self, run_id: &str) -> Result<Vec<JobRecord>, ControlError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :job)")
+            .expression_attribute_values(":pk", s(run_pk(run_id)))
+            .expression_attribute_values(":job", s("JOB#"))
+            .consistent_read(true);
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :job)")
-                .expression_attribute_values(":pk", s(run_pk(run_id)))
-                .expression_attribute_values(":job", s("JOB#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.err("Query", &e))?;
-            for item in resp.items() {
-                out.push(self.job_record(run_id, item)?);
-            }
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
+        for item in self.query_all(query).await? {
+            out.push(self.job_record(run_id, &item)?);
         }
         out.sort_by_key(|(ordinal, _)| *ordinal);
         Ok(out.into_iter().map(|(_, r)| r).collect())
@@ -956,46 +951,37 @@ impl ControlTable {
     /// The live workers' heartbeats.
     pub async fn fleet(&self, expiry_secs: u64) -> Result<Vec<WorkerBeat>, ControlError> {
         let oldest = epoch_ms().saturating_sub(expiry_secs * 1000);
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(FLEET_PK))
+            .consistent_read(true);
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(FLEET_PK))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.err("Query", &e))?;
-            for i in resp
-                .items()
-                .iter()
-                .filter(|i| get_n(i, "heartbeat_ms") >= oldest)
-            {
-                let wcu_per_sec = match i.get("wcu") {
-                    Some(AttributeValue::M(m)) => m
-                        .iter()
-                        .filter_map(|(t, v)| Some((t.clone(), v.as_n().ok()?.parse().ok()?)))
-                        .collect(),
-                    _ => HashMap::new(),
-                };
-                out.push(WorkerBeat {
-                    worker: get_s(i, "sk")
-                        .and_then(|sk| sk.strip_prefix("WORKER#").map(str::to_string))
-                        .unwrap_or_default(),
-                    busy: !matches!(i.get("busy"), Some(AttributeValue::Bool(false))),
-                    heartbeat_ms: get_n(i, "heartbeat_ms"),
-                    wcu_per_sec,
-                });
-            }
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
+        for i in self
+            .query_all(query)
+            .await?
+            .iter()
+            .filter(|i| get_n(i, "heartbeat_ms") >= oldest)
+        {
+            let wcu_per_sec = match i.get("wcu") {
+                Some(AttributeValue::M(m)) => m
+                    .iter()
+                    .filter_map(|(t, v)| Some((t.clone(), v.as_n().ok()?.parse().ok()?)))
+                    .collect(),
+                _ => HashMap::new(),
+            };
+            out.push(WorkerBeat {
+                worker: get_s(i, "sk")
+                    .and_then(|sk| sk.strip_prefix("WORKER#").map(str::to_string))
+                    .unwrap_or_default(),
+                busy: !matches!(i.get("busy"), Some(AttributeValue::Bool(false))),
+                heartbeat_ms: get_n(i, "heartbeat_ms"),
+                wcu_per_sec,
+            });
         }
+        Ok(out)
     }
 
     /// Removes a stopping worker at once, so its share goes to the others

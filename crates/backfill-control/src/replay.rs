@@ -201,47 +201,36 @@ impl ControlTable {
     /// messages that were not jobs.
     pub async fn audit(&self, run_id: Option<&str>) -> Result<Vec<AuditRecord>, ControlError> {
         let pk = run_id.map_or(DLQ_AUDIT_PK.to_string(), run_pk);
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .expression_attribute_values(":audit", s(AUDIT_PREFIX))
+            .consistent_read(true);
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :audit)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":audit", s(AUDIT_PREFIX))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| self.err("Query", &e))?;
-            for item in resp.items() {
-                let sk = get_s(item, "sk").unwrap_or_default();
-                let action_text = get_s(item, "action").unwrap_or_default();
-                let action =
-                    AuditAction::parse(&action_text).ok_or_else(|| ControlError::Corrupt {
-                        table: self.table.clone(),
-                        run_id: run_id.unwrap_or(DLQ_AUDIT_PK).to_string(),
-                        sk: sk.clone(),
-                        reason: format!("unknown audit action {action_text:?}"),
-                    })?;
-                out.push(AuditRecord {
-                    action,
-                    run_id: get_s(item, "run_id"),
-                    job_id: get_s(item, "job_id"),
-                    table: get_s(item, "table"),
-                    message_id: get_s(item, "message_id").unwrap_or_default(),
-                    by: get_s(item, "by").unwrap_or_default(),
-                    why: get_s(item, "why").unwrap_or_default(),
-                    error: get_s(item, "error"),
-                    at: get_s(item, "at").unwrap_or_default(),
-                });
-            }
-            match resp.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
+        for item in &self.query_all(query).await? {
+            let sk = get_s(item, "sk").unwrap_or_default();
+            let action_text = get_s(item, "action").unwrap_or_default();
+            let action = AuditAction::parse(&action_text).ok_or_else(|| ControlError::Corrupt {
+                table: self.table.clone(),
+                run_id: run_id.unwrap_or(DLQ_AUDIT_PK).to_string(),
+                sk: sk.clone(),
+                reason: format!("unknown audit action {action_text:?}"),
+            })?;
+            out.push(AuditRecord {
+                action,
+                run_id: get_s(item, "run_id"),
+                job_id: get_s(item, "job_id"),
+                table: get_s(item, "table"),
+                message_id: get_s(item, "message_id").unwrap_or_default(),
+                by: get_s(item, "by").unwrap_or_default(),
+                why: get_s(item, "why").unwrap_or_default(),
+                error: get_s(item, "error"),
+                at: get_s(item, "at").unwrap_or_default(),
+            });
         }
+        Ok(out)
     }
 }
