@@ -260,29 +260,7 @@ impl ItemMapper {
     /// The item a row becomes: copied columns under their attribute names
     /// (NULL per the NULL policy), and the key attributes.
     pub fn map_row(&self, row: &SourceRow) -> Result<Item, MapError> {
-        let row_err = |column: &str, reason: String| MapError::Row {
-            table: self.table.clone(),
-            key: display_key(&row.key),
-            column: column.to_string(),
-            reason,
-        };
-        let mut item = Item::with_capacity(self.columns.len() + 2);
-        for plan in &self.columns {
-            let value = row.values.get(plan.index).unwrap_or(&Value::Null);
-            if let Some(av) = self
-                .column_attribute(plan, value)
-                .map_err(|r| row_err(&plan.column, r))?
-            {
-                item.insert(plan.attribute.clone(), av);
-            }
-        }
-        for plan in std::iter::once(&self.partition).chain(self.sort.as_ref()) {
-            let av = self
-                .key_value(plan, row)
-                .map_err(|(col, r)| row_err(&col, r))?;
-            item.insert(plan.attribute.clone(), av);
-        }
-        Ok(item)
+        self.map_row_owned(row.clone()).map(|(_, item)| item)
     }
 
     /// [`ItemMapper::map_row`] for a row that is not needed afterwards: text
@@ -296,14 +274,16 @@ impl ItemMapper {
             column: column.to_string(),
             reason,
         };
-        // Keys first: they read columns that the loop below moves out.
-        let mut keys = Vec::with_capacity(2);
-        for plan in std::iter::once(&self.partition).chain(self.sort.as_ref()) {
-            let av = self
-                .key_value(plan, &row)
-                .map_err(|(col, r)| row_err(&row, &col, r))?;
-            keys.push((plan.attribute.clone(), av));
-        }
+        // Keys are read first, because the loop below moves columns out of
+        // the row; their errors wait until the columns are done, so a row
+        // wrong in both is reported by its column, as it always was.
+        let keys: Vec<_> = std::iter::once(&self.partition)
+            .chain(self.sort.as_ref())
+            .map(|plan| {
+                self.key_value(plan, &row)
+                    .map(|av| (plan.attribute.clone(), av))
+            })
+            .collect();
         let mut item = Item::with_capacity(self.columns.len() + 2);
         for plan in &self.columns {
             let owned = if self.used_once.get(plan.index).copied().unwrap_or(false) {
@@ -325,7 +305,10 @@ impl ItemMapper {
                 item.insert(plan.attribute.clone(), av);
             }
         }
-        item.extend(keys);
+        for key in keys {
+            let (attribute, av) = key.map_err(|(col, r)| row_err(&row, &col, r))?;
+            item.insert(attribute, av);
+        }
         Ok((row.key, item))
     }
 
@@ -575,8 +558,11 @@ mod tests {
         .unwrap()
     }
 
-    /// Moving values out of the row gives the very item that copying does,
-    /// key columns included (they are read before anything moves).
+    /// `map_row` is `map_row_owned` on a copy of the row, so every other
+    /// mapping test covers the owned path; this one checks the key tuple
+    /// it returns, that key columns are read before anything moves, and
+    /// that a row wrong in a column and in its key is reported by the
+    /// column, as before the owned path existed.
     #[test]
     fn owned_mapping_gives_the_same_items() {
         let s = schema(&[
@@ -625,6 +611,15 @@ mod tests {
             m.map_row(&bad).unwrap_err().to_string(),
             m.map_row_owned(bad).unwrap_err().to_string()
         );
+        let both = row(vec![
+            Value::Null,
+            Value::Null,
+            Value::Number("not a number".into()),
+            Value::Null,
+            Value::Null,
+        ]);
+        let e = m.map_row_owned(both).unwrap_err().to_string();
+        assert!(e.contains("column c"), "{e}");
     }
 
     #[test]
