@@ -121,20 +121,20 @@ fn pg_bin() -> Result<PathBuf> {
 }
 
 /// Runs a Postgres server binary as the `postgres` user when we are root
-/// (initdb and postgres refuse to run as root).
-fn pg_command(bin: &std::path::Path, args: &[&str]) -> Command {
-    let root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
+/// (initdb and postgres refuse to run as root). Synchronous, so `Drop` can
+/// use it too; `.into()` makes the tokio command.
+fn pg_command(bin: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
     let mut c = if root {
-        let mut c = Command::new("runuser");
+        let mut c = std::process::Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(bin);
         c
     } else {
-        Command::new(bin)
+        std::process::Command::new(bin)
     };
     c.args(args).stdin(Stdio::null());
     c
@@ -161,7 +161,7 @@ impl PrivatePostgres {
             .arg(&dir)
             .status();
         let data = dir.join("data");
-        let out = pg_command(
+        let out = Command::from(pg_command(
             &bin.join("initdb"),
             &[
                 "-D",
@@ -173,7 +173,7 @@ impl PrivatePostgres {
                 "UTF8",
                 "--no-sync",
             ],
-        )
+        ))
         .output()
         .await
         .context("running initdb")?;
@@ -209,7 +209,7 @@ impl PrivatePostgres {
         let mut args = vec!["-D", data.to_str().unwrap_or_default()];
         args.extend_from_slice(action);
         args.extend_from_slice(&["-l", log.to_str().unwrap_or_default(), "-o", &port_opt]);
-        let out = pg_command(&self.bin.join("pg_ctl"), &args)
+        let out = Command::from(pg_command(&self.bin.join("pg_ctl"), &args))
             .output()
             .await
             .context("running pg_ctl")?;
@@ -241,15 +241,19 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .args(["stop", "-m", "immediate"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = pg_command(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "stop",
+                "-m",
+                "immediate",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
