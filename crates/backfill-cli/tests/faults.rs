@@ -65,6 +65,8 @@ struct Scenario {
     rows: u64,
     /// Whether the line goes into `FAULTS_REPORT` (not for the harness's own test).
     record: bool,
+    /// Clients of `truth`, built once.
+    aws: AwsClients,
 }
 
 /// What the mixed-type rows look like: about 300 bytes each.
@@ -126,7 +128,8 @@ impl Scenario {
         truth.worker.shutdown_grace_secs = 10;
         truth.queue.visibility_timeout_secs = 4;
         truth.queue.max_receive_count = MAX_RECEIVES;
-        let sink = truth.sink().await;
+        let aws = clients(&truth.aws).await;
+        let sink = DynamoSink::new(aws.dynamodb.clone(), RetryPolicy::default());
         sink.ensure_table(&target, ("id", T::N), None).await?;
         if private_ddb.is_some() {
             sink.ensure_table(&truth.control.table, ("pk", T::S), Some(("sk", T::S)))
@@ -143,21 +146,33 @@ impl Scenario {
             started: Instant::now(),
             rows,
             record: true,
+            aws,
         })
+    }
+
+    fn sink(&self) -> DynamoSink {
+        DynamoSink::new(self.aws.dynamodb.clone(), RetryPolicy::default())
+    }
+
+    fn queue(&self) -> JobQueue {
+        JobQueue::new(
+            self.aws.sqs.clone(),
+            &self.truth.queue.url,
+            &self.truth.queue.dlq_url,
+        )
+    }
+
+    fn control(&self) -> ControlTable {
+        ControlTable::new(self.sink(), &self.truth.control.table)
     }
 
     /// Writes the workers' config and produces the run over the real servers.
     async fn produce(&mut self) -> Result<()> {
         std::fs::write(&self.config_path, config_toml(&self.workers))?;
         let source = PgSource::connect(self.truth.source.url.expose(), 2).await?;
-        let report = backfill_producer::produce(
-            &self.truth,
-            &source,
-            &self.truth.queue().await,
-            &self.truth.control().await,
-            RUN,
-        )
-        .await?;
+        let report =
+            backfill_producer::produce(&self.truth, &source, &self.queue(), &self.control(), RUN)
+                .await?;
         ensure!(report.jobs_total >= 3, "{report:?}");
         self.started = Instant::now();
         Ok(())
@@ -190,7 +205,7 @@ impl Scenario {
                     }
                 }
             }
-            let jobs = self.truth.control().await.jobs(RUN).await?;
+            let jobs = self.control().jobs(RUN).await?;
             if jobs.iter().all(|j| j.state == JobState::Done) {
                 return Ok(());
             }
@@ -206,7 +221,7 @@ impl Scenario {
     async fn verify_and_report(self, faults: u64) -> Result<()> {
         let secs = self.started.elapsed().as_secs_f64();
         let source = PgSource::connect(self.truth.source.url.expose(), 2).await?;
-        let verifier = Verifier::new(source, self.truth.sink().await, VerifyOptions::default());
+        let verifier = Verifier::new(source, self.sink(), VerifyOptions::default());
         let report = verifier.verify_table(&self.truth.tables[0]).await?;
         let lost = report.missing_count + report.different_count;
         let line = serde_json::json!({
@@ -237,29 +252,6 @@ impl Scenario {
         ensure!(report.is_clean(), "{}: {report:?}", self.name);
         let _ = std::fs::remove_file(&self.config_path);
         self.stack.cleanup().await
-    }
-}
-
-/// Clients of a config, for the harness (not the workers).
-trait Clients {
-    async fn sink(&self) -> DynamoSink;
-    async fn queue(&self) -> JobQueue;
-    async fn control(&self) -> ControlTable;
-}
-
-impl Clients for BackfillConfig {
-    async fn sink(&self) -> DynamoSink {
-        DynamoSink::new(clients(&self.aws).await.dynamodb, RetryPolicy::default())
-    }
-    async fn queue(&self) -> JobQueue {
-        JobQueue::new(
-            clients(&self.aws).await.sqs,
-            &self.queue.url,
-            &self.queue.dlq_url,
-        )
-    }
-    async fn control(&self) -> ControlTable {
-        ControlTable::new(self.sink().await, &self.control.table)
     }
 }
 
@@ -334,42 +326,31 @@ async fn dynamodb_restarted_with_its_data_kept() -> Result<()> {
 /// for three seconds mid-run.
 async fn network_cut(name: &'static str, which: &str) -> Result<()> {
     let mut s = Scenario::new(name, None, None).await?;
-    let upstream = |url: &str| -> Result<std::net::SocketAddr> {
-        let hostport = url
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split(['/', '?']).next())
-            .and_then(|hp| hp.rsplit('@').next())
-            .context("no host:port in the URL")?;
-        Ok(hostport.replace("localhost", "127.0.0.1").parse()?)
+    let url = match which {
+        "postgres" => s.truth.source.url.expose().to_string(),
+        "sqs" => s.truth.aws.sqs_endpoint_url.clone().context("sqs url")?,
+        _ => s
+            .truth
+            .aws
+            .dynamodb_endpoint_url
+            .clone()
+            .context("ddb url")?,
     };
-    let cut = match which {
-        "postgres" => {
-            let url = s.truth.source.url.expose().to_string();
-            let cut = TcpCut::start(upstream(&url)?).await?;
-            let addr = upstream(&url)?;
-            s.workers.source.url =
-                Secret::new(url.replace(&addr.to_string(), &cut.addr.to_string()));
-            cut
-        }
-        "sqs" => {
-            let url = s.truth.aws.sqs_endpoint_url.clone().context("sqs url")?;
-            let cut = TcpCut::start(upstream(&url)?).await?;
-            s.workers.aws.sqs_endpoint_url = Some(format!("http://{}", cut.addr));
-            cut
-        }
-        _ => {
-            let url = s
-                .truth
-                .aws
-                .dynamodb_endpoint_url
-                .clone()
-                .context("ddb url")?;
-            let cut = TcpCut::start(upstream(&url)?).await?;
-            s.workers.aws.dynamodb_endpoint_url = Some(format!("http://{}", cut.addr));
-            cut
-        }
-    };
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', '?']).next())
+        .and_then(|hp| hp.rsplit('@').next())
+        .context("no host:port in the URL")?
+        .to_string();
+    let cut = TcpCut::start(hostport.replace("localhost", "127.0.0.1").parse()?).await?;
+    // The same URL with the proxy's address in place of the server's.
+    let through = url.replacen(&hostport, &cut.addr.to_string(), 1);
+    match which {
+        "postgres" => s.workers.source.url = Secret::new(through),
+        "sqs" => s.workers.aws.sqs_endpoint_url = Some(through),
+        _ => s.workers.aws.dynamodb_endpoint_url = Some(through),
+    }
     s.produce().await?;
     let mut w = s.worker()?;
     let _log = wait_for_pages(&mut w, 2).await?;
@@ -448,16 +429,12 @@ async fn half_of_every_batch_unprocessed() -> Result<()> {
 async fn the_same_message_to_two_workers_at_once() -> Result<()> {
     let mut s = Scenario::new("dup_now", None, None).await?;
     s.produce().await?;
-    let jobs = s.truth.control().await.jobs(RUN).await?;
+    let jobs = s.control().jobs(RUN).await?;
     let bodies: Vec<String> = jobs.iter().map(|j| j.job.to_body()).collect();
     let duplicates = bodies.len() as u64;
-    s.truth
-        .queue()
-        .await
-        .send_raw(&s.truth.queue.url, bodies)
-        .await?;
+    s.queue().send_raw(&s.truth.queue.url, bodies).await?;
     s.finish(vec![s.worker()?, s.worker()?]).await?;
-    for j in s.truth.control().await.jobs(RUN).await? {
+    for j in s.control().jobs(RUN).await? {
         ensure!(j.state == JobState::Done, "{j:?}");
     }
     s.verify_and_report(duplicates).await
@@ -468,21 +445,15 @@ async fn a_message_delivered_again_after_its_job_finished() -> Result<()> {
     let mut s = Scenario::new("dup_late", None, None).await?;
     s.produce().await?;
     s.finish(vec![s.worker()?]).await?;
-    let jobs = s.truth.control().await.jobs(RUN).await?;
+    let jobs = s.control().jobs(RUN).await?;
     let rows_before: Vec<u64> = jobs.iter().map(|j| j.rows).collect();
     let bodies: Vec<String> = jobs.iter().map(|j| j.job.to_body()).collect();
     let duplicates = bodies.len() as u64;
-    s.truth
-        .queue()
-        .await
-        .send_raw(&s.truth.queue.url, bodies)
-        .await?;
+    s.queue().send_raw(&s.truth.queue.url, bodies).await?;
     s.finish(vec![s.worker()?]).await?;
-    ensure!(s.truth.queue().await.depth().await?.total() == 0);
+    ensure!(s.queue().depth().await?.total() == 0);
     let after: Vec<u64> = s
-        .truth
         .control()
-        .await
         .jobs(RUN)
         .await?
         .iter()
@@ -506,7 +477,7 @@ async fn a_poison_row_goes_to_the_dlq_and_a_replay_after_the_fix_completes() -> 
     let mut w = s.worker()?;
     let exit = tokio::time::timeout(Duration::from_secs(120), w.wait()).await??;
     ensure!(exit.success(), "{exit}");
-    let jobs = s.truth.control().await.jobs(RUN).await?;
+    let jobs = s.control().jobs(RUN).await?;
     let failed: Vec<_> = jobs
         .iter()
         .filter(|j| j.state == JobState::Failed)
@@ -536,7 +507,7 @@ async fn a_poison_row_goes_to_the_dlq_and_a_replay_after_the_fix_completes() -> 
     s.workers.tables = fixed.clone();
     s.truth.tables = fixed;
     std::fs::write(&s.config_path, config_toml(&s.workers))?;
-    let dlq = backfill_dlq::Dlq::new(s.truth.queue().await, s.truth.control().await);
+    let dlq = backfill_dlq::Dlq::new(s.queue(), s.control());
     let replayed = dlq
         .replay(
             &backfill_dlq::Filter::default(),
