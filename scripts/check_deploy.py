@@ -185,17 +185,20 @@ metric_names = set(re.findall(r'"(backfill_[a-z_]+)"',
                               (root / "crates/backfill-metrics/src/metrics.rs").read_text()))
 
 
-def pod_template_specs(d):
-    kind = d.get("kind")
-    if kind in ("Deployment", "StatefulSet", "DaemonSet"):
-        return [d["spec"]["template"]["spec"]]
-    if kind == "Job":
-        return [d["spec"]["template"]["spec"]]
+def pod_templates(d):
+    """The pod templates an object runs (metadata and spec)."""
+    kind, spec = d.get("kind"), d.get("spec", {})
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return [spec["template"]]
     if kind == "CronJob":
-        return [d["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+        return [spec["jobTemplate"]["spec"]["template"]]
     if kind == "ScaledJob":
-        return [d["spec"]["jobTargetRef"]["template"]["spec"]]
+        return [spec["jobTargetRef"]["template"]]
     return []
+
+
+def pod_template_specs(d):
+    return [t["spec"] for t in pod_templates(d)]
 
 
 def backfill_containers(spec):
@@ -207,13 +210,8 @@ def backfill_containers(spec):
 
 def pod_template_labels(docs):
     for d in docs:
-        kind, spec = d.get("kind"), d.get("spec", {})
-        if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
-            yield spec["template"].get("metadata", {}).get("labels", {})
-        elif kind == "CronJob":
-            yield spec["jobTemplate"]["spec"]["template"].get("metadata", {}).get("labels", {})
-        elif kind == "ScaledJob":
-            yield spec["jobTargetRef"]["template"].get("metadata", {}).get("labels", {})
+        for t in pod_templates(d):
+            yield t.get("metadata", {}).get("labels", {})
 
 
 def labels_match(selector, labels):
@@ -357,7 +355,7 @@ for render in renders:
             ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
             if ports.get("metrics") != metrics_port:
                 P(where, f"containerPort `metrics` is {ports.get('metrics')}, metrics.listen says {metrics_port}")
-            ann = obj["spec"].get("template", {}).get("metadata", {}).get("annotations", {})
+            ann = pod_templates(obj)[0].get("metadata", {}).get("annotations", {})
             if "prometheus.io/port" in ann and ann["prometheus.io/port"] != str(metrics_port):
                 P(where, f"prometheus.io/port is {ann['prometheus.io/port']}, metrics.listen says {metrics_port}")
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
