@@ -18,8 +18,19 @@ use backfill_aws::{backoff_delay, describe, is_retryable, is_throttling};
 use backfill_capacity::{estimate_wcu, WriteLimiter};
 use std::sync::Arc;
 
+mod resend;
+use resend::{replace_body, BodySlot};
+
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
+
+/// What one `BatchWriteItem` attempt sends.
+enum Attempt {
+    /// Requests not sent yet (the first attempt, or the unprocessed ones).
+    Requests(Vec<WriteRequest>),
+    /// The bytes of an attempt that failed as a whole, sent again.
+    Body(aws_smithy_types::body::SdkBody),
+}
 
 /// Most items in one `BatchWriteItem` (DynamoDB limit).
 pub const MAX_BATCH_ITEMS: usize = 25;
@@ -304,26 +315,53 @@ impl DynamoSink {
     async fn write_batch(
         &self,
         table: &str,
-        mut pending: Vec<WriteRequest>,
+        pending: Vec<WriteRequest>,
     ) -> Result<WriteOutcome, SinkError> {
         let mut outcome = WriteOutcome {
             items: pending.len(),
             ..Default::default()
         };
+        let estimate = |p: &[WriteRequest]| -> u64 {
+            p.iter()
+                .filter_map(|w| w.put_request().map(|p| estimate_wcu(p.item())))
+                .sum()
+        };
+        let mut estimated = estimate(&pending);
+        let mut pending_len = pending.len();
+        // The requests move into the SDK; a request that fails whole is
+        // resent from the bytes it was sent as (see `resend`).
+        let mut next = Attempt::Requests(pending);
         let mut attempt = 0u32;
         loop {
-            let estimated: u64 = pending
-                .iter()
-                .filter_map(|w| w.put_request().map(|p| estimate_wcu(p.item())))
-                .sum();
             self.admit(estimated).await;
-            let result = self
+            let sent = BodySlot::default();
+            let request = self
                 .client
                 .batch_write_item()
-                .request_items(table, pending.clone())
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .send()
-                .await;
+                .return_consumed_capacity(ReturnConsumedCapacity::Total);
+            let result = match next {
+                Attempt::Requests(requests) => {
+                    request
+                        .request_items(table, requests)
+                        .customize()
+                        .mutate_request(sent.capture())
+                        .send()
+                        .await
+                }
+                Attempt::Body(body) => {
+                    let again = body.try_clone();
+                    let r = request
+                        .set_request_items(Some(HashMap::new()))
+                        .customize()
+                        .mutate_request(replace_body(body))
+                        .send()
+                        .await;
+                    if let Some(b) = again {
+                        sent.keep(b);
+                    }
+                    r
+                }
+            };
             attempt += 1;
             match result {
                 Ok(resp) => {
@@ -348,7 +386,9 @@ impl DynamoSink {
                         attempt,
                         "unprocessed items, resending"
                     );
-                    pending = left;
+                    estimated = estimate(&left);
+                    pending_len = left.len();
+                    next = Attempt::Requests(left);
                 }
                 Err(e) => {
                     let retryable = is_retryable(&e);
@@ -365,12 +405,29 @@ impl DynamoSink {
                         });
                     }
                     tracing::debug!(table, attempt, error = %describe(&e), "batch write failed, retrying");
+                    next = match sent.take() {
+                        Some(body) => Attempt::Body(body),
+                        // Nothing was serialized (or it cannot be read
+                        // again): the batch is owed whole, and the job's
+                        // retry resends it from the source.
+                        None => {
+                            return Err(SinkError::Service {
+                                table: table.to_string(),
+                                op: "BatchWriteItem",
+                                message: format!(
+                                    "{} (the request could not be kept for resending)",
+                                    describe(&e)
+                                ),
+                                retryable,
+                            })
+                        }
+                    };
                 }
             }
             if attempt >= self.retry.max_attempts {
                 return Err(SinkError::Unprocessed {
                     table: table.to_string(),
-                    remaining: pending.len(),
+                    remaining: pending_len,
                     attempts: attempt,
                 });
             }

@@ -97,7 +97,7 @@ pub fn canonical_into(out: &mut String, v: &AttributeValue) {
         }
         A::N(n) => {
             out.push_str("N:");
-            out.push_str(&canonical_number(n));
+            canonical_number_into(out, n);
         }
         A::B(b) => {
             out.push_str("B:");
@@ -168,8 +168,13 @@ fn push_debug_str(out: &mut String, s: &str) {
 /// Whether `s` is its own Debug form between quotes: printable ASCII
 /// without quotes or backslashes.
 fn is_plain(s: &str) -> bool {
-    s.bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    // Whole chunks without an early exit, so the compiler checks many bytes
+    // at once: every copied string is checked for the digest.
+    s.as_bytes().chunks(32).all(|chunk| {
+        chunk.iter().fold(true, |ok, &b| {
+            ok & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+        })
+    })
 }
 
 fn push_hex(out: &mut String, b: &[u8]) {
@@ -190,7 +195,16 @@ fn hex(b: &[u8]) -> String {
 /// A number's value as `[-]d.dddE<exp>` with no superfluous zeros (`0` for
 /// zero, whatever its sign); a text that is not a number is kept as it is.
 pub fn canonical_number(text: &str) -> String {
-    let t = text.trim();
+    let mut out = String::new();
+    canonical_number_into(&mut out, text);
+    out
+}
+
+/// [`canonical_number`], appended to `out` without allocating: every number
+/// of every copied item goes through here for the digest.
+pub fn canonical_number_into(out: &mut String, text: &str) {
+    use std::fmt::Write as _;
+    let t = crate::trim_ascii_fast(text);
     let (neg, unsigned) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
@@ -198,36 +212,35 @@ pub fn canonical_number(text: &str) -> String {
     let (mantissa, exp) = match unsigned.find(['e', 'E']) {
         Some(i) => match unsigned[i + 1..].parse::<i64>() {
             Ok(e) => (&unsigned[..i], e),
-            Err(_) => return t.to_string(),
+            Err(_) => return out.push_str(t),
         },
         None => (unsigned, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if !int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return t.to_string();
+    let digits = || int_part.bytes().chain(frac_part.bytes());
+    if !digits().all(|b| b.is_ascii_digit()) {
+        return out.push_str(t);
     }
-    let digits: String = int_part.chars().chain(frac_part.chars()).collect();
-    let Some(first) = digits.find(|c| c != '0') else {
-        return "0".to_string();
+    let Some(first) = digits().position(|c| c != b'0') else {
+        return out.push('0');
     };
-    let last = digits.rfind(|c| c != '0').unwrap_or(first);
-    let sig = &digits[first..=last];
-    let e = int_part.len() as i64 - 1 - first as i64 + exp;
-    let mut out = String::new();
+    let total = int_part.len() + frac_part.len();
+    let last = total - 1 - digits().rev().position(|c| c != b'0').unwrap_or(0);
     if neg {
         out.push('-');
     }
-    out.push_str(&sig[..1]);
-    if sig.len() > 1 {
-        out.push('.');
-        out.push_str(&sig[1..]);
+    for (i, d) in digits().enumerate().take(last + 1).skip(first) {
+        if i == first + 1 {
+            out.push('.');
+        }
+        out.push(char::from(d));
     }
-    out.push_str(&format!("E{e}"));
-    out
+    // Wrapping: an absurd exponent is still a canonical text, not a panic.
+    let e = (int_part.len() as i64)
+        .wrapping_sub(1)
+        .wrapping_sub(first as i64)
+        .wrapping_add(exp);
+    let _ = write!(out, "E{e}");
 }
 
 /// An item key as a string that equal keys share: for sets and maps of
@@ -389,7 +402,7 @@ pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use AttributeValue as A;
 
@@ -441,6 +454,109 @@ mod tests {
         let paths: Vec<&str> = d.iter().map(|x| x.path.as_str()).collect();
         assert_eq!(paths, vec!["extra", "gone", "m.x[0]"]);
         assert_eq!(d[1].actual, "(absent)");
+    }
+
+    /// `canonical_number` as it was first written (allocating), which the
+    /// digest's stored bits follow.
+    fn reference_canonical_number(text: &str) -> String {
+        let t = text.trim();
+        let (neg, unsigned) = match t.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, t.strip_prefix('+').unwrap_or(t)),
+        };
+        let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+            Some(i) => match unsigned[i + 1..].parse::<i64>() {
+                Ok(e) => (&unsigned[..i], e),
+                Err(_) => return t.to_string(),
+            },
+            None => (unsigned, 0),
+        };
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
+        {
+            return t.to_string();
+        }
+        let digits: String = int_part.chars().chain(frac_part.chars()).collect();
+        let Some(first) = digits.find(|c| c != '0') else {
+            return "0".to_string();
+        };
+        let last = digits.rfind(|c| c != '0').unwrap_or(first);
+        let sig = &digits[first..=last];
+        let e = int_part.len() as i64 - 1 - first as i64 + exp;
+        let mut out = String::new();
+        if neg {
+            out.push('-');
+        }
+        out.push_str(&sig[..1]);
+        if sig.len() > 1 {
+            out.push('.');
+            out.push_str(&sig[1..]);
+        }
+        out.push_str(&format!("E{e}"));
+        out
+    }
+
+    /// Every text of up to four characters over an alphabet of digits,
+    /// signs, points, exponents and spaces, and some longer ones.
+    pub(crate) fn number_texts() -> Vec<String> {
+        let alphabet: Vec<char> = "0159.-+eE \u{a0}x".chars().collect();
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..4 {
+            last = last
+                .iter()
+                .flat_map(|p| alphabet.iter().map(move |c| format!("{p}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all.extend(
+            [
+                "00120.0340",
+                "-0.000",
+                "+.5e-3",
+                "123456789012345678901234567890.5",
+                "1e+3",
+                "1.2.3",
+                "  -7.50E+02  ",
+                "٣",
+                "1e99999999999999999999",
+                "0.0000000000000000000000000000000000001",
+            ]
+            .map(String::from),
+        );
+        all
+    }
+
+    #[test]
+    fn canonical_numbers_are_the_first_implementations() {
+        for t in number_texts() {
+            assert_eq!(
+                canonical_number(&t),
+                reference_canonical_number(&t),
+                "{t:?}"
+            );
+        }
+        // An exponent at the edge of i64 is a text, not a panic.
+        let _ = canonical_number("1e9223372036854775807");
+        let _ = canonical_number("100e9223372036854775807");
+    }
+
+    #[test]
+    fn plain_strings_are_their_own_debug_form() {
+        let long_plain = "a".repeat(100);
+        let long_quote = format!("{}\"", "a".repeat(70));
+        for s in ["", "abc", "a b", &long_plain] {
+            assert!(is_plain(s), "{s:?}");
+            assert_eq!(format!("{s:?}"), format!("\"{s}\""));
+        }
+        // Not plain: these take the formatter (é would not need it, but
+        // only printable ASCII is taken as plain).
+        for s in ["a\"b", "back\\slash", "tab\t", "é", "\u{7f}", &long_quote] {
+            assert!(!is_plain(s), "{s:?}");
+        }
     }
 
     /// The digest as it was first written (BTreeMap of `canonical`

@@ -28,6 +28,16 @@ use backfill_source::{ColumnKind, SourceRow, TableSchema, Value};
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
 
+/// `s.trim()`, without the char-by-char scan when neither end is
+/// whitespace (numbers from Postgres never have any): an ASCII graphic byte
+/// at each end is a non-whitespace char there.
+pub(crate) fn trim_ascii_fast(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 /// Largest partition key value, in bytes (DynamoDB limit).
 pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
 /// Largest sort key value, in bytes (DynamoDB limit).
@@ -297,6 +307,14 @@ impl ItemMapper {
             let av = match (plan.form, owned) {
                 (None, Value::Text(s)) => Some(AttributeValue::S(s)),
                 (None, Value::Bytes(b)) => Some(AttributeValue::B(Blob::new(b))),
+                (None, Value::Number(s)) => Some(
+                    number_attribute_owned(s, self.unrepresentable)
+                        .map_err(|r| row_err(&row, &plan.column, r))?,
+                ),
+                (None, Value::Json(j)) => Some(
+                    json_into_attribute(j, self.unrepresentable)
+                        .map_err(|r| row_err(&row, &plan.column, r))?,
+                ),
                 (_, v) => self
                     .column_attribute(plan, &v)
                     .map_err(|r| row_err(&row, &plan.column, r))?,
@@ -374,47 +392,51 @@ impl ItemMapper {
                 Some(v) => Ok(v),
             }
         };
-        let (av, col_label) = match &plan.source {
+        // The columns' names, for an error only: every row takes this path.
+        let col_label = || -> String {
+            let names = |cols: &mut dyn Iterator<Item = usize>| {
+                cols.map(|i| self.column_names.get(i).map_or("?", String::as_str))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match &plan.source {
+                KeySource::Columns(cols) => names(&mut cols.iter().copied()),
+                KeySource::Template(parts) => names(&mut parts.iter().filter_map(|p| match p {
+                    Part::Column(i) => Some(*i),
+                    Part::Literal(_) => None,
+                })),
+            }
+        };
+        let av = match &plan.source {
             KeySource::Columns(cols) if cols.len() == 1 => {
-                let label = self.column_names[cols[0]].clone();
                 let v = value_of(cols[0])?;
-                let av = match (&plan.attribute_type, v) {
+                match (&plan.attribute_type, v) {
                     (ScalarAttributeType::N, Value::Int(i)) => AttributeValue::N(i.to_string()),
                     (ScalarAttributeType::N, Value::Number(s)) => AttributeValue::N(
-                        number::to_dynamo_number(s).map_err(|e| (label.clone(), e.to_string()))?,
+                        number::to_dynamo_number(s).map_err(|e| (col_label(), e.to_string()))?,
                     ),
                     (ScalarAttributeType::B, Value::Bytes(b)) => {
                         AttributeValue::B(Blob::new(b.clone()))
                     }
                     (_, v) => AttributeValue::S(text_form(v)),
-                };
-                (av, label)
+                }
             }
             KeySource::Columns(cols) => {
                 let parts = cols
                     .iter()
                     .map(|&i| value_of(i).map(text_form))
                     .collect::<Result<Vec<_>, _>>()?;
-                let label = cols
-                    .iter()
-                    .map(|&i| self.column_names[i].as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                (AttributeValue::S(parts.join("#")), label)
+                AttributeValue::S(parts.join("#"))
             }
             KeySource::Template(parts) => {
                 let mut out = String::new();
-                let mut cols = Vec::new();
                 for p in parts {
                     match p {
                         Part::Literal(l) => out.push_str(l),
-                        Part::Column(i) => {
-                            out.push_str(&text_form(value_of(*i)?));
-                            cols.push(self.column_names[*i].as_str());
-                        }
+                        Part::Column(i) => out.push_str(&text_form(value_of(*i)?)),
                     }
                 }
-                (AttributeValue::S(out), cols.join(", "))
+                AttributeValue::S(out)
             }
         };
         let len = match &av {
@@ -425,7 +447,7 @@ impl ItemMapper {
         };
         if len == 0 {
             return Err((
-                col_label,
+                col_label(),
                 format!(
                     "key attribute {} would be empty, which DynamoDB refuses",
                     plan.attribute
@@ -434,7 +456,7 @@ impl ItemMapper {
         }
         if len > plan.max_bytes {
             return Err((
-                col_label,
+                col_label(),
                 format!(
                     "key attribute {} is {len} bytes, over DynamoDB's limit of {}",
                     plan.attribute, plan.max_bytes
@@ -487,6 +509,43 @@ fn number_attribute(text: &str, fallback: Unrepresentable) -> Result<AttributeVa
             "{e} (set `unrepresentable = \"string\"` or a `types` override to store it as text)"
         )),
     }
+}
+
+/// [`number_attribute`] for a text that is not needed afterwards: a valid
+/// number is moved into the attribute instead of copied.
+fn number_attribute_owned(
+    text: String,
+    fallback: Unrepresentable,
+) -> Result<AttributeValue, String> {
+    if number::is_sent_as_is(&text) {
+        Ok(AttributeValue::N(text))
+    } else {
+        number_attribute(&text, fallback)
+    }
+}
+
+/// [`json_to_attribute`] for a value that is not needed afterwards: strings
+/// and keys move into the attribute.
+pub fn json_into_attribute(
+    j: serde_json::Value,
+    fallback: Unrepresentable,
+) -> Result<AttributeValue, String> {
+    use serde_json::Value as J;
+    Ok(match j {
+        J::String(s) => AttributeValue::S(s),
+        J::Number(n) => number_attribute_owned(n.to_string(), fallback)?,
+        J::Array(a) => AttributeValue::L(
+            a.into_iter()
+                .map(|x| json_into_attribute(x, fallback))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(o) => AttributeValue::M(
+            o.into_iter()
+                .map(|(k, v)| Ok((k, json_into_attribute(v, fallback)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => json_to_attribute(&other, fallback)?,
+    })
 }
 
 /// JSON to DynamoDB: objects to M, arrays to L, numbers to N with their
@@ -620,6 +679,73 @@ mod tests {
         ]);
         let e = m.map_row_owned(both).unwrap_err().to_string();
         assert!(e.contains("column c"), "{e}");
+    }
+
+    /// Numbers and JSON move into their attributes on the owned path; the
+    /// result must be what the borrowing conversion gives, errors included.
+    #[test]
+    fn moved_numbers_and_json_map_like_borrowed_ones() {
+        let s = schema(&[
+            ("a", ColumnKind::Text),
+            ("c", ColumnKind::Numeric),
+            ("d", ColumnKind::Jsonb),
+        ]);
+        let numbers = [
+            "12.50",
+            "-0",
+            "0.000",
+            "+3",
+            " 5 ",
+            "1e5",
+            "-1.5E-7",
+            ".5",
+            "NaN",
+            "Infinity",
+            "1e400",
+            "1e-400",
+            "x",
+            "",
+            &"1".repeat(39),
+        ];
+        let json = [
+            serde_json::json!({"x": [1, "y", 1.50, null, true], "n": {"deep": -0.0}}),
+            serde_json::json!([1e300, "s"]),
+            serde_json::json!("plain"),
+            serde_json::json!(12345678901234567890u64),
+        ];
+        for fallback in [Unrepresentable::Fail, Unrepresentable::String] {
+            let mut cfg =
+                TableConfig::new("public.t", "target", KeyAttribute::columns(&["a"], None));
+            cfg.unrepresentable = fallback;
+            let m = ItemMapper::new(&cfg, &s).unwrap();
+            let cases = numbers
+                .iter()
+                .map(|n| (Value::Number(n.to_string()), Value::Null))
+                .chain(json.iter().map(|j| (Value::Null, Value::Json(j.clone()))));
+            for (number, json) in cases {
+                let r = row(vec![Value::Text("k".into()), number, json]);
+                let owned = m.map_row_owned(r.clone()).map(|(_, item)| item);
+                // The borrowing conversion, column by column.
+                let borrowed: Result<Item, String> = m
+                    .columns
+                    .iter()
+                    .filter_map(|plan| {
+                        m.column_attribute(plan, &r.values[plan.index])
+                            .map(|av| av.map(|av| (plan.attribute.clone(), av)))
+                            .transpose()
+                    })
+                    .chain(std::iter::once(Ok((
+                        "a".to_string(),
+                        AttributeValue::S("k".into()),
+                    ))))
+                    .collect();
+                match (owned, borrowed) {
+                    (Ok(o), Ok(b)) => assert_eq!(o, b, "{r:?}"),
+                    (Err(o), Err(b)) => assert!(o.to_string().contains(&b), "{o} / {b}"),
+                    (o, b) => panic!("{r:?}: owned {o:?}, borrowed {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -29,10 +29,39 @@ pub enum NumberError {
 /// Checks a decimal text (`-12.50`, `1e+100`) against DynamoDB's rules and
 /// returns the text to send (without a leading `+`).
 pub fn to_dynamo_number(text: &str) -> Result<String, NumberError> {
-    let t = text.trim();
-    let lower = t.to_ascii_lowercase();
-    if lower.contains("nan") || lower.contains("inf") {
-        return Err(NumberError::NotFinite(text.to_string()));
+    if check_dynamo_number(text)? == Checked::Zero {
+        return Ok("0".to_string());
+    }
+    let t = crate::trim_ascii_fast(text);
+    Ok(t.strip_prefix('+').unwrap_or(t).to_string())
+}
+
+/// What [`check_dynamo_number`] found of a valid number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Zero, whatever its form: sent as `0`.
+    Zero,
+    NonZero,
+}
+
+/// Whether [`to_dynamo_number`] returns `text` unchanged, so a caller that
+/// owns it can keep it: a valid number, not zero, with nothing to trim and
+/// no leading `+`.
+pub fn is_sent_as_is(text: &str) -> bool {
+    let t = crate::trim_ascii_fast(text);
+    t.len() == text.len() && !t.starts_with('+') && check_dynamo_number(t) == Ok(Checked::NonZero)
+}
+
+/// [`to_dynamo_number`]'s checks without building its answer: every copied
+/// number passes here, so it does not allocate.
+pub fn check_dynamo_number(text: &str) -> Result<Checked, NumberError> {
+    let t = crate::trim_ascii_fast(text);
+    // Only a text with one of these letters can spell NaN or Infinity.
+    if t.bytes().any(|b| matches!(b, b'n' | b'N' | b'i' | b'I')) {
+        let lower = t.to_ascii_lowercase();
+        if lower.contains("nan") || lower.contains("inf") {
+            return Err(NumberError::NotFinite(text.to_string()));
+        }
     }
     let syntax = || NumberError::Syntax(text.to_string());
     let unsigned = t.strip_prefix(['-', '+']).unwrap_or(t);
@@ -50,11 +79,12 @@ pub fn to_dynamo_number(text: &str) -> Result<String, NumberError> {
     {
         return Err(syntax());
     }
-    let digits: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let Some(first) = digits.iter().position(|&d| d != b'0') else {
-        return Ok("0".to_string());
+    let digits = || int_part.bytes().chain(frac_part.bytes());
+    let Some(first) = digits().position(|d| d != b'0') else {
+        return Ok(Checked::Zero);
     };
-    let last = digits.iter().rposition(|&d| d != b'0').unwrap_or(first);
+    let total = int_part.len() + frac_part.len();
+    let last = total - 1 - digits().rev().position(|d| d != b'0').unwrap_or(0);
     let significant = last - first + 1;
     if significant > MAX_SIGNIFICANT_DIGITS {
         return Err(NumberError::TooPrecise {
@@ -63,14 +93,15 @@ pub fn to_dynamo_number(text: &str) -> Result<String, NumberError> {
         });
     }
     // Exponent of the most significant digit: position relative to the point.
-    let msd_exp = int_part.len() as i64 - 1 - first as i64 + exp;
+    // Saturating: an absurd exponent is too large or too small, not a panic.
+    let msd_exp = (int_part.len() as i64 - 1 - first as i64).saturating_add(exp);
     if msd_exp > MAX_EXPONENT {
         return Err(NumberError::TooLarge(text.to_string()));
     }
     if msd_exp < MIN_EXPONENT {
         return Err(NumberError::TooSmall(text.to_string()));
     }
-    Ok(t.strip_prefix('+').unwrap_or(t).to_string())
+    Ok(Checked::NonZero)
 }
 
 #[cfg(test)]

@@ -98,15 +98,21 @@ fn number_size(text: &str) -> usize {
 /// is not a number is counted by its digits all the same: a size is an
 /// estimate, and refusing bad numbers is [`crate::number`]'s job.
 fn significant_digits(text: &str) -> usize {
-    let t = text.trim();
+    // Every copied number is sized at least twice (the item limit, the
+    // write estimate), so this counts in one pass without allocating:
+    // digits are numbered as they come, and the span from the first nonzero
+    // one to the last is the answer.
+    let t = crate::trim_ascii_fast(text);
     let mantissa = t.find(['e', 'E']).map_or(t, |i| &t[..i]);
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
-    let first = digits.iter().position(|&d| d != b'0');
-    let last = digits.iter().rposition(|&d| d != b'0');
-    match (first, last) {
-        (Some(f), Some(l)) => l - f + 1,
-        _ => 0,
+    let (mut seen, mut first, mut last) = (0usize, None, 0usize);
+    for d in mantissa.bytes().filter(u8::is_ascii_digit) {
+        if d != b'0' {
+            first.get_or_insert(seen);
+            last = seen;
+        }
+        seen += 1;
     }
+    first.map_or(0, |f| last - f + 1)
 }
 
 fn number_count(v: &AttributeValue) -> usize {
@@ -124,6 +130,26 @@ mod tests {
     use super::*;
     use aws_sdk_dynamodb::primitives::Blob;
     use std::collections::HashMap;
+
+    #[test]
+    fn significant_digits_are_the_first_implementations() {
+        // The first, allocating version: sizes (and so offload decisions
+        // and write estimates) must not change.
+        fn reference(text: &str) -> usize {
+            let t = text.trim();
+            let mantissa = t.find(['e', 'E']).map_or(t, |i| &t[..i]);
+            let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+            let first = digits.iter().position(|&d| d != b'0');
+            let last = digits.iter().rposition(|&d| d != b'0');
+            match (first, last) {
+                (Some(f), Some(l)) => l - f + 1,
+                _ => 0,
+            }
+        }
+        for t in crate::compare::tests::number_texts() {
+            assert_eq!(significant_digits(&t), reference(&t), "{t:?}");
+        }
+    }
 
     fn s(v: &str) -> AttributeValue {
         AttributeValue::S(v.to_string())

@@ -14,7 +14,9 @@
 //! - Verify: rows per second of `verify` over the reference copy.
 //!
 //! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
-//! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000").
+//! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000");
+//! BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
+//! `dynalite`, `verify` and `plan` (default all; `verify` needs `dynalite`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -256,6 +258,8 @@ async fn main() -> Result<()> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let cases = std::env::var("BENCH_CASES").unwrap_or_default();
+    let want = |case: &str| cases.is_empty() || cases.split(',').any(|c| c.trim() == case);
     println!("machine: {}", machine());
     let stack = TestStack::new("wbench").await?;
     let proxy = start(ProxyConfig {
@@ -265,26 +269,46 @@ async fn main() -> Result<()> {
     .await?;
 
     println!("\n== worker throughput, one worker process (concurrency 4, pages of 1000 rows)");
-    for (label, pad) in [
-        ("~200 B rows, answer-only proxy", 40),
-        ("~1 KB rows, answer-only proxy", 850),
+    for (case, label, pad) in [
+        ("200b", "~200 B rows, answer-only proxy", 40),
+        ("1kb", "~1 KB rows, answer-only proxy", 850),
     ] {
-        let (c, _) = copy(&stack, label, rows, pad, &proxy.url).await?;
+        if want(case) {
+            let (c, _) = copy(&stack, label, rows, pad, &proxy.url).await?;
+            c.print();
+        }
+    }
+    if want("64kb") {
+        let big = (rows / 50).max(2000);
+        let (c, _) = copy(
+            &stack,
+            "~64 KB rows, answer-only proxy",
+            big,
+            64_000,
+            &proxy.url,
+        )
+        .await?;
         c.print();
     }
-    let big = (rows / 50).max(2000);
-    let (c, _) = copy(
-        &stack,
-        "~64 KB rows, answer-only proxy",
-        big,
-        64_000,
-        &proxy.url,
-    )
-    .await?;
-    c.print();
+    if want("dynalite") || want("verify") {
+        reference_and_verify(&stack, rows, want("verify")).await?;
+    }
+    if want("plan") {
+        println!("\n== planning (sampling, so it must not grow with the table)");
+        for n in plan_rows {
+            planning(&stack, n).await?;
+        }
+    }
+    proxy.shutdown().await;
+    stack.cleanup().await
+}
+
+/// The 1 KB copy into dynalite itself, for reference, then (with `verify`)
+/// a full verify of that copy.
+async fn reference_and_verify(stack: &TestStack, rows: u64, verify: bool) -> Result<()> {
     let reference = (rows / 10).max(10_000);
     let (c, cfg) = copy(
-        &stack,
+        stack,
         "~1 KB rows, dynalite (reference)",
         reference,
         851,
@@ -292,7 +316,9 @@ async fn main() -> Result<()> {
     )
     .await?;
     c.print();
-
+    if !verify {
+        return Ok(());
+    }
     println!("\n== verify");
     let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
     let verifier = backfill_verify::Verifier::new(
@@ -313,11 +339,5 @@ async fn main() -> Result<()> {
         report.rows_checked as f64 / took,
         took
     );
-
-    println!("\n== planning (sampling, so it must not grow with the table)");
-    for n in plan_rows {
-        planning(&stack, n).await?;
-    }
-    proxy.shutdown().await;
-    stack.cleanup().await
+    Ok(())
 }
