@@ -15,7 +15,8 @@
 //!
 //! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
 //! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000");
-//! BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
+//! BENCH_REPEAT the runs of each answer-only case, whose median is printed
+//! (default 3); BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
 //! `dynalite`, `verify` and `plan` (default all; `verify` needs `dynalite`).
 
 use std::path::Path;
@@ -36,6 +37,8 @@ struct Usage {
     wall: Duration,
     cpu: Duration,
     max_rss_kb: i64,
+    /// Minor page faults: memory handed back to the OS and touched again.
+    minor_faults: i64,
 }
 
 /// Runs `backfill work --until-idle` with `config` and reports its usage
@@ -95,6 +98,7 @@ fn run_worker(config: &Path) -> Result<Usage> {
         wall: started.elapsed(),
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kb: usage.ru_maxrss,
+        minor_faults: usage.ru_minflt,
     })
 }
 
@@ -116,34 +120,56 @@ fn seed_sql(src: &str, rows: u64, pad: usize) -> String {
 struct Copy {
     label: String,
     rows: u64,
-    usage: Usage,
+    /// One per run over the same table, each a run of its own.
+    runs: Vec<Usage>,
 }
 
 impl Copy {
+    /// The median run's figures (by rows per CPU-second), the spread of all
+    /// runs, and the highest peak RSS of any.
     fn print(&self) {
-        let cpu = self.usage.cpu.as_secs_f64();
-        let wall = self.usage.wall.as_secs_f64();
+        let per_core = |u: &Usage| self.rows as f64 / u.cpu.as_secs_f64();
+        let mut runs: Vec<&Usage> = self.runs.iter().collect();
+        runs.sort_by(|a, b| per_core(a).total_cmp(&per_core(b)));
+        let Some(median) = runs.get(runs.len() / 2) else {
+            return;
+        };
+        let cpu = median.cpu.as_secs_f64();
+        let wall = median.wall.as_secs_f64();
+        let spread = match (runs.first(), runs.last()) {
+            (Some(lo), Some(hi)) if runs.len() > 1 => format!(
+                "  ({} runs: {:.0} to {:.0})",
+                runs.len(),
+                per_core(lo),
+                per_core(hi)
+            ),
+            _ => String::new(),
+        };
+        let rss = self.runs.iter().map(|u| u.max_rss_kb).max().unwrap_or(0);
         println!(
-            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB",
+            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB  {:>7} page faults{spread}",
             self.label,
             self.rows,
-            self.rows as f64 / cpu,
+            per_core(median),
             self.rows as f64 / wall,
             cpu,
             wall,
-            self.usage.max_rss_kb / 1024
+            rss / 1024,
+            median.minor_faults
         );
     }
 }
 
-/// Seeds a table, produces it, and copies it with one worker process whose
-/// DynamoDB endpoint is `endpoint` (the answer-only proxy, or dynalite).
+/// Seeds a table, then `repeats` times produces it as a new run and copies
+/// it with one worker process whose DynamoDB endpoint is `endpoint` (the
+/// answer-only proxy, or dynalite).
 async fn copy(
     stack: &TestStack,
     label: &str,
     rows: u64,
     pad: usize,
     endpoint: &str,
+    repeats: usize,
 ) -> Result<(Copy, BackfillConfig)> {
     let name = format!("t{pad}_{}", label.len());
     let src = stack.source(&name);
@@ -159,24 +185,28 @@ async fn copy(
     cfg.worker.verify_sample_rate = 0.0;
     cfg.queue.wait_time_secs = 1;
     let source = PgSource::connect(cfg.source.url.expose(), 2).await?;
-    // A run of its own: producing an existing run reuses its plan.
-    let run = format!("bench-{name}");
-    backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), &run).await?;
     let mut worker_cfg = cfg.clone();
     worker_cfg.aws.dynamodb_endpoint_url = Some(endpoint.to_string());
     let path = std::env::temp_dir().join(format!("{}-{name}.toml", stack.name));
     std::fs::write(&path, config_toml(&worker_cfg))?;
-    let usage = tokio::task::spawn_blocking(move || run_worker(&path)).await??;
-    let done = stack.control().jobs(&run).await?;
-    let copied: u64 = done.iter().map(|j| j.rows).sum();
-    if copied != rows {
-        bail!("{label}: copied {copied} rows of {rows}");
+    let mut runs = Vec::new();
+    for r in 0..repeats.max(1) {
+        // A run of its own: producing an existing run reuses its plan.
+        let run = format!("bench-{name}-{r}");
+        backfill_producer::produce(&cfg, &source, &stack.queue(), &stack.control(), &run).await?;
+        let path = path.clone();
+        runs.push(tokio::task::spawn_blocking(move || run_worker(&path)).await??);
+        let done = stack.control().jobs(&run).await?;
+        let copied: u64 = done.iter().map(|j| j.rows).sum();
+        if copied != rows {
+            bail!("{label}: copied {copied} rows of {rows}");
+        }
     }
     Ok((
         Copy {
             label: label.to_string(),
             rows,
-            usage,
+            runs,
         },
         cfg,
     ))
@@ -258,6 +288,12 @@ async fn main() -> Result<()> {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // The machine's two cores are shared with Postgres and the proxy, and
+    // runs of the same binary spread by a quarter: the figure is a median.
+    let repeats: usize = std::env::var("BENCH_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let cases = std::env::var("BENCH_CASES").unwrap_or_default();
     let want = |case: &str| cases.is_empty() || cases.split(',').any(|c| c.trim() == case);
     println!("machine: {}", machine());
@@ -274,7 +310,7 @@ async fn main() -> Result<()> {
         ("1kb", "~1 KB rows, answer-only proxy", 850),
     ] {
         if want(case) {
-            let (c, _) = copy(&stack, label, rows, pad, &proxy.url).await?;
+            let (c, _) = copy(&stack, label, rows, pad, &proxy.url, repeats).await?;
             c.print();
         }
     }
@@ -286,6 +322,7 @@ async fn main() -> Result<()> {
             big,
             64_000,
             &proxy.url,
+            1,
         )
         .await?;
         c.print();
@@ -313,6 +350,7 @@ async fn reference_and_verify(stack: &TestStack, rows: u64, verify: bool) -> Res
         reference,
         851,
         &stack.env.dynamodb_url,
+        1,
     )
     .await?;
     c.print();
