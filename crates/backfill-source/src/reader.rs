@@ -214,10 +214,11 @@ fn decode_value(
             .map_err(e)?
             .map(Value::Number),
         ColumnKind::Json | ColumnKind::Jsonb | ColumnKind::Array(_) => {
-            match row.try_get::<Option<String>, _>(idx).map_err(e)? {
+            // Parsed where it lies in the row, not copied out first.
+            match row.try_get::<Option<&str>, _>(idx).map_err(e)? {
                 None => None,
                 Some(text) => Some(Value::Json(
-                    serde_json::from_str(&text).map_err(|x| err(format!("invalid JSON: {x}")))?,
+                    serde_json::from_str(text).map_err(|x| err(format!("invalid JSON: {x}")))?,
                 )),
             }
         }

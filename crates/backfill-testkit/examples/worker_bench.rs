@@ -15,6 +15,7 @@
 //!
 //! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
 //! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000");
+//! BENCH_INSTRUCTIONS=1 counts each worker's instructions under callgrind;
 //! BENCH_REPEAT the runs of each answer-only case, whose median is printed
 //! (default 3); BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
 //! `dynalite`, `verify` and `plan` (default all; `verify` needs `dynalite`).
@@ -39,6 +40,13 @@ struct Usage {
     max_rss_kb: i64,
     /// Minor page faults: memory handed back to the OS and touched again.
     minor_faults: i64,
+    /// User-space instructions, with BENCH_INSTRUCTIONS.
+    instructions: Option<u64>,
+}
+
+/// Where callgrind writes a worker's profile (kept for `callgrind_annotate`).
+fn instructions_file(config: &Path) -> std::path::PathBuf {
+    config.with_extension("callgrind")
 }
 
 /// Runs `backfill work --until-idle` with `config` and reports its usage
@@ -62,6 +70,20 @@ fn run_worker(config: &Path) -> Result<Usage> {
                 c.args(more.split_whitespace());
             }
             c.arg("-o").arg(out).arg(BIN);
+            c
+        }
+        // BENCH_INSTRUCTIONS=1: under callgrind, counting the worker's
+        // instructions, which (unlike CPU time on this shared machine)
+        // repeat from run to run: the measure for comparing changes. It runs
+        // some fifty times slower, so use it with a small BENCH_ROWS.
+        Err(_) if std::env::var_os("BENCH_INSTRUCTIONS").is_some() => {
+            let mut c = Command::new("valgrind");
+            c.args(["--tool=callgrind", "-q"])
+                .arg(format!(
+                    "--callgrind-out-file={}",
+                    instructions_file(config).display()
+                ))
+                .arg(BIN);
             c
         }
         Err(_) => Command::new(BIN),
@@ -93,12 +115,20 @@ fn run_worker(config: &Path) -> Result<Usage> {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the worker failed (status {status})"
     );
+    let instructions = std::fs::read_to_string(instructions_file(config))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("summary:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        });
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Usage {
         wall: started.elapsed(),
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         max_rss_kb: usage.ru_maxrss,
         minor_faults: usage.ru_minflt,
+        instructions,
     })
 }
 
@@ -146,8 +176,12 @@ impl Copy {
             _ => String::new(),
         };
         let rss = self.runs.iter().map(|u| u.max_rss_kb).max().unwrap_or(0);
+        let instructions = median
+            .instructions
+            .map(|i| format!("  {:.0} instructions/row", i as f64 / self.rows as f64))
+            .unwrap_or_default();
         println!(
-            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB  {:>7} page faults{spread}",
+            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB  {:>7} page faults{instructions}{spread}",
             self.label,
             self.rows,
             per_core(median),
