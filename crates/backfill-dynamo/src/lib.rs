@@ -19,6 +19,7 @@ use backfill_capacity::{estimate_wcu, WriteLimiter};
 use std::sync::Arc;
 
 mod resend;
+mod wire;
 use resend::{replace_body, BodySlot};
 
 /// A DynamoDB item.
@@ -28,7 +29,8 @@ pub type Item = HashMap<String, AttributeValue>;
 enum Attempt {
     /// Requests not sent yet (the first attempt, or the unprocessed ones).
     Requests(Vec<WriteRequest>),
-    /// The bytes of an attempt that failed as a whole, sent again.
+    /// A body written by `wire`, or the bytes of an attempt that failed
+    /// as a whole, sent again.
     Body(aws_smithy_types::body::SdkBody),
 }
 
@@ -176,26 +178,10 @@ impl DynamoSink {
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
-        let mut batches: Vec<Vec<WriteRequest>> =
-            Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
+        let mut batches: Vec<Vec<Item>> = Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            batches.push(
-                items
-                    .by_ref()
-                    .take(MAX_BATCH_ITEMS)
-                    .map(|item| {
-                        WriteRequest::builder()
-                            .put_request(
-                                PutRequest::builder()
-                                    .set_item(Some(item))
-                                    .build()
-                                    .expect("item is set"),
-                            )
-                            .build()
-                    })
-                    .collect(),
-            );
+            batches.push(items.by_ref().take(MAX_BATCH_ITEMS).collect());
         }
         stream::iter(batches)
             .map(|b| self.write_batch(table, b))
@@ -312,13 +298,9 @@ impl DynamoSink {
     }
 
     /// One batch of at most 25 requests, resent until nothing is unprocessed.
-    async fn write_batch(
-        &self,
-        table: &str,
-        pending: Vec<WriteRequest>,
-    ) -> Result<WriteOutcome, SinkError> {
+    async fn write_batch(&self, table: &str, items: Vec<Item>) -> Result<WriteOutcome, SinkError> {
         let mut outcome = WriteOutcome {
-            items: pending.len(),
+            items: items.len(),
             ..Default::default()
         };
         let estimate = |p: &[WriteRequest]| -> u64 {
@@ -326,11 +308,30 @@ impl DynamoSink {
                 .filter_map(|w| w.put_request().map(|p| estimate_wcu(p.item())))
                 .sum()
         };
-        let mut estimated = estimate(&pending);
-        let mut pending_len = pending.len();
-        // The requests move into the SDK; a request that fails whole is
-        // resent from the bytes it was sent as (see `resend`).
-        let mut next = Attempt::Requests(pending);
+        let mut estimated: u64 = items.iter().map(estimate_wcu).sum();
+        let mut pending_len = items.len();
+        // The body is written from the items here (`wire`), and a request
+        // that fails whole is resent from those bytes (`resend`); the
+        // unprocessed rest of a batch, or an item this writer cannot
+        // write, goes through the SDK's own serializer.
+        let mut next = match wire::batch_put_body(table, &items) {
+            Some(body) => Attempt::Body(body.into()),
+            None => Attempt::Requests(
+                items
+                    .into_iter()
+                    .map(|item| {
+                        WriteRequest::builder()
+                            .put_request(
+                                PutRequest::builder()
+                                    .set_item(Some(item))
+                                    .build()
+                                    .expect("item is set"),
+                            )
+                            .build()
+                    })
+                    .collect(),
+            ),
+        };
         let mut attempt = 0u32;
         loop {
             self.admit(estimated).await;

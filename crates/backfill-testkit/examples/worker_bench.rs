@@ -15,7 +15,7 @@
 //!
 //! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
 //! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000");
-//! BENCH_INSTRUCTIONS=1 counts each worker's instructions under callgrind;
+//! BENCH_CPU=<n> pins each worker to CPU n; BENCH_INSTRUCTIONS=1 counts each worker's instructions under callgrind;
 //! BENCH_REPEAT the runs of each answer-only case, whose median is printed
 //! (default 3); BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
 //! `dynalite`, `verify` and `plan` (default all; `verify` needs `dynalite`).
@@ -42,6 +42,40 @@ struct Usage {
     minor_faults: i64,
     /// User-space instructions, with BENCH_INSTRUCTIONS.
     instructions: Option<u64>,
+    /// CPU time of [`reference_work`] just before the run.
+    reference: Duration,
+}
+
+/// The CPU time of a fixed piece of work like the worker's (maps of strings
+/// built, hashed and dropped), measured in this process just before a worker
+/// runs: this machine's speed changes by a third from one minute to the
+/// next (its host is shared), and a figure is only read right beside it.
+fn reference_work() -> Duration {
+    use std::hash::{Hash, Hasher};
+    let cpu = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec for clock_gettime to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    };
+    let started = cpu();
+    let mut total = 0u64;
+    for i in 0..100_000u64 {
+        let m: std::collections::HashMap<String, String> = (0..10)
+            .map(|c| (format!("col{c}"), format!("{i}-{c}-{}", "x".repeat(c * 20))))
+            .collect();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (k, v) in &m {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        total ^= h.finish();
+    }
+    std::hint::black_box(total);
+    cpu() - started
 }
 
 /// Where callgrind writes a worker's profile (kept for `callgrind_annotate`).
@@ -52,6 +86,7 @@ fn instructions_file(config: &Path) -> std::path::PathBuf {
 /// Runs `backfill work --until-idle` with `config` and reports its usage
 /// from wait4, which accounts the process alone.
 fn run_worker(config: &Path) -> Result<Usage> {
+    let reference = reference_work();
     let started = Instant::now();
     // BENCH_PERF=<dir>: each worker runs under `perf record`, its profile
     // written to <dir>/<config name>.perf (the figures then include perf's own cost).
@@ -88,6 +123,26 @@ fn run_worker(config: &Path) -> Result<Usage> {
         }
         Err(_) => Command::new(BIN),
     };
+    // BENCH_CPU=<n>: the worker runs on CPU n alone (as in a one-CPU pod),
+    // so it is not moved between cores that Postgres and the proxy share.
+    if let Some(cpu) = std::env::var("BENCH_CPU")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: between fork and exec only async-signal-safe calls are
+        // made (sched_setaffinity on a set built on the stack).
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let child = cmd
         .args(["--config"])
         .arg(config)
@@ -129,6 +184,7 @@ fn run_worker(config: &Path) -> Result<Usage> {
         max_rss_kb: usage.ru_maxrss,
         minor_faults: usage.ru_minflt,
         instructions,
+        reference,
     })
 }
 
@@ -166,22 +222,33 @@ impl Copy {
         };
         let cpu = median.cpu.as_secs_f64();
         let wall = median.wall.as_secs_f64();
-        let spread = match (runs.first(), runs.last()) {
-            (Some(lo), Some(hi)) if runs.len() > 1 => format!(
-                "  ({} runs: {:.0} to {:.0})",
-                runs.len(),
-                per_core(lo),
-                per_core(hi)
-            ),
-            _ => String::new(),
+        // Every run, slowest first, with the reference work's time beside it.
+        let spread = if runs.len() > 1 {
+            let each: Vec<String> = runs
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{:.0} ({:.0} ms)",
+                        per_core(u),
+                        u.reference.as_secs_f64() * 1e3
+                    )
+                })
+                .collect();
+            format!("\n    {} runs: {}", runs.len(), each.join(", "))
+        } else {
+            String::new()
         };
         let rss = self.runs.iter().map(|u| u.max_rss_kb).max().unwrap_or(0);
+        let reference = format!(
+            "  reference work {:.0} ms",
+            median.reference.as_secs_f64() * 1e3
+        );
         let instructions = median
             .instructions
             .map(|i| format!("  {:.0} instructions/row", i as f64 / self.rows as f64))
             .unwrap_or_default();
         println!(
-            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB  {:>7} page faults{instructions}{spread}",
+            "{:<34} {:>9} rows  {:>9.0} rows/s per core  {:>9.0} rows/s wall  cpu {:>6.2} s  wall {:>6.2} s  peak RSS {:>5} MB  {:>7} page faults{instructions}{reference}{spread}",
             self.label,
             self.rows,
             per_core(median),
