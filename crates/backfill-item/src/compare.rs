@@ -221,11 +221,9 @@ pub fn canonical_number_into(out: &mut String, text: &str) {
     if !digits().all(|b| b.is_ascii_digit()) {
         return out.push_str(t);
     }
-    let Some(first) = digits().position(|c| c != b'0') else {
+    let Some((first, last)) = crate::number::nonzero_span(int_part, frac_part) else {
         return out.push('0');
     };
-    let total = int_part.len() + frac_part.len();
-    let last = total - 1 - digits().rev().position(|c| c != b'0').unwrap_or(0);
     if neg {
         out.push('-');
     }

@@ -79,12 +79,9 @@ pub fn check_dynamo_number(text: &str) -> Result<Checked, NumberError> {
     {
         return Err(syntax());
     }
-    let digits = || int_part.bytes().chain(frac_part.bytes());
-    let Some(first) = digits().position(|d| d != b'0') else {
+    let Some((first, last)) = nonzero_span(int_part, frac_part) else {
         return Ok(Checked::Zero);
     };
-    let total = int_part.len() + frac_part.len();
-    let last = total - 1 - digits().rev().position(|d| d != b'0').unwrap_or(0);
     let significant = last - first + 1;
     if significant > MAX_SIGNIFICANT_DIGITS {
         return Err(NumberError::TooPrecise {
@@ -102,6 +99,17 @@ pub fn check_dynamo_number(text: &str) -> Result<Checked, NumberError> {
         return Err(NumberError::TooSmall(text.to_string()));
     }
     Ok(Checked::NonZero)
+}
+
+/// Positions of the first and last nonzero digit among the digits of
+/// `int_part` followed by `frac_part` (ASCII digits), or `None` when all are
+/// zero: the significant digits of a mantissa, without allocating.
+pub(crate) fn nonzero_span(int_part: &str, frac_part: &str) -> Option<(usize, usize)> {
+    let digits = || int_part.bytes().chain(frac_part.bytes());
+    let first = digits().position(|d| d != b'0')?;
+    let total = int_part.len() + frac_part.len();
+    let last = total - 1 - digits().rev().position(|d| d != b'0').unwrap_or(0);
+    Some((first, last))
 }
 
 #[cfg(test)]
