@@ -177,14 +177,49 @@ impl DynamoSink {
         items: Vec<Item>,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
+        let wcu = items.iter().map(estimate_wcu).collect();
+        self.put_items_estimated(table, items, wcu, concurrency)
+            .await
+    }
+
+    /// [`Sink::put_items`] for items whose write capacity the caller has
+    /// already estimated (`wcu[i]` for `items[i]`, as
+    /// [`backfill_capacity::estimate_wcu`] gives it): the worker sizes every
+    /// item for the 400 KB check anyway, and sizing is not free.
+    pub async fn put_items_estimated(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+        wcu: Vec<u64>,
+        concurrency: usize,
+    ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
-        let mut batches: Vec<Vec<Item>> = Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
-        let mut items = items.into_iter().peekable();
+        if wcu.len() != items.len() {
+            return Err(SinkError::Service {
+                table: table.to_string(),
+                op: "BatchWriteItem",
+                message: format!(
+                    "{} items came with {} capacity estimates",
+                    items.len(),
+                    wcu.len()
+                ),
+                retryable: false,
+            });
+        }
+        let mut batches: Vec<(Vec<Item>, u64)> =
+            Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
+        let mut items = items.into_iter().zip(wcu).peekable();
         while items.peek().is_some() {
-            batches.push(items.by_ref().take(MAX_BATCH_ITEMS).collect());
+            let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
+            let mut estimated = 0u64;
+            for (item, w) in items.by_ref().take(MAX_BATCH_ITEMS) {
+                batch.push(item);
+                estimated += w;
+            }
+            batches.push((batch, estimated));
         }
         stream::iter(batches)
-            .map(|b| self.write_batch(table, b))
+            .map(|(b, estimated)| self.write_batch(table, b, estimated))
             .buffer_unordered(concurrency.max(1))
             .try_fold(WriteOutcome::default(), |mut total, o| async move {
                 total.add(&o);
@@ -298,7 +333,12 @@ impl DynamoSink {
     }
 
     /// One batch of at most 25 requests, resent until nothing is unprocessed.
-    async fn write_batch(&self, table: &str, items: Vec<Item>) -> Result<WriteOutcome, SinkError> {
+    async fn write_batch(
+        &self,
+        table: &str,
+        items: Vec<Item>,
+        mut estimated: u64,
+    ) -> Result<WriteOutcome, SinkError> {
         let mut outcome = WriteOutcome {
             items: items.len(),
             ..Default::default()
@@ -308,14 +348,18 @@ impl DynamoSink {
                 .filter_map(|w| w.put_request().map(|p| estimate_wcu(p.item())))
                 .sum()
         };
-        let mut estimated: u64 = items.iter().map(estimate_wcu).sum();
         let mut pending_len = items.len();
         // The body is written from the items here (`wire`), and a request
         // that fails whole is resent from those bytes (`resend`); the
         // unprocessed rest of a batch, or an item this writer cannot
         // write, goes through the SDK's own serializer.
         let mut next = match wire::batch_put_body(table, &items) {
-            Some(body) => Attempt::Body(body.into()),
+            Some(body) => {
+                // Freed here, while they are still in this core's cache,
+                // rather than held until the request is answered.
+                drop(items);
+                Attempt::Body(body.into())
+            }
             None => Attempt::Requests(
                 items
                     .into_iter()

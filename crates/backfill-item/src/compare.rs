@@ -203,13 +203,12 @@ pub fn canonical_number(text: &str) -> String {
 /// [`canonical_number`], appended to `out` without allocating: every number
 /// of every copied item goes through here for the digest.
 pub fn canonical_number_into(out: &mut String, text: &str) {
-    use std::fmt::Write as _;
     let t = crate::trim_ascii_fast(text);
     let (neg, unsigned) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    let (mantissa, exp) = match unsigned.find(['e', 'E']) {
+    let (mantissa, exp) = match unsigned.bytes().position(|b| b | 0x20 == b'e') {
         Some(i) => match unsigned[i + 1..].parse::<i64>() {
             Ok(e) => (&unsigned[..i], e),
             Err(_) => return out.push_str(t),
@@ -227,18 +226,40 @@ pub fn canonical_number_into(out: &mut String, text: &str) {
     if neg {
         out.push('-');
     }
-    for (i, d) in digits().enumerate().take(last + 1).skip(first) {
-        if i == first + 1 {
-            out.push('.');
-        }
-        out.push(char::from(d));
+    // The digits first..=last of int_part ++ frac_part (all ASCII digits,
+    // so any index is a char boundary), a point after the first.
+    let n = int_part.len();
+    let slice = |from: usize, to: usize| -> [&str; 2] {
+        [
+            if from < n {
+                &int_part[from..to.min(n)]
+            } else {
+                ""
+            },
+            if to > n {
+                &frac_part[from.max(n) - n..to - n]
+            } else {
+                ""
+            },
+        ]
+    };
+    let [a, b] = slice(first, first + 1);
+    out.push_str(a);
+    out.push_str(b);
+    if last > first {
+        out.push('.');
+        let [a, b] = slice(first + 1, last + 1);
+        out.push_str(a);
+        out.push_str(b);
     }
     // Wrapping: an absurd exponent is still a canonical text, not a panic.
     let e = (int_part.len() as i64)
         .wrapping_sub(1)
         .wrapping_sub(first as i64)
         .wrapping_add(exp);
-    let _ = write!(out, "E{e}");
+    // itoa, not `write!`: the formatter cost more than the rest of the number.
+    out.push('E');
+    out.push_str(itoa::Buffer::new().format(e));
 }
 
 /// An item key as a string that equal keys share: for sets and maps of
@@ -344,6 +365,13 @@ impl ItemDigest {
         self.sum = self.sum.wrapping_add(item_hash(item, columns));
     }
 
+    /// [`ItemDigest::add`] with the attribute names sorted once for the
+    /// whole set (the same bits).
+    pub fn add_laid_out(&mut self, item: &Item, layout: &DigestLayout) {
+        self.count += 1;
+        self.sum = self.sum.wrapping_add(layout.item_hash(item));
+    }
+
     pub fn merge(&mut self, other: &ItemDigest) {
         self.count += other.count;
         self.sum = self.sum.wrapping_add(other.sum);
@@ -355,11 +383,58 @@ impl ItemDigest {
     }
 }
 
+/// The attribute names the items of a set are made of, sorted once: the
+/// copied columns (an absent one is hashed as the null marker) and the
+/// other attributes items may have (keys made from templates). Hashing an
+/// item then walks these names instead of collecting and sorting the
+/// item's own for every item; an item with a name outside them is hashed
+/// the general way, so the bits are always [`item_hash`]'s.
+#[derive(Debug, Clone)]
+pub struct DigestLayout {
+    /// Sorted, unique; `true` for a copied column.
+    names: Vec<(String, bool)>,
+    columns: Vec<String>,
+}
+
+impl DigestLayout {
+    pub fn new<'a>(columns: &[&str], others: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut names: Vec<(String, bool)> =
+            columns.iter().map(|c| (c.to_string(), true)).collect();
+        names.extend(others.into_iter().map(|o| (o.to_string(), false)));
+        // A name that is both a column and another attribute is a column.
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        names.dedup_by(|a, b| a.0 == b.0);
+        DigestLayout {
+            names,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// [`item_hash`] of `item` with this layout's columns.
+    pub fn item_hash(&self, item: &Item) -> u128 {
+        let found = std::cell::Cell::new(0usize);
+        let hash = hash_fields(self.names.iter().filter_map(
+            |(name, column)| match item.get(name) {
+                Some(v) => {
+                    found.set(found.get() + 1);
+                    Some((name.as_str(), Some(v)))
+                }
+                None if *column => Some((name.as_str(), None)),
+                None => None,
+            },
+        ));
+        if found.get() == item.len() {
+            return hash;
+        }
+        // The item has a name the layout does not: hashed the general way.
+        let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+        item_hash(item, &columns)
+    }
+}
+
 /// A 128-bit hash of an item's canonical form, null markers included.
 pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
-    const NULL_MARKER: &str = "\u{0}NULL-MARKER";
-    // Attribute names in order, each with its value or the null marker; one
-    // buffer serves every value's canonical text.
+    // Attribute names in order, each with its value or the null marker.
     let mut fields: Vec<(&str, Option<&AttributeValue>)> =
         item.iter().map(|(k, v)| (k.as_str(), Some(v))).collect();
     for c in columns {
@@ -369,6 +444,14 @@ pub fn item_hash(item: &Item, columns: &[&str]) -> u128 {
     }
     fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     fields.dedup_by(|a, b| a.0 == b.0);
+    hash_fields(fields)
+}
+
+/// The hash of an item's fields, given in name order without repeats.
+fn hash_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, Option<&'a AttributeValue>)>,
+) -> u128 {
+    const NULL_MARKER: &str = "\u{0}NULL-MARKER";
     // The hashed bytes are laid out in one buffer and hashed in one call:
     // four dozen small updates per item cost more than the copy. The buffer
     // and the canonical text's are the thread's own, kept between items.
@@ -673,6 +756,50 @@ pub(crate) mod tests {
         for columns in [&[][..], &["id", "missing", "name", "missing"][..]] {
             assert_eq!(item_hash(&item, columns), reference_hash(&item, columns));
         }
+    }
+
+    #[test]
+    fn a_layout_gives_the_general_hash() {
+        let item: Item = [
+            ("id".to_string(), A::N("7".into())),
+            ("b".to_string(), A::S("x".into())),
+            ("pk".to_string(), A::S("T#7".into())),
+            ("z".to_string(), A::Bool(false)),
+        ]
+        .into();
+        let columns = ["id", "b", "gone", "z"];
+        let cases = [
+            // Every name known, one column absent (its null marker hashed).
+            DigestLayout::new(&columns, ["pk"]),
+            // A key attribute named like a column, and one never present.
+            DigestLayout::new(&columns, ["pk", "id", "sk"]),
+            // The item has a name the layout lacks: the general path.
+            DigestLayout::new(&columns, []),
+            DigestLayout::new(&[], ["id"]),
+        ];
+        for (i, layout) in cases.iter().enumerate() {
+            assert_eq!(
+                layout.item_hash(&item),
+                reference_hash(
+                    &item,
+                    &layout
+                        .columns
+                        .iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                ),
+                "case {i}"
+            );
+        }
+        // And it is not a hash that ignores its input.
+        let mut other = item.clone();
+        other.insert("b".into(), A::S("y".into()));
+        assert_ne!(cases[0].item_hash(&item), cases[0].item_hash(&other));
+        let mut digest = ItemDigest::default();
+        digest.add_laid_out(&item, &cases[0]);
+        let mut general = ItemDigest::default();
+        general.add(&item, &columns);
+        assert_eq!(digest, general);
     }
 
     #[test]

@@ -74,7 +74,34 @@ pub fn attribute_size(v: &AttributeValue) -> usize {
 /// nested ones and set elements included: an item whose upper bound is at
 /// most [`MAX_ITEM_BYTES`] is stored whatever its numbers look like.
 pub fn item_size_upper_bound(item: &Item) -> usize {
-    item_size(item) + item.values().map(number_count).sum::<usize>() * NUMBER_SLACK_BYTES
+    // One pass (every copied item is sized here): each number counted with
+    // its slack where it is met, rather than counted again afterwards.
+    item.iter()
+        .map(|(name, v)| name.len() + attribute_size_upper_bound(v))
+        .sum()
+}
+
+/// [`attribute_size`] plus [`NUMBER_SLACK_BYTES`] for every number in it.
+fn attribute_size_upper_bound(v: &AttributeValue) -> usize {
+    const SLACK: usize = NUMBER_SLACK_BYTES;
+    match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::N(n) => number_size(n) + SLACK,
+        AttributeValue::Ns(ns) => ns.iter().map(|n| number_size(n) + SLACK).sum(),
+        AttributeValue::L(l) => {
+            CONTAINER_OVERHEAD
+                + l.iter()
+                    .map(|e| 1 + attribute_size_upper_bound(e))
+                    .sum::<usize>()
+        }
+        AttributeValue::M(m) => {
+            CONTAINER_OVERHEAD
+                + m.iter()
+                    .map(|(k, e)| 1 + k.len() + attribute_size_upper_bound(e))
+                    .sum::<usize>()
+        }
+        other => attribute_size(other),
+    }
 }
 
 /// Write capacity units one standard write of an item of `size` bytes
@@ -102,10 +129,13 @@ fn significant_digits(text: &str) -> usize {
     // write estimate), so this counts in one pass without allocating:
     // digits are numbered as they come, and the span from the first nonzero
     // one to the last is the answer.
-    let t = crate::trim_ascii_fast(text);
-    let mantissa = t.find(['e', 'E']).map_or(t, |i| &t[..i]);
+    let t = crate::trim_ascii_fast(text).as_bytes();
+    let mantissa = t
+        .iter()
+        .position(|b| b | 0x20 == b'e')
+        .map_or(t, |i| &t[..i]);
     let (mut seen, mut first, mut last) = (0usize, None, 0usize);
-    for d in mantissa.bytes().filter(u8::is_ascii_digit) {
+    for &d in mantissa.iter().filter(|b| b.is_ascii_digit()) {
         if d != b'0' {
             first.get_or_insert(seen);
             last = seen;
@@ -115,6 +145,9 @@ fn significant_digits(text: &str) -> usize {
     first.map_or(0, |f| last - f + 1)
 }
 
+/// Numbers in a value, nested ones and set elements included: what the
+/// one-pass upper bound must add [`NUMBER_SLACK_BYTES`] for.
+#[cfg(test)]
 fn number_count(v: &AttributeValue) -> usize {
     match v {
         AttributeValue::N(_) => 1,
@@ -307,5 +340,40 @@ mod tests {
         );
         let plain = item(&[("e", s("text"))]);
         assert_eq!(item_size_upper_bound(&plain), item_size(&plain));
+        // Every type, nested: the one pass gives the size plus the slack of
+        // every number counted separately.
+        let every = item(&[
+            (
+                "b",
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![1, 2])),
+            ),
+            ("t", AttributeValue::Bool(true)),
+            ("z", AttributeValue::Null(true)),
+            ("ss", AttributeValue::Ss(vec!["x".into(), "yz".into()])),
+            (
+                "bs",
+                AttributeValue::Bs(vec![aws_sdk_dynamodb::primitives::Blob::new(vec![9])]),
+            ),
+            (
+                "ns",
+                AttributeValue::Ns(vec!["1E5".into(), "-0.001".into(), "7".into()]),
+            ),
+            (
+                "m",
+                AttributeValue::M(item(&[
+                    (
+                        "l",
+                        AttributeValue::L(vec![n("12345678901234567890"), s("ü")]),
+                    ),
+                    ("k", n("0")),
+                ])),
+            ),
+        ]);
+        let numbers: usize = every.values().map(number_count).sum();
+        assert_eq!(numbers, 5);
+        assert_eq!(
+            item_size_upper_bound(&every),
+            item_size(&every) + numbers * NUMBER_SLACK_BYTES
+        );
     }
 }

@@ -31,7 +31,11 @@ use backfill_ddb_proxy::{start, Mode, ProxyConfig};
 use backfill_source::PgSource;
 use backfill_testkit::{config_toml, table, TestStack};
 
-const BIN: &str = "target/release/backfill";
+/// The worker binary: the release build, or `BENCH_BIN` (to compare two
+/// builds in the same period of the host).
+fn bin() -> String {
+    std::env::var("BENCH_BIN").unwrap_or_else(|_| "target/release/backfill".into())
+}
 
 /// What one worker process used.
 struct Usage {
@@ -104,7 +108,7 @@ fn run_worker(config: &Path) -> Result<Usage> {
             if let Ok(more) = std::env::var("BENCH_PERF_ARGS") {
                 c.args(more.split_whitespace());
             }
-            c.arg("-o").arg(out).arg(BIN);
+            c.arg("-o").arg(out).arg(bin());
             c
         }
         // BENCH_INSTRUCTIONS=1: under callgrind, counting the worker's
@@ -118,10 +122,10 @@ fn run_worker(config: &Path) -> Result<Usage> {
                     "--callgrind-out-file={}",
                     instructions_file(config).display()
                 ))
-                .arg(BIN);
+                .arg(bin());
             c
         }
-        Err(_) => Command::new(BIN),
+        Err(_) => Command::new(bin()),
     };
     // BENCH_CPU=<n>: the worker runs on CPU n alone (as in a one-CPU pod),
     // so it is not moved between cores that Postgres and the proxy share.
@@ -154,7 +158,7 @@ fn run_worker(config: &Path) -> Result<Usage> {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .with_context(|| format!("starting {BIN} (cargo build --release -p backfill-cli)"))?;
+        .with_context(|| format!("starting {} (cargo build --release -p backfill-cli)", bin()))?;
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.

@@ -3,7 +3,9 @@
 //! written (a channel of one page bounds the memory to two pages).
 
 use backfill_control::Checkpoint;
-use backfill_item::compare::{diff_items, display_item_key, key_id, newer_in_target, ItemDigest};
+use backfill_item::compare::{
+    diff_items, display_item_key, key_id, newer_in_target, DigestLayout, ItemDigest,
+};
 use backfill_item::{Item, ItemMapper};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
@@ -100,6 +102,12 @@ pub(crate) async fn copy_range(
 
     let columns: Vec<String> = mapper.column_attributes().map(str::to_string).collect();
     let column_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let layout = DigestLayout::new(
+        &column_refs,
+        std::iter::once(mapper.partition_key())
+            .chain(mapper.sort_key())
+            .map(|k| k.attribute.as_str()),
+    );
     let mut progress = CopyProgress::default();
     if let Some(ck) = &checkpoint {
         progress.rows = ck.rows;
@@ -134,10 +142,10 @@ pub(crate) async fn copy_range(
                 Err(e) => break Err(e.into()),
             };
             for item in &items {
-                progress.digest.add(item, &column_refs);
+                progress.digest.add_laid_out(item, &layout);
             }
-            let items = match fit_items(w, tcfg, &mapper, items, &keys).await {
-                Ok(items) => items,
+            let (items, wcu) = match fit_items(w, tcfg, &mapper, items, &keys).await {
+                Ok(fitted) => fitted,
                 Err(e) => break Err(e),
             };
             // Only the items to read back are kept; the rest move into the write.
@@ -156,7 +164,12 @@ pub(crate) async fn copy_range(
                 }
                 None => {
                     w.sink_for(&tcfg.target)
-                        .put_items(&tcfg.target, items, w.cfg.worker.write_concurrency)
+                        .put_items_estimated(
+                            &tcfg.target,
+                            items,
+                            wcu,
+                            w.cfg.worker.write_concurrency,
+                        )
                         .await
                 }
             };
@@ -296,19 +309,23 @@ fn verify_sample(rate: f64, items: &[Item]) -> Vec<(usize, Item)> {
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
 /// DynamoDB would refuse gets through) fail the job naming the key, or go to
 /// S3 whole with a pointer item in their place, as the table's config says.
+/// Returns each item's write capacity estimate beside it, from the same
+/// size, so the sink need not size the items again.
 async fn fit_items(
     w: &Worker,
     tcfg: &backfill_config::TableConfig,
     mapper: &ItemMapper,
     items: Vec<Item>,
     keys: &[KeyTuple],
-) -> Result<Vec<Item>, JobError> {
-    use backfill_item::size::{item_size_upper_bound, MAX_ITEM_BYTES};
+) -> Result<(Vec<Item>, Vec<u64>), JobError> {
+    use backfill_item::size::{item_size_upper_bound, write_capacity_units, MAX_ITEM_BYTES};
     let mut out = Vec::with_capacity(items.len());
+    let mut wcu = Vec::with_capacity(items.len());
     for (item, key) in items.into_iter().zip(keys) {
         let size = item_size_upper_bound(&item);
         if size <= MAX_ITEM_BYTES {
             out.push(item);
+            wcu.push(write_capacity_units(size));
             continue;
         }
         match tcfg.oversize {
@@ -326,11 +343,12 @@ async fn fit_items(
                 let pointer = off
                     .offload(&tcfg.target, &mapper.key_of(&item), &item)
                     .await?;
+                wcu.push(write_capacity_units(item_size_upper_bound(&pointer)));
                 out.push(pointer);
             }
         }
     }
-    Ok(out)
+    Ok((out, wcu))
 }
 
 #[cfg(test)]
