@@ -37,8 +37,9 @@ impl AwsClients {
     }
 
     async fn build(cfg: &AwsConfig, creds: Option<StaticCredentials>) -> Self {
-        let mut loader =
-            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(cfg.region.clone()));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            .timeout_config(timeouts(cfg));
         if let Some(c) = creds {
             loader = loader.credentials_provider(Credentials::new(
                 c.access_key_id,
@@ -62,6 +63,16 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
         }
     }
+}
+
+/// The SDK's timeouts from the config: each attempt of a call is bounded
+/// (`aws.attempt_timeout_secs`), so a request that is never answered is
+/// abandoned and retried like any transport failure instead of holding its
+/// job. Connecting keeps the SDK's own, shorter bound.
+pub fn timeouts(cfg: &AwsConfig) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(cfg.attempt_timeout_secs))
+        .build()
 }
 
 /// Error codes that mean "too fast, try again later".

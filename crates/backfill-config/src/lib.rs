@@ -257,6 +257,17 @@ pub struct AwsConfig {
     /// S3 endpoint, overriding `endpoint_url`.
     #[serde(default)]
     pub s3_endpoint_url: Option<String>,
+    /// Longest one attempt of an AWS call may take, connecting included,
+    /// before it is abandoned and retried: a request the service (or a
+    /// proxy on the way) accepted but never answered would otherwise hold
+    /// its job until the process is stopped. Must be longer than
+    /// `queue.wait_time_secs`, SQS's long poll.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_secs: u64,
+}
+
+fn default_attempt_timeout() -> u64 {
+    60
 }
 
 impl AwsConfig {
@@ -757,6 +768,15 @@ impl BackfillConfig {
         if self.aws.region.trim().is_empty() {
             return Err(invalid("aws.region", "must not be empty"));
         }
+        if self.aws.attempt_timeout_secs < u64::from(self.queue.wait_time_secs) + 5 {
+            return Err(invalid(
+                "aws.attempt_timeout_secs",
+                format!(
+                    "must be at least 5 s longer than queue.wait_time_secs ({} s), or every long poll of the queue times out",
+                    self.queue.wait_time_secs
+                ),
+            ));
+        }
         for (key, value) in [
             ("aws.endpoint_url", &self.aws.endpoint_url),
             ("aws.dynamodb_endpoint_url", &self.aws.dynamodb_endpoint_url),
@@ -1039,6 +1059,30 @@ mod tests {
         let cfg = BackfillConfig::from_toml_str(GOOD).unwrap();
         assert_eq!(cfg.worker.page_rows, 1000);
         assert_eq!(cfg.tables[0].partition_key.attribute_name(), "id");
+        assert_eq!(cfg.aws.attempt_timeout_secs, 60);
+    }
+
+    #[test]
+    fn an_attempt_timeout_shorter_than_the_long_poll_is_refused() {
+        let with = |t: &str| {
+            GOOD.replace(
+                "region = \"us-east-1\"",
+                &format!("region = \"us-east-1\"\nattempt_timeout_secs = {t}"),
+            )
+        };
+        // The default long poll is 20 s: 24 s would time out every receive.
+        let err = BackfillConfig::from_toml_str(&with("24"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("aws.attempt_timeout_secs"), "{err}");
+        assert!(err.contains("queue.wait_time_secs"), "{err}");
+        assert_eq!(
+            BackfillConfig::from_toml_str(&with("25"))
+                .unwrap()
+                .aws
+                .attempt_timeout_secs,
+            25
+        );
     }
 
     #[test]

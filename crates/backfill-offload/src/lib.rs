@@ -105,8 +105,9 @@ pub async fn s3_client(
     endpoint: Option<&str>,
     creds: Option<(String, String)>,
 ) -> aws_sdk_s3::Client {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(cfg.region.clone()));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(cfg.region.clone()))
+        .timeout_config(backfill_aws::timeouts(cfg));
     if let Some((access_key_id, secret_access_key)) = creds {
         loader = loader.credentials_provider(Credentials::new(
             access_key_id,

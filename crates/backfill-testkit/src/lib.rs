@@ -51,6 +51,7 @@ impl TestEnv {
             sqs_endpoint_url: Some(self.sqs_url.clone()),
             // moto serves S3 beside SQS.
             s3_endpoint_url: Some(self.sqs_url.clone()),
+            attempt_timeout_secs: 60,
         }
     }
 
