@@ -143,10 +143,10 @@ fn decode_key(
     };
     Ok(match c.kind {
         ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => {
-            KeyValue::Int(row.try_get::<i64, _>(idx).map_err(err)?)
+            KeyValue::Int(row.try_get_unchecked::<i64, _>(idx).map_err(err)?)
         }
         _ => {
-            let s: String = row.try_get(idx).map_err(err)?;
+            let s: String = row.try_get_unchecked(idx).map_err(err)?;
             match c.kind {
                 ColumnKind::Numeric => KeyValue::Numeric(s),
                 ColumnKind::Uuid => KeyValue::Uuid(s),
@@ -198,24 +198,24 @@ fn decode_value(
     let e = |e: sqlx::Error| err(e.to_string());
     Ok(match c.kind {
         ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => row
-            .try_get::<Option<i64>, _>(idx)
+            .try_get_unchecked::<Option<i64>, _>(idx)
             .map_err(e)?
             .map(Value::Int),
         ColumnKind::Bool => row
-            .try_get::<Option<bool>, _>(idx)
+            .try_get_unchecked::<Option<bool>, _>(idx)
             .map_err(e)?
             .map(Value::Bool),
         ColumnKind::Bytea => row
-            .try_get::<Option<Vec<u8>>, _>(idx)
+            .try_get_unchecked::<Option<Vec<u8>>, _>(idx)
             .map_err(e)?
             .map(Value::Bytes),
         ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 | ColumnKind::Money => row
-            .try_get::<Option<String>, _>(idx)
+            .try_get_unchecked::<Option<String>, _>(idx)
             .map_err(e)?
             .map(Value::Number),
         ColumnKind::Json | ColumnKind::Jsonb | ColumnKind::Array(_) => {
             // Parsed where it lies in the row, not copied out first.
-            match row.try_get::<Option<&str>, _>(idx).map_err(e)? {
+            match row.try_get_unchecked::<Option<&str>, _>(idx).map_err(e)? {
                 None => None,
                 Some(text) => Some(Value::Json(
                     serde_json::from_str(text).map_err(|x| err(format!("invalid JSON: {x}")))?,
@@ -223,7 +223,7 @@ fn decode_value(
             }
         }
         _ => row
-            .try_get::<Option<String>, _>(idx)
+            .try_get_unchecked::<Option<String>, _>(idx)
             .map_err(e)?
             .map(Value::Text),
     }
@@ -239,6 +239,54 @@ fn select_list(schema: &TableSchema) -> String {
         .chain(schema.columns.iter().map(value_expr))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether Postgres sent each column of a result in the type its decoder
+/// reads. Every row of a result has the same columns, so this is checked
+/// once per result and the values are then decoded without checking each
+/// one's type again (that check was a tenth of decoding). A column whose
+/// type changed since the table was described (an `ALTER TABLE` during a
+/// run) fails here, naming it, rather than being misread.
+fn check_column_types(schema: &TableSchema, table: &str, row: &PgRow) -> Result<(), SourceError> {
+    use sqlx::{Column, Postgres, Type, TypeInfo};
+    fn fits<T: Type<Postgres>>(ti: &sqlx::postgres::PgTypeInfo) -> bool {
+        T::compatible(ti)
+    }
+    let columns = row.columns();
+    let expected = schema.key.len() + schema.columns.len();
+    if columns.len() != expected {
+        return Err(SourceError::Decode {
+            table: table.to_string(),
+            column: "*".into(),
+            reason: format!("{} columns read, {expected} expected", columns.len()),
+        });
+    }
+    let kinds = schema
+        .key_columns()
+        .map(|c| (c, true))
+        .chain(schema.columns.iter().map(|c| (c, false)));
+    for ((c, is_key), col) in kinds.zip(columns) {
+        let ti = col.type_info();
+        let ok = match (&c.kind, is_key) {
+            (ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8, _) => fits::<i64>(ti),
+            (_, true) => fits::<String>(ti),
+            (ColumnKind::Bool, false) => fits::<bool>(ti),
+            (ColumnKind::Bytea, false) => fits::<Vec<u8>>(ti),
+            (_, false) => fits::<String>(ti),
+        };
+        if !ok {
+            return Err(SourceError::Decode {
+                table: table.to_string(),
+                column: c.name.clone(),
+                reason: format!(
+                    "Postgres sent type {}, not the {:?} the table was described with (was the table altered during the run?)",
+                    ti.name(),
+                    c.kind
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn decode_row(schema: &TableSchema, table: &str, row: &PgRow) -> Result<SourceRow, SourceError> {
@@ -411,6 +459,9 @@ impl PgSource {
                 table: table.to_string(),
                 source,
             })?;
+        if let Some(first) = rows.first() {
+            check_column_types(schema, table, first)?;
+        }
         rows.iter()
             .map(|row| decode_row(schema, table, row))
             .collect()

@@ -338,3 +338,44 @@ async fn plan_notes_unfaithful_types_and_estimates_write_cost() -> Result<()> {
     assert_eq!(tp.wcu_needed(), tp.estimated_rows as f64 * 3.0);
     stack.cleanup().await
 }
+
+/// Values are decoded without checking each one's type (the check is made
+/// once per page): a column altered after the table was described must
+/// still fail the read, naming the column, and never be misread.
+#[tokio::test]
+async fn a_column_altered_after_describe_fails_the_read_by_name() -> Result<()> {
+    let stack = TestStack::new("read_alter").await?;
+    let src = stack.source("a");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (id bigint PRIMARY KEY, flag bool, note text); \
+             INSERT INTO {src} VALUES (1, true, 'x'), (2, false, NULL);"
+        ))
+        .await?;
+    let source = PgSource::connect(&stack.env.pg_url, 2).await?;
+    let t = TableRef::parse(&src);
+    let schema = source.describe(&t).await?;
+    let range = KeyRange { lo: None, hi: None };
+    let q = PageQuery::new(&schema, &range);
+    let rows = source.read_page(&schema, &q, None, 10).await?;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].values[1], backfill_source::Value::Bool(true));
+    stack
+        .sql(&format!(
+            "ALTER TABLE {src} ALTER COLUMN flag TYPE int USING flag::int"
+        ))
+        .await?;
+    // A new connection (a pooled one may refuse its cached statement
+    // instead, which is an error too): Postgres now sends int4.
+    let fresh = PgSource::connect(&stack.env.pg_url, 1).await?;
+    let err = fresh
+        .read_page(&schema, &q, None, 10)
+        .await
+        .expect_err("an int read as the bool it was described as");
+    let text = err.to_string();
+    assert!(
+        text.contains("flag") && text.to_lowercase().contains("int4"),
+        "{text}"
+    );
+    stack.cleanup().await
+}
