@@ -177,44 +177,36 @@ impl DynamoSink {
         items: Vec<Item>,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
-        let wcu = items.iter().map(estimate_wcu).collect();
-        self.put_items_estimated(table, items, wcu, concurrency)
-            .await
+        let items = items
+            .into_iter()
+            .map(|item| {
+                let wcu = estimate_wcu(&item);
+                (item, wcu)
+            })
+            .collect();
+        self.put_items_estimated(table, items, concurrency).await
     }
 
-    /// [`Sink::put_items`] for items whose write capacity the caller has
-    /// already estimated (`wcu[i]` for `items[i]`, as
-    /// [`backfill_capacity::estimate_wcu`] gives it): the worker sizes every
-    /// item for the 400 KB check anyway, and sizing is not free.
+    /// [`DynamoSink::put_items`] for items that come with their write
+    /// capacity estimate (as [`backfill_capacity::estimate_wcu`] gives it):
+    /// the worker sizes every item for the 400 KB check anyway, and sizing
+    /// is not free.
     pub async fn put_items_estimated(
         &self,
         table: &str,
-        items: Vec<Item>,
-        wcu: Vec<u64>,
+        items: Vec<(Item, u64)>,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
-        if wcu.len() != items.len() {
-            return Err(SinkError::Service {
-                table: table.to_string(),
-                op: "BatchWriteItem",
-                message: format!(
-                    "{} items came with {} capacity estimates",
-                    items.len(),
-                    wcu.len()
-                ),
-                retryable: false,
-            });
-        }
         let mut batches: Vec<(Vec<Item>, u64)> =
             Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
-        let mut items = items.into_iter().zip(wcu).peekable();
+        let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
             let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
             let mut estimated = 0u64;
-            for (item, w) in items.by_ref().take(MAX_BATCH_ITEMS) {
+            for (item, wcu) in items.by_ref().take(MAX_BATCH_ITEMS) {
                 batch.push(item);
-                estimated += w;
+                estimated += wcu;
             }
             batches.push((batch, estimated));
         }
@@ -233,20 +225,21 @@ impl DynamoSink {
     /// item the application wrote with a newer or equal version is left as
     /// it is. Conditions cannot go in `BatchWriteItem`, hence one request per
     /// item, `concurrency` in flight. An item without a version attribute is
-    /// written only where no item exists.
+    /// written only where no item exists. Each item comes with its write
+    /// capacity estimate, as for [`DynamoSink::put_items_estimated`].
     pub async fn put_items_if_newer(
         &self,
         table: &str,
-        items: Vec<Item>,
+        items: Vec<(Item, u64)>,
         key_attribute: &str,
         version_attribute: &str,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
         stream::iter(items.into_iter().enumerate())
-            .map(|(i, item)| async move {
+            .map(|(i, (item, estimated))| async move {
                 let mut o = self
-                    .put_if_newer(table, item, key_attribute, version_attribute)
+                    .put_if_newer(table, item, estimated, key_attribute, version_attribute)
                     .await?;
                 if o.skipped_newer > 0 {
                     o.skipped_indexes.push(i);
@@ -265,6 +258,7 @@ impl DynamoSink {
         &self,
         table: &str,
         item: Item,
+        estimated: u64,
         key_attribute: &str,
         version_attribute: &str,
     ) -> Result<WriteOutcome, SinkError> {
@@ -273,7 +267,6 @@ impl DynamoSink {
             items: 1,
             ..Default::default()
         };
-        let estimated = estimate_wcu(&item);
         let mut attempt = 0u32;
         loop {
             attempt += 1;

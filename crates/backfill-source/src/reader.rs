@@ -130,6 +130,45 @@ fn key_text_expr(c: &ColumnSchema) -> String {
     }
 }
 
+/// The type a selected column arrives in: what its select expression
+/// (`key_text_expr`, `value_expr`) makes of it and its decoder reads. One
+/// place, so the per-page check ([`check_column_types`]) and the unchecked
+/// decoders cannot disagree.
+#[derive(Debug, Clone, Copy)]
+enum ReadAs {
+    Int,
+    Bool,
+    Bytes,
+    Text,
+}
+
+impl ReadAs {
+    fn of(c: &ColumnSchema, is_key: bool) -> Self {
+        match (&c.kind, is_key) {
+            (ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8, _) => ReadAs::Int,
+            // Other key columns are cast to text.
+            (_, true) => ReadAs::Text,
+            (ColumnKind::Bool, false) => ReadAs::Bool,
+            (ColumnKind::Bytea, false) => ReadAs::Bytes,
+            (_, false) => ReadAs::Text,
+        }
+    }
+
+    /// Whether a column Postgres sent as `ti` is read this way.
+    fn accepts(self, ti: &sqlx::postgres::PgTypeInfo) -> bool {
+        use sqlx::{Postgres, Type};
+        match self {
+            ReadAs::Int => <i64 as Type<Postgres>>::compatible(ti),
+            ReadAs::Bool => <bool as Type<Postgres>>::compatible(ti),
+            ReadAs::Bytes => <Vec<u8> as Type<Postgres>>::compatible(ti),
+            ReadAs::Text => <String as Type<Postgres>>::compatible(ti),
+        }
+    }
+}
+
+/// Reads a key column without sqlx's per-value type check: keys are always
+/// selected with a cast (`key_text_expr`), which fixes their type even
+/// where no page check runs (the planning sample).
 fn decode_key(
     row: &PgRow,
     idx: usize,
@@ -141,11 +180,9 @@ fn decode_key(
         column: c.name.clone(),
         reason: e.to_string(),
     };
-    Ok(match c.kind {
-        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => {
-            KeyValue::Int(row.try_get_unchecked::<i64, _>(idx).map_err(err)?)
-        }
-        _ => {
+    Ok(match ReadAs::of(c, true) {
+        ReadAs::Int => KeyValue::Int(row.try_get_unchecked::<i64, _>(idx).map_err(err)?),
+        ReadAs::Bool | ReadAs::Bytes | ReadAs::Text => {
             let s: String = row.try_get_unchecked(idx).map_err(err)?;
             match c.kind {
                 ColumnKind::Numeric => KeyValue::Numeric(s),
@@ -196,36 +233,40 @@ fn decode_value(
         reason,
     };
     let e = |e: sqlx::Error| err(e.to_string());
-    Ok(match c.kind {
-        ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => row
+    Ok(match ReadAs::of(c, false) {
+        ReadAs::Int => row
             .try_get_unchecked::<Option<i64>, _>(idx)
             .map_err(e)?
             .map(Value::Int),
-        ColumnKind::Bool => row
+        ReadAs::Bool => row
             .try_get_unchecked::<Option<bool>, _>(idx)
             .map_err(e)?
             .map(Value::Bool),
-        ColumnKind::Bytea => row
+        ReadAs::Bytes => row
             .try_get_unchecked::<Option<Vec<u8>>, _>(idx)
             .map_err(e)?
             .map(Value::Bytes),
-        ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 | ColumnKind::Money => row
-            .try_get_unchecked::<Option<String>, _>(idx)
-            .map_err(e)?
-            .map(Value::Number),
-        ColumnKind::Json | ColumnKind::Jsonb | ColumnKind::Array(_) => {
-            // Parsed where it lies in the row, not copied out first.
-            match row.try_get_unchecked::<Option<&str>, _>(idx).map_err(e)? {
-                None => None,
-                Some(text) => Some(Value::Json(
-                    serde_json::from_str(text).map_err(|x| err(format!("invalid JSON: {x}")))?,
-                )),
+        ReadAs::Text => match c.kind {
+            ColumnKind::Numeric | ColumnKind::Float4 | ColumnKind::Float8 | ColumnKind::Money => {
+                row.try_get_unchecked::<Option<String>, _>(idx)
+                    .map_err(e)?
+                    .map(Value::Number)
             }
-        }
-        _ => row
-            .try_get_unchecked::<Option<String>, _>(idx)
-            .map_err(e)?
-            .map(Value::Text),
+            ColumnKind::Json | ColumnKind::Jsonb | ColumnKind::Array(_) => {
+                // Parsed where it lies in the row, not copied out first.
+                match row.try_get_unchecked::<Option<&str>, _>(idx).map_err(e)? {
+                    None => None,
+                    Some(text) => Some(Value::Json(
+                        serde_json::from_str(text)
+                            .map_err(|x| err(format!("invalid JSON: {x}")))?,
+                    )),
+                }
+            }
+            _ => row
+                .try_get_unchecked::<Option<String>, _>(idx)
+                .map_err(e)?
+                .map(Value::Text),
+        },
     }
     .unwrap_or(Value::Null))
 }
@@ -248,10 +289,7 @@ fn select_list(schema: &TableSchema) -> String {
 /// type changed since the table was described (an `ALTER TABLE` during a
 /// run) fails here, naming it, rather than being misread.
 fn check_column_types(schema: &TableSchema, table: &str, row: &PgRow) -> Result<(), SourceError> {
-    use sqlx::{Column, Postgres, Type, TypeInfo};
-    fn fits<T: Type<Postgres>>(ti: &sqlx::postgres::PgTypeInfo) -> bool {
-        T::compatible(ti)
-    }
+    use sqlx::{Column, TypeInfo};
     let columns = row.columns();
     let expected = schema.key.len() + schema.columns.len();
     if columns.len() != expected {
@@ -267,14 +305,7 @@ fn check_column_types(schema: &TableSchema, table: &str, row: &PgRow) -> Result<
         .chain(schema.columns.iter().map(|c| (c, false)));
     for ((c, is_key), col) in kinds.zip(columns) {
         let ti = col.type_info();
-        let ok = match (&c.kind, is_key) {
-            (ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8, _) => fits::<i64>(ti),
-            (_, true) => fits::<String>(ti),
-            (ColumnKind::Bool, false) => fits::<bool>(ti),
-            (ColumnKind::Bytea, false) => fits::<Vec<u8>>(ti),
-            (_, false) => fits::<String>(ti),
-        };
-        if !ok {
+        if !ReadAs::of(c, is_key).accepts(ti) {
             return Err(SourceError::Decode {
                 table: table.to_string(),
                 column: c.name.clone(),

@@ -144,12 +144,15 @@ pub(crate) async fn copy_range(
             for item in &items {
                 progress.digest.add_laid_out(item, &layout);
             }
-            let (items, wcu) = match fit_items(w, tcfg, &mapper, items, &keys).await {
+            let items = match fit_items(w, tcfg, &mapper, items, &keys).await {
                 Ok(fitted) => fitted,
                 Err(e) => break Err(e),
             };
             // Only the items to read back are kept; the rest move into the write.
-            let sample = verify_sample(w.cfg.worker.verify_sample_rate, &items);
+            let sample = verify_sample(
+                w.cfg.worker.verify_sample_rate,
+                items.iter().map(|(item, _)| item),
+            );
             let written = match mapper.version_attribute() {
                 Some(version) => {
                     w.sink_for(&tcfg.target)
@@ -164,12 +167,7 @@ pub(crate) async fn copy_range(
                 }
                 None => {
                     w.sink_for(&tcfg.target)
-                        .put_items_estimated(
-                            &tcfg.target,
-                            items,
-                            wcu,
-                            w.cfg.worker.write_concurrency,
-                        )
+                        .put_items_estimated(&tcfg.target, items, w.cfg.worker.write_concurrency)
                         .await
                 }
             };
@@ -294,12 +292,11 @@ async fn verify_page(
 
 /// The items of a page to read back after writing (each with probability
 /// `rate`), with their positions, cloned before the page moves into the write.
-fn verify_sample(rate: f64, items: &[Item]) -> Vec<(usize, Item)> {
+fn verify_sample<'a>(rate: f64, items: impl Iterator<Item = &'a Item>) -> Vec<(usize, Item)> {
     if rate <= 0.0 {
         return Vec::new();
     }
     items
-        .iter()
         .enumerate()
         .filter(|_| rate >= 1.0 || rand::random::<f64>() < rate)
         .map(|(i, it)| (i, it.clone()))
@@ -309,7 +306,7 @@ fn verify_sample(rate: f64, items: &[Item]) -> Vec<(usize, Item)> {
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
 /// DynamoDB would refuse gets through) fail the job naming the key, or go to
 /// S3 whole with a pointer item in their place, as the table's config says.
-/// Returns each item's write capacity estimate beside it, from the same
+/// Each item comes out with its write capacity estimate, from the same
 /// size, so the sink need not size the items again.
 async fn fit_items(
     w: &Worker,
@@ -317,15 +314,13 @@ async fn fit_items(
     mapper: &ItemMapper,
     items: Vec<Item>,
     keys: &[KeyTuple],
-) -> Result<(Vec<Item>, Vec<u64>), JobError> {
+) -> Result<Vec<(Item, u64)>, JobError> {
     use backfill_item::size::{item_size_upper_bound, write_capacity_units, MAX_ITEM_BYTES};
     let mut out = Vec::with_capacity(items.len());
-    let mut wcu = Vec::with_capacity(items.len());
     for (item, key) in items.into_iter().zip(keys) {
         let size = item_size_upper_bound(&item);
         if size <= MAX_ITEM_BYTES {
-            out.push(item);
-            wcu.push(write_capacity_units(size));
+            out.push((item, write_capacity_units(size)));
             continue;
         }
         match tcfg.oversize {
@@ -343,12 +338,12 @@ async fn fit_items(
                 let pointer = off
                     .offload(&tcfg.target, &mapper.key_of(&item), &item)
                     .await?;
-                wcu.push(write_capacity_units(item_size_upper_bound(&pointer)));
-                out.push(pointer);
+                let wcu = backfill_capacity::estimate_wcu(&pointer);
+                out.push((pointer, wcu));
             }
         }
     }
-    Ok((out, wcu))
+    Ok(out)
 }
 
 #[cfg(test)]
