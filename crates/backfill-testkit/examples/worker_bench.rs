@@ -15,7 +15,8 @@
 //!
 //! BENCH_ROWS sets the rows of the throughput tables (default 300,000),
 //! BENCH_PLAN_ROWS the planning sizes (default "1000000,10000000");
-//! BENCH_CPU=<n> pins each worker to CPU n; BENCH_INSTRUCTIONS=1 counts each worker's instructions under callgrind;
+//! BENCH_CPU=<n> pins each worker to CPU n; BENCH_INSTRUCTIONS=1 counts each worker's instructions under callgrind
+//! (BENCH_CALLGRIND_ARGS adds options, e.g. `--cache-sim=yes`);
 //! BENCH_REPEAT the runs of each answer-only case, whose median is printed
 //! (default 3); BENCH_CASES picks parts, a comma list of `200b`, `1kb`, `64kb`,
 //! `dynalite`, `verify` and `plan` (default all; `verify` needs `dynalite`).
@@ -121,8 +122,13 @@ fn run_worker(config: &Path) -> Result<Usage> {
                 .arg(format!(
                     "--callgrind-out-file={}",
                     instructions_file(config).display()
-                ))
-                .arg(bin());
+                ));
+            // BENCH_CALLGRIND_ARGS: more callgrind options, e.g.
+            // "--cache-sim=yes" to count (simulated) cache misses too.
+            if let Ok(more) = std::env::var("BENCH_CALLGRIND_ARGS") {
+                c.args(more.split_whitespace());
+            }
+            c.arg(bin());
             c
         }
         Err(_) => Command::new(bin()),
@@ -179,7 +185,8 @@ fn run_worker(config: &Path) -> Result<Usage> {
         .and_then(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("summary:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
+                // Instructions come first; the cache simulation adds more counts after them.
+                .and_then(|n| n.split_whitespace().next()?.parse::<u64>().ok())
         });
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Usage {
