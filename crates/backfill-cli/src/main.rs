@@ -173,16 +173,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// `-sys` crate names no constant for it).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// A worker frees and allocates a page's worth of rows over and over. By
-/// default mimalloc hands freed memory back to the OS after 10 ms, and the
-/// next page faults it in again zeroed: 200,000 page faults and ~5% of the
-/// CPU on 300,000 rows of 1 KB. A second's delay keeps the working set
-/// (bounded by the page sizes) and the faults drop to ~12,000.
-/// MIMALLOC_PURGE_DELAY, when set, still decides.
+/// A worker frees and allocates a page's worth of rows over and over. When
+/// mimalloc hands freed memory back to the OS soon, the next page faults it
+/// in again, zeroed by the kernel (`clear_page` was 4% of a worker's CPU in
+/// the profile). On 300,000 rows of 1 KB: a 10 ms delay (mimalloc v2's
+/// default) made 200,000 page faults, 1 s about 7,400, and a minute about
+/// 830, as few as never purging. The working set is bounded by the page
+/// sizes anyway, so it is kept while the worker copies and handed back a
+/// minute after it goes idle. MIMALLOC_PURGE_DELAY, when set, still decides.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options at any time.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
     }
 }
 
