@@ -118,11 +118,10 @@ fn run_worker(config: &Path) -> Result<Usage> {
         // some fifty times slower, so use it with a small BENCH_ROWS.
         Err(_) if std::env::var_os("BENCH_INSTRUCTIONS").is_some() => {
             let mut c = Command::new("valgrind");
-            c.args(["--tool=callgrind", "-q"])
-                .arg(format!(
-                    "--callgrind-out-file={}",
-                    instructions_file(config).display()
-                ));
+            c.args(["--tool=callgrind", "-q"]).arg(format!(
+                "--callgrind-out-file={}",
+                instructions_file(config).display()
+            ));
             // BENCH_CALLGRIND_ARGS: more callgrind options, e.g.
             // "--cache-sim=yes" to count (simulated) cache misses too.
             if let Ok(more) = std::env::var("BENCH_CALLGRIND_ARGS") {
