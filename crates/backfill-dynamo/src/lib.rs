@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use backfill_aws::{backoff_delay, describe, is_retryable, is_throttling};
 use backfill_capacity::{estimate_wcu, WriteLimiter};
+use backfill_item::{Shape, ShapedItem};
 use std::sync::Arc;
 
 mod resend;
@@ -36,6 +37,56 @@ enum Attempt {
 
 /// Most items in one `BatchWriteItem` (DynamoDB limit).
 pub const MAX_BATCH_ITEMS: usize = 25;
+
+/// The items of one batch: the SDK's maps, or items of a job's shape.
+// The shape is shared, not borrowed: with a lifetime in the batches, rustc
+// could not prove the worker's job futures `Send`.
+enum BatchItems {
+    Maps(Vec<Item>),
+    Shaped(Arc<Shape>, Vec<ShapedItem>),
+}
+
+impl BatchItems {
+    fn len(&self) -> usize {
+        match self {
+            BatchItems::Maps(items) => items.len(),
+            BatchItems::Shaped(_, items) => items.len(),
+        }
+    }
+
+    /// The request body `wire` writes, or `None` when it cannot.
+    fn body(&self, table: &str) -> Option<Vec<u8>> {
+        match self {
+            BatchItems::Maps(items) => wire::batch_put_body(table, items),
+            BatchItems::Shaped(shape, items) => wire::batch_put_body_shaped(table, shape, items),
+        }
+    }
+
+    fn into_maps(self) -> Vec<Item> {
+        match self {
+            BatchItems::Maps(items) => items,
+            BatchItems::Shaped(shape, items) => {
+                items.into_iter().map(|i| shape.into_item(i)).collect()
+            }
+        }
+    }
+}
+
+/// Items in batches of [`MAX_BATCH_ITEMS`], each with its summed estimate.
+fn in_batches<T>(items: Vec<(T, u64)>) -> Vec<(Vec<T>, u64)> {
+    let mut batches = Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
+        let mut estimated = 0u64;
+        for (item, wcu) in items.by_ref().take(MAX_BATCH_ITEMS) {
+            batch.push(item);
+            estimated += wcu;
+        }
+        batches.push((batch, estimated));
+    }
+    batches
+}
 
 /// Why a write or table operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -197,19 +248,36 @@ impl DynamoSink {
         items: Vec<(Item, u64)>,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
+        let batches = in_batches(items)
+            .into_iter()
+            .map(|(b, estimated)| (BatchItems::Maps(b), estimated))
+            .collect();
+        self.write_batches(table, batches, concurrency).await
+    }
+
+    /// [`DynamoSink::put_items_estimated`] for items of `shape`, as the
+    /// worker makes them.
+    pub async fn put_shaped_estimated(
+        &self,
+        table: &str,
+        shape: &Arc<Shape>,
+        items: Vec<(ShapedItem, u64)>,
+        concurrency: usize,
+    ) -> Result<WriteOutcome, SinkError> {
+        let batches = in_batches(items)
+            .into_iter()
+            .map(|(b, estimated)| (BatchItems::Shaped(Arc::clone(shape), b), estimated))
+            .collect();
+        self.write_batches(table, batches, concurrency).await
+    }
+
+    async fn write_batches(
+        &self,
+        table: &str,
+        batches: Vec<(BatchItems, u64)>,
+        concurrency: usize,
+    ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
-        let mut batches: Vec<(Vec<Item>, u64)> =
-            Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
-        let mut items = items.into_iter().peekable();
-        while items.peek().is_some() {
-            let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
-            let mut estimated = 0u64;
-            for (item, wcu) in items.by_ref().take(MAX_BATCH_ITEMS) {
-                batch.push(item);
-                estimated += wcu;
-            }
-            batches.push((batch, estimated));
-        }
         stream::iter(batches)
             .map(|(b, estimated)| self.write_batch(table, b, estimated))
             .buffer_unordered(concurrency.max(1))
@@ -329,7 +397,7 @@ impl DynamoSink {
     async fn write_batch(
         &self,
         table: &str,
-        items: Vec<Item>,
+        items: BatchItems,
         mut estimated: u64,
     ) -> Result<WriteOutcome, SinkError> {
         let mut outcome = WriteOutcome {
@@ -346,7 +414,7 @@ impl DynamoSink {
         // that fails whole is resent from those bytes (`resend`); the
         // unprocessed rest of a batch, or an item this writer cannot
         // write, goes through the SDK's own serializer.
-        let mut next = match wire::batch_put_body(table, &items) {
+        let mut next = match items.body(table) {
             Some(body) => {
                 // Freed here, while they are still in this core's cache,
                 // rather than held until the request is answered.
@@ -355,6 +423,7 @@ impl DynamoSink {
             }
             None => Attempt::Requests(
                 items
+                    .into_maps()
                     .into_iter()
                     .map(|item| {
                         WriteRequest::builder()

@@ -12,6 +12,7 @@
 //! emulator's strict parser and a unit test to serde_json.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use backfill_item::{Shape, ShapedItem};
 use base64::Engine as _;
 
 use crate::Item;
@@ -21,12 +22,32 @@ use crate::Item;
 /// attribute type this SDK version knows and this writer does not (the
 /// caller then lets the SDK serialize).
 pub(crate) fn batch_put_body(table: &str, items: &[Item]) -> Option<Vec<u8>> {
-    let guess: usize = items.iter().map(approx_json_len).sum::<usize>() + table.len() + 96;
+    body(table, items.iter().map(pairs))
+}
+
+/// [`batch_put_body`] for items of `shape`.
+pub(crate) fn batch_put_body_shaped(
+    table: &str,
+    shape: &Shape,
+    items: &[ShapedItem],
+) -> Option<Vec<u8>> {
+    body(table, items.iter().map(|item| shape.attributes(item)))
+}
+
+fn pairs(m: &Item) -> impl Iterator<Item = (&str, &AttributeValue)> + Clone {
+    m.iter().map(|(k, v)| (k.as_str(), v))
+}
+
+fn body<'a, A>(table: &str, items: impl Iterator<Item = A> + Clone) -> Option<Vec<u8>>
+where
+    A: Iterator<Item = (&'a str, &'a AttributeValue)> + Clone,
+{
+    let guess: usize = items.clone().map(approx_json_len).sum::<usize>() + table.len() + 96;
     let mut out = Vec::with_capacity(guess);
     out.extend_from_slice(b"{\"RequestItems\":{");
     string(&mut out, table);
     out.extend_from_slice(b":[");
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -38,9 +59,12 @@ pub(crate) fn batch_put_body(table: &str, items: &[Item]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn map(out: &mut Vec<u8>, m: &Item) -> Option<()> {
+fn map<'a>(
+    out: &mut Vec<u8>,
+    m: impl Iterator<Item = (&'a str, &'a AttributeValue)>,
+) -> Option<()> {
     out.push(b'{');
-    for (i, (k, v)) in m.iter().enumerate() {
+    for (i, (k, v)) in m.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -109,7 +133,7 @@ fn value(out: &mut Vec<u8>, v: &AttributeValue) -> Option<()> {
         }
         A::M(m) => {
             out.extend_from_slice(b"{\"M\":");
-            map(out, m)?;
+            map(out, pairs(m))?;
             out.push(b'}');
         }
         _ => return None,
@@ -166,7 +190,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 /// About how many bytes an item takes in JSON, for sizing the buffer once.
-fn approx_json_len(item: &Item) -> usize {
+fn approx_json_len<'a>(item: impl Iterator<Item = (&'a str, &'a AttributeValue)>) -> usize {
     fn v(a: &AttributeValue) -> usize {
         use AttributeValue as A;
         12 + match a {
@@ -179,7 +203,7 @@ fn approx_json_len(item: &Item) -> usize {
             _ => 8,
         }
     }
-    32 + item.iter().map(|(k, a)| k.len() + 4 + v(a)).sum::<usize>()
+    32 + item.map(|(k, a)| k.len() + 4 + v(a)).sum::<usize>()
 }
 
 #[cfg(test)]
@@ -279,10 +303,37 @@ mod tests {
     }
 
     #[test]
+    fn shaped_items_make_the_same_body() {
+        let items: Vec<Item> = (0..25).map(tricky_item).collect();
+        let mut names: Vec<&str> = items[0].keys().map(String::as_str).collect();
+        // A column every item lacks (an omitted NULL) is left out of the body.
+        names.push("absent");
+        let shape = Shape::new(&names, ["pk"]);
+        let shaped: Vec<ShapedItem> = items
+            .iter()
+            .map(|i| {
+                shape
+                    .shape_item(i.clone())
+                    .expect("every name is in the shape")
+            })
+            .collect();
+        let parse = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).expect("valid JSON");
+        let from_shaped = parse(batch_put_body_shaped("t", &shape, &shaped).unwrap());
+        assert_eq!(from_shaped, parse(batch_put_body("t", &items).unwrap()));
+        assert!(
+            !String::from_utf8_lossy(&serde_json::to_vec(&from_shaped).unwrap()).contains("absent")
+        );
+        // A name outside the shape is refused, not dropped.
+        let mut extra = items[0].clone();
+        extra.insert("other".into(), AttributeValue::Bool(true));
+        assert!(shape.shape_item(extra).is_none());
+    }
+
+    #[test]
     fn the_size_guess_is_close() {
         let items: Vec<Item> = (0..25).map(tricky_item).collect();
         let body = batch_put_body("t", &items).unwrap();
-        let guess: usize = items.iter().map(approx_json_len).sum();
+        let guess: usize = items.iter().map(|i| approx_json_len(pairs(i))).sum();
         assert!(
             guess * 2 > body.len() && guess < body.len() * 2,
             "{guess} vs {}",

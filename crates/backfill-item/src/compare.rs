@@ -367,9 +367,13 @@ impl ItemDigest {
 
     /// [`ItemDigest::add`] with the attribute names sorted once for the
     /// whole set (the same bits).
-    pub fn add_laid_out(&mut self, item: &Item, layout: &DigestLayout) {
+    /// [`ItemDigest::add`] for an item of `shape` (whose copied columns are
+    /// the columns): the same bits, with the values already in name order.
+    pub fn add_shaped(&mut self, shape: &crate::Shape, item: &crate::ShapedItem) {
         self.count += 1;
-        self.sum = self.sum.wrapping_add(layout.item_hash(item));
+        self.sum = self
+            .sum
+            .wrapping_add(hash_fields(shape.digest_fields(item)));
     }
 
     pub fn merge(&mut self, other: &ItemDigest) {
@@ -380,80 +384,6 @@ impl ItemDigest {
     /// The sum as 32 hex digits, for storage.
     pub fn sum_hex(&self) -> String {
         format!("{:032x}", self.sum)
-    }
-}
-
-/// The attribute names the items of a set are made of, sorted once: the
-/// copied columns (an absent one is hashed as the null marker) and the
-/// other attributes items may have (keys made from templates). Hashing an
-/// item then walks these names instead of collecting and sorting the
-/// item's own for every item; an item with a name outside them is hashed
-/// the general way, so the bits are always [`item_hash`]'s.
-#[derive(Debug, Clone)]
-pub struct DigestLayout {
-    /// Sorted, unique; `true` for a copied column.
-    names: Vec<(String, bool)>,
-    /// Each name's place in `names`. A fast hash (not the items' SipHash):
-    /// the names are the program's own configuration, not outside input.
-    place: std::collections::HashMap<String, usize, foldhash::fast::FixedState>,
-}
-
-impl DigestLayout {
-    pub fn new<'a>(columns: &[&str], others: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut names: Vec<(String, bool)> =
-            columns.iter().map(|c| (c.to_string(), true)).collect();
-        names.extend(others.into_iter().map(|o| (o.to_string(), false)));
-        // A name that is both a column and another attribute is a column.
-        names.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        names.dedup_by(|a, b| a.0 == b.0);
-        let place = names
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _))| (name.clone(), i))
-            .collect();
-        DigestLayout { names, place }
-    }
-
-    /// The copied columns among the names.
-    fn columns(&self) -> Vec<&str> {
-        self.names
-            .iter()
-            .filter(|(_, column)| *column)
-            .map(|(name, _)| name.as_str())
-            .collect()
-    }
-
-    /// [`item_hash`] of `item` with this layout's columns.
-    pub fn item_hash(&self, item: &Item) -> u128 {
-        // Each of the item's values put in its name's place, in one walk
-        // over the item (no sort, no lookups in the item's own map).
-        const PLACES: usize = 64;
-        let mut values: [Option<&AttributeValue>; PLACES] = [None; PLACES];
-        let laid_out = self.names.len() <= PLACES
-            && item
-                .iter()
-                .all(|(name, v)| match self.place.get(name.as_str()) {
-                    Some(&i) => {
-                        values[i] = Some(v);
-                        true
-                    }
-                    None => false,
-                });
-        if !laid_out {
-            // A name the layout does not have (or a very wide table): hashed
-            // the general way.
-            return item_hash(item, &self.columns());
-        }
-        hash_fields(
-            self.names
-                .iter()
-                .zip(values)
-                .filter_map(|((name, column), v)| match v {
-                    Some(v) => Some((name.as_str(), Some(v))),
-                    None if *column => Some((name.as_str(), None)),
-                    None => None,
-                }),
-        )
     }
 }
 
@@ -784,7 +714,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_layout_gives_the_general_hash() {
+    fn a_shaped_item_gives_the_general_hash() {
         let item: Item = [
             ("id".to_string(), A::N("7".into())),
             ("b".to_string(), A::S("x".into())),
@@ -793,39 +723,45 @@ pub(crate) mod tests {
         ]
         .into();
         let columns = ["id", "b", "gone", "z"];
-        let cases: [(&[&str], DigestLayout); 4] = [
+        let shapes = [
             // Every name known, one column absent (its null marker hashed).
-            (&columns, DigestLayout::new(&columns, ["pk"])),
+            crate::Shape::new(&columns, ["pk"]),
             // A key attribute named like a column, and one never present.
-            (&columns, DigestLayout::new(&columns, ["pk", "id", "sk"])),
-            // The item has a name the layout lacks: the general path.
-            (&columns, DigestLayout::new(&columns, [])),
-            (&[], DigestLayout::new(&[], ["id"])),
+            crate::Shape::new(&columns, ["pk", "id", "sk"]),
         ];
-        for (i, (columns, layout)) in cases.iter().enumerate() {
+        let shaped_hash = |shape: &crate::Shape, item: &Item| {
+            let mut d = ItemDigest::default();
+            d.add_shaped(
+                shape,
+                &shape.shape_item(item.clone()).expect("names in the shape"),
+            );
+            d.sum
+        };
+        for (i, shape) in shapes.iter().enumerate() {
             assert_eq!(
-                layout.item_hash(&item),
-                reference_hash(&item, columns),
+                shaped_hash(shape, &item),
+                reference_hash(&item, &columns),
                 "case {i}"
             );
         }
-        // A table wider than the layout's places takes the general path.
+        // A wide table.
         let wide: Vec<String> = (0..70).map(|i| format!("c{i:02}")).collect();
         let wide: Vec<&str> = wide.iter().map(String::as_str).collect();
         let wide_item: Item = [("c07".to_string(), A::N("7".into()))].into();
         assert_eq!(
-            DigestLayout::new(&wide, []).item_hash(&wide_item),
+            shaped_hash(&crate::Shape::new(&wide, []), &wide_item),
             reference_hash(&wide_item, &wide)
         );
         // And it is not a hash that ignores its input.
         let mut other = item.clone();
         other.insert("b".into(), A::S("y".into()));
-        assert_ne!(cases[0].1.item_hash(&item), cases[0].1.item_hash(&other));
-        let mut digest = ItemDigest::default();
-        digest.add_laid_out(&item, &cases[0].1);
+        assert_ne!(
+            shaped_hash(&shapes[0], &item),
+            shaped_hash(&shapes[0], &other)
+        );
         let mut general = ItemDigest::default();
         general.add(&item, &columns);
-        assert_eq!(digest, general);
+        assert_eq!(general.sum, shaped_hash(&shapes[0], &item));
     }
 
     #[test]

@@ -12,7 +12,10 @@
 pub mod compare;
 pub mod fidelity;
 pub mod number;
+pub mod shaped;
 pub mod size;
+
+pub use shaped::{Shape, ShapedItem};
 
 use std::collections::HashMap;
 
@@ -104,6 +107,21 @@ pub struct ItemMapper {
     /// Per source column: whether exactly one attribute is made from it, so
     /// `map_row_owned` may move its value instead of copying it.
     used_once: Vec<bool>,
+    /// The names of the items this mapper makes, for [`ItemMapper::map_row_shaped`].
+    shape: std::sync::Arc<Shape>,
+    /// Each copied column's place in `shape`, in the order of `columns`.
+    column_slots: Vec<usize>,
+    /// The partition key's place in `shape`, then the sort key's.
+    key_slots: Vec<usize>,
+}
+
+/// Which attribute a mapped value is for.
+#[derive(Clone, Copy)]
+enum Target {
+    /// The copied column at this index of `ItemMapper::columns`.
+    Column(usize),
+    /// The partition key (0) or the sort key (1).
+    Key(usize),
 }
 
 impl ItemMapper {
@@ -234,7 +252,25 @@ impl ItemMapper {
                 *n += 1;
             }
         }
+        let column_refs: Vec<&str> = columns.iter().map(|c| c.attribute.as_str()).collect();
+        let shape = Shape::new(&column_refs, key_attrs.iter().copied());
+        let slot = |name: &str| {
+            shape
+                .slot(name)
+                .ok_or_else(|| table_err(format!("attribute {name} is missing from its shape")))
+        };
+        let column_slots = column_refs
+            .iter()
+            .map(|n| slot(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key_slots = key_attrs
+            .iter()
+            .map(|n| slot(n))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ItemMapper {
+            shape: std::sync::Arc::new(shape),
+            column_slots,
+            key_slots,
             partition,
             sort,
             column_names: schema.columns.iter().map(|c| c.name.clone()).collect(),
@@ -277,7 +313,52 @@ impl ItemMapper {
     /// and bytes move into the item instead of being copied (a column that
     /// more than one attribute is made from is still copied). Returns the
     /// row's key tuple beside the item.
-    pub fn map_row_owned(&self, mut row: SourceRow) -> Result<(KeyTuple, Item), MapError> {
+    pub fn map_row_owned(&self, row: SourceRow) -> Result<(KeyTuple, Item), MapError> {
+        let mut item = Item::with_capacity(self.columns.len() + 2);
+        let key = self.map_into(row, |target, av| {
+            let attribute = match target {
+                Target::Column(i) => &self.columns[i].attribute,
+                Target::Key(0) => &self.partition.attribute,
+                Target::Key(_) => self
+                    .sort
+                    .as_ref()
+                    .map_or(&self.partition.attribute, |s| &s.attribute),
+            };
+            item.insert(attribute.clone(), av);
+        })?;
+        Ok((key, item))
+    }
+
+    /// The shape of the items [`ItemMapper::map_row_shaped`] makes.
+    pub fn shape(&self) -> &std::sync::Arc<Shape> {
+        &self.shape
+    }
+
+    /// [`ItemMapper::map_row_owned`] making a [`ShapedItem`] of
+    /// [`ItemMapper::shape`]: the same attributes and values, without a
+    /// map or a name per attribute.
+    pub fn map_row_shaped(&self, row: SourceRow) -> Result<(KeyTuple, ShapedItem), MapError> {
+        let mut item = self.shape.empty_item();
+        let key = self.map_into(row, |target, av| {
+            let slot = match target {
+                Target::Column(i) => self.column_slots.get(i),
+                Target::Key(k) => self.key_slots.get(k),
+            };
+            if let Some(&slot) = slot {
+                item.set(slot, av);
+            }
+        })?;
+        Ok((key, item))
+    }
+
+    /// Maps `row`, handing each attribute's value to `put` (copied columns
+    /// in order, then the keys, so a key wins over a column of its name),
+    /// and returns the row's key tuple.
+    fn map_into(
+        &self,
+        mut row: SourceRow,
+        mut put: impl FnMut(Target, AttributeValue),
+    ) -> Result<KeyTuple, MapError> {
         let row_err = |row: &SourceRow, column: &str, reason: String| MapError::Row {
             table: self.table.clone(),
             key: display_key(&row.key),
@@ -289,13 +370,9 @@ impl ItemMapper {
         // wrong in both is reported by its column, as it always was.
         let keys: Vec<_> = std::iter::once(&self.partition)
             .chain(self.sort.as_ref())
-            .map(|plan| {
-                self.key_value(plan, &row)
-                    .map(|av| (plan.attribute.clone(), av))
-            })
+            .map(|plan| self.key_value(plan, &row))
             .collect();
-        let mut item = Item::with_capacity(self.columns.len() + 2);
-        for plan in &self.columns {
+        for (i, plan) in self.columns.iter().enumerate() {
             let owned = if self.used_once.get(plan.index).copied().unwrap_or(false) {
                 row.values
                     .get_mut(plan.index)
@@ -320,14 +397,14 @@ impl ItemMapper {
                     .map_err(|r| row_err(&row, &plan.column, r))?,
             };
             if let Some(av) = av {
-                item.insert(plan.attribute.clone(), av);
+                put(Target::Column(i), av);
             }
         }
-        for key in keys {
-            let (attribute, av) = key.map_err(|(col, r)| row_err(&row, &col, r))?;
-            item.insert(attribute, av);
+        for (k, key) in keys.into_iter().enumerate() {
+            let av = key.map_err(|(col, r)| row_err(&row, &col, r))?;
+            put(Target::Key(k), av);
         }
-        Ok((row.key, item))
+        Ok(row.key)
     }
 
     fn column_attribute(
@@ -685,6 +762,95 @@ mod tests {
         ]);
         let e = m.map_row_owned(both).unwrap_err().to_string();
         assert!(e.contains("column c"), "{e}");
+    }
+
+    /// The worker's shaped items are the map items by another road: the
+    /// same attributes and values, digest bits, size and errors, over keys
+    /// from one column, several, a template, a key named like a column,
+    /// renames and both NULL policies.
+    #[test]
+    fn shaped_mapping_gives_the_same_items_digests_and_sizes() {
+        use crate::compare::ItemDigest;
+        use crate::size::{attributes_size_upper_bound, item_size_upper_bound};
+        let s = schema(&[
+            ("a", ColumnKind::Text),
+            ("b", ColumnKind::Int8),
+            ("c", ColumnKind::Numeric),
+            ("d", ColumnKind::Jsonb),
+            ("e", ColumnKind::Text),
+        ]);
+        let mut configs = Vec::new();
+        let mut cfg = TableConfig::new("public.t", "target", KeyAttribute::columns(&["a"], None));
+        configs.push(cfg.clone());
+        cfg.sort_key = Some(KeyAttribute::template("E#{e}#{b}", "sk"));
+        cfg.rename.insert("c".into(), "amount".into());
+        configs.push(cfg.clone());
+        cfg.nulls = NullPolicy::Null;
+        cfg.partition_key = KeyAttribute::columns(&["a", "b"], Some("pk"));
+        configs.push(cfg.clone());
+        cfg.exclude = vec!["d".into()];
+        configs.push(cfg);
+        let rows = [
+            row(vec![
+                Value::Text("k1".into()),
+                Value::Int(7),
+                Value::Number("12.50".into()),
+                Value::Json(serde_json::json!({"x": [1, "y"]})),
+                Value::Text("tail".into()),
+            ]),
+            row(vec![
+                Value::Text("k2 ü".into()),
+                Value::Int(-3),
+                Value::Null,
+                Value::Null,
+                Value::Text("e\"2".into()),
+            ]),
+        ];
+        for (i, cfg) in configs.iter().enumerate() {
+            let m = ItemMapper::new(cfg, &s).unwrap();
+            let columns: Vec<&str> = m.column_attributes().collect();
+            for r in &rows {
+                let (key, item) = m.map_row_owned(r.clone()).unwrap();
+                let (shaped_key, shaped) = m.map_row_shaped(r.clone()).unwrap();
+                assert_eq!(shaped_key, key, "config {i}");
+                assert_eq!(m.shape().to_item(&shaped), item, "config {i}");
+                assert_eq!(
+                    m.shape().clone().into_item(shaped.clone()),
+                    item,
+                    "config {i}"
+                );
+                let (mut d1, mut d2) = (ItemDigest::default(), ItemDigest::default());
+                d1.add(&item, &columns);
+                d2.add_shaped(m.shape(), &shaped);
+                assert_eq!(d1, d2, "config {i}");
+                assert_eq!(
+                    attributes_size_upper_bound(m.shape().attributes(&shaped)),
+                    item_size_upper_bound(&item),
+                    "config {i}"
+                );
+            }
+            // Errors name the same key and column.
+            let bad = row(vec![
+                Value::Null,
+                Value::Int(1),
+                Value::Number("not a number".into()),
+                Value::Null,
+                Value::Null,
+            ]);
+            assert_eq!(
+                m.map_row_shaped(bad.clone()).unwrap_err().to_string(),
+                m.map_row_owned(bad).unwrap_err().to_string(),
+                "config {i}"
+            );
+        }
+        // Different items digest differently.
+        let m = ItemMapper::new(&configs[0], &s).unwrap();
+        let (_, x) = m.map_row_shaped(rows[0].clone()).unwrap();
+        let (_, y) = m.map_row_shaped(rows[1].clone()).unwrap();
+        let (mut dx, mut dy) = (ItemDigest::default(), ItemDigest::default());
+        dx.add_shaped(m.shape(), &x);
+        dy.add_shaped(m.shape(), &y);
+        assert_ne!(dx, dy);
     }
 
     /// Numbers and JSON move into their attributes on the owned path; the

@@ -74,9 +74,16 @@ pub fn attribute_size(v: &AttributeValue) -> usize {
 /// nested ones and set elements included: an item whose upper bound is at
 /// most [`MAX_ITEM_BYTES`] is stored whatever its numbers look like.
 pub fn item_size_upper_bound(item: &Item) -> usize {
+    attributes_size_upper_bound(item.iter().map(|(n, v)| (n.as_str(), v)))
+}
+
+/// [`item_size_upper_bound`] of an item given as its attributes.
+pub fn attributes_size_upper_bound<'a>(
+    attributes: impl Iterator<Item = (&'a str, &'a AttributeValue)>,
+) -> usize {
     // One pass (every copied item is sized here): each number counted with
     // its slack where it is met, rather than counted again afterwards.
-    item.iter()
+    attributes
         .map(|(name, v)| name.len() + attribute_size_upper_bound(v))
         .sum()
 }

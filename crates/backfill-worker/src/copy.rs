@@ -3,10 +3,9 @@
 //! written (a channel of one page bounds the memory to two pages).
 
 use backfill_control::Checkpoint;
-use backfill_item::compare::{
-    diff_items, display_item_key, key_id, newer_in_target, DigestLayout, ItemDigest,
-};
-use backfill_item::{Item, ItemMapper};
+use backfill_item::compare::{diff_items, display_item_key, key_id, newer_in_target, ItemDigest};
+use backfill_item::size::attributes_size_upper_bound;
+use backfill_item::{Item, ItemMapper, ShapedItem};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
 use backfill_source::{SourceRow, TableRef};
@@ -100,14 +99,7 @@ pub(crate) async fn copy_range(
     };
     tokio::pin!(reader);
 
-    let columns: Vec<String> = mapper.column_attributes().map(str::to_string).collect();
-    let column_refs: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let layout = DigestLayout::new(
-        &column_refs,
-        std::iter::once(mapper.partition_key())
-            .chain(mapper.sort_key())
-            .map(|k| k.attribute.as_str()),
-    );
+    let shape = mapper.shape();
     let mut progress = CopyProgress::default();
     if let Some(ck) = &checkpoint {
         progress.rows = ck.rows;
@@ -133,42 +125,71 @@ pub(crate) async fn copy_range(
             // The rows move into their items; only the keys stay, for the
             // checkpoint and for naming an item that is too big.
             let rows_in_page = page.len() as u64;
-            let (keys, items): (Vec<KeyTuple>, Vec<Item>) = match page
+            // Items are made in the job's shape (values in name order, no
+            // map per item), which the digest, the size and the body writer
+            // walk directly.
+            let (keys, items): (Vec<KeyTuple>, Vec<ShapedItem>) = match page
                 .into_iter()
-                .map(|r| mapper.map_row_owned(r))
+                .map(|r| mapper.map_row_shaped(r))
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(pairs) => pairs.into_iter().unzip(),
                 Err(e) => break Err(e.into()),
             };
             for item in &items {
-                progress.digest.add_laid_out(item, &layout);
+                progress.digest.add_shaped(shape, item);
             }
-            let items = match fit_items(w, tcfg, &mapper, items, &keys).await {
+            let Fitted { items, pointers } = match fit_items(w, tcfg, &mapper, items, &keys).await {
                 Ok(fitted) => fitted,
                 Err(e) => break Err(e),
             };
-            // Only the items to read back are kept; the rest move into the write.
-            let sample = verify_sample(
+            // Only the items to read back are kept (as maps, to compare
+            // with what is read); the rest move into the write. Positions
+            // count the shaped items, then the pointers.
+            let sample: Vec<(usize, Item)> = verify_sample(
                 w.cfg.worker.verify_sample_rate,
-                items.iter().map(|(item, _)| item),
-            );
+                items.len() + pointers.len(),
+            )
+            .into_iter()
+            .filter_map(|i| match items.get(i) {
+                Some((item, _)) => Some((i, shape.to_item(item))),
+                None => pointers
+                    .get(i - items.len())
+                    .map(|(item, _)| (i, item.clone())),
+            })
+            .collect();
+            let sink = w.sink_for(&tcfg.target);
             let written = match mapper.version_attribute() {
                 Some(version) => {
-                    w.sink_for(&tcfg.target)
-                        .put_items_if_newer(
-                            &tcfg.target,
-                            items,
-                            &mapper.partition_key().attribute,
-                            version,
-                            w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
-                        )
-                        .await
+                    let all = items
+                        .into_iter()
+                        .map(|(item, wcu)| (shape.into_item(item), wcu))
+                        .chain(pointers)
+                        .collect();
+                    sink.put_items_if_newer(
+                        &tcfg.target,
+                        all,
+                        &mapper.partition_key().attribute,
+                        version,
+                        w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
+                    )
+                    .await
                 }
                 None => {
-                    w.sink_for(&tcfg.target)
-                        .put_items_estimated(&tcfg.target, items, w.cfg.worker.write_concurrency)
-                        .await
+                    let concurrency = w.cfg.worker.write_concurrency;
+                    let mut written = sink
+                        .put_shaped_estimated(&tcfg.target, shape, items, concurrency)
+                        .await;
+                    if let (Ok(total), false) = (&mut written, pointers.is_empty()) {
+                        match sink
+                            .put_items_estimated(&tcfg.target, pointers, concurrency)
+                            .await
+                        {
+                            Ok(o) => total.add(&o),
+                            Err(e) => written = Err(e),
+                        }
+                    }
+                    written
                 }
             };
             let written = match written {
@@ -290,17 +311,23 @@ async fn verify_page(
     }
 }
 
-/// The items of a page to read back after writing (each with probability
-/// `rate`), with their positions, cloned before the page moves into the write.
-fn verify_sample<'a>(rate: f64, items: impl Iterator<Item = &'a Item>) -> Vec<(usize, Item)> {
+/// The positions of the items of a page to read back after writing (each
+/// with probability `rate`), chosen before the page moves into the write.
+fn verify_sample(rate: f64, len: usize) -> Vec<usize> {
     if rate <= 0.0 {
         return Vec::new();
     }
-    items
-        .enumerate()
+    (0..len)
         .filter(|_| rate >= 1.0 || rand::random::<f64>() < rate)
-        .map(|(i, it)| (i, it.clone()))
         .collect()
+}
+
+/// A page's items ready to write, each with its write capacity estimate.
+struct Fitted {
+    /// The items that fit, in page order.
+    items: Vec<(ShapedItem, u64)>,
+    /// Pointer items standing in for offloaded ones (not of the job's shape).
+    pointers: Vec<(Item, u64)>,
 }
 
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
@@ -312,15 +339,19 @@ async fn fit_items(
     w: &Worker,
     tcfg: &backfill_config::TableConfig,
     mapper: &ItemMapper,
-    items: Vec<Item>,
+    items: Vec<ShapedItem>,
     keys: &[KeyTuple],
-) -> Result<Vec<(Item, u64)>, JobError> {
-    use backfill_item::size::{item_size_upper_bound, write_capacity_units, MAX_ITEM_BYTES};
-    let mut out = Vec::with_capacity(items.len());
+) -> Result<Fitted, JobError> {
+    use backfill_item::size::{write_capacity_units, MAX_ITEM_BYTES};
+    let shape = mapper.shape();
+    let mut out = Fitted {
+        items: Vec::with_capacity(items.len()),
+        pointers: Vec::new(),
+    };
     for (item, key) in items.into_iter().zip(keys) {
-        let size = item_size_upper_bound(&item);
+        let size = attributes_size_upper_bound(shape.attributes(&item));
         if size <= MAX_ITEM_BYTES {
-            out.push((item, write_capacity_units(size)));
+            out.items.push((item, write_capacity_units(size)));
             continue;
         }
         match tcfg.oversize {
@@ -335,11 +366,12 @@ async fn fit_items(
                 let off = w.offloader.as_ref().ok_or_else(|| JobError::NoOffloader {
                     table: tcfg.source.clone(),
                 })?;
+                let item = shape.into_item(item);
                 let pointer = off
                     .offload(&tcfg.target, &mapper.key_of(&item), &item)
                     .await?;
                 let wcu = backfill_capacity::estimate_wcu(&pointer);
-                out.push((pointer, wcu));
+                out.pointers.push((pointer, wcu));
             }
         }
     }
