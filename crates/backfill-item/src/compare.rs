@@ -365,8 +365,6 @@ impl ItemDigest {
         self.sum = self.sum.wrapping_add(item_hash(item, columns));
     }
 
-    /// [`ItemDigest::add`] with the attribute names sorted once for the
-    /// whole set (the same bits).
     /// [`ItemDigest::add`] for an item of `shape` (whose copied columns are
     /// the columns): the same bits, with the values already in name order.
     pub fn add_shaped(&mut self, shape: &crate::Shape, item: &crate::ShapedItem) {

@@ -117,11 +117,11 @@ pub struct ItemMapper {
 
 /// Which attribute a mapped value is for.
 #[derive(Clone, Copy)]
-enum Target {
+enum Target<'a> {
     /// The copied column at this index of `ItemMapper::columns`.
     Column(usize),
-    /// The partition key (0) or the sort key (1).
-    Key(usize),
+    /// The partition key (0) or the sort key (1), with its plan.
+    Key(usize, &'a KeyPlan),
 }
 
 impl ItemMapper {
@@ -318,11 +318,7 @@ impl ItemMapper {
         let key = self.map_into(row, |target, av| {
             let attribute = match target {
                 Target::Column(i) => &self.columns[i].attribute,
-                Target::Key(0) => &self.partition.attribute,
-                Target::Key(_) => self
-                    .sort
-                    .as_ref()
-                    .map_or(&self.partition.attribute, |s| &s.attribute),
+                Target::Key(_, plan) => &plan.attribute,
             };
             item.insert(attribute.clone(), av);
         })?;
@@ -342,7 +338,7 @@ impl ItemMapper {
         let key = self.map_into(row, |target, av| {
             let slot = match target {
                 Target::Column(i) => self.column_slots.get(i),
-                Target::Key(k) => self.key_slots.get(k),
+                Target::Key(k, _) => self.key_slots.get(k),
             };
             if let Some(&slot) = slot {
                 item.set(slot, av);
@@ -357,7 +353,7 @@ impl ItemMapper {
     fn map_into(
         &self,
         mut row: SourceRow,
-        mut put: impl FnMut(Target, AttributeValue),
+        mut put: impl FnMut(Target<'_>, AttributeValue),
     ) -> Result<KeyTuple, MapError> {
         let row_err = |row: &SourceRow, column: &str, reason: String| MapError::Row {
             table: self.table.clone(),
@@ -370,7 +366,7 @@ impl ItemMapper {
         // wrong in both is reported by its column, as it always was.
         let keys: Vec<_> = std::iter::once(&self.partition)
             .chain(self.sort.as_ref())
-            .map(|plan| self.key_value(plan, &row))
+            .map(|plan| (plan, self.key_value(plan, &row)))
             .collect();
         for (i, plan) in self.columns.iter().enumerate() {
             let owned = if self.used_once.get(plan.index).copied().unwrap_or(false) {
@@ -400,9 +396,9 @@ impl ItemMapper {
                 put(Target::Column(i), av);
             }
         }
-        for (k, key) in keys.into_iter().enumerate() {
+        for (k, (plan, key)) in keys.into_iter().enumerate() {
             let av = key.map_err(|(col, r)| row_err(&row, &col, r))?;
-            put(Target::Key(k), av);
+            put(Target::Key(k, plan), av);
         }
         Ok(row.key)
     }

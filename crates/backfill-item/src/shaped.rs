@@ -41,11 +41,6 @@ impl Shape {
         Shape { names, column }
     }
 
-    /// The names, sorted.
-    pub fn names(&self) -> &[String] {
-        &self.names
-    }
-
     /// Where `name` is in the shape.
     pub fn slot(&self, name: &str) -> Option<usize> {
         self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()
@@ -120,10 +115,5 @@ impl ShapedItem {
         if let Some(place) = self.values.get_mut(slot) {
             *place = Some(v);
         }
-    }
-
-    /// The value in `slot`, when the item has it.
-    pub fn get(&self, slot: usize) -> Option<&AttributeValue> {
-        self.values.get(slot).and_then(Option::as_ref)
     }
 }

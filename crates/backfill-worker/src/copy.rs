@@ -177,19 +177,19 @@ pub(crate) async fn copy_range(
                 }
                 None => {
                     let concurrency = w.cfg.worker.write_concurrency;
-                    let mut written = sink
-                        .put_shaped_estimated(&tcfg.target, shape, items, concurrency)
-                        .await;
-                    if let (Ok(total), false) = (&mut written, pointers.is_empty()) {
-                        match sink
-                            .put_items_estimated(&tcfg.target, pointers, concurrency)
-                            .await
-                        {
-                            Ok(o) => total.add(&o),
-                            Err(e) => written = Err(e),
+                    async {
+                        let mut total = sink
+                            .put_shaped_estimated(&tcfg.target, shape, items, concurrency)
+                            .await?;
+                        if !pointers.is_empty() {
+                            let o = sink
+                                .put_items_estimated(&tcfg.target, pointers, concurrency)
+                                .await?;
+                            total.add(&o);
                         }
+                        Ok(total)
                     }
-                    written
+                    .await
                 }
             };
             let written = match written {
