@@ -40,9 +40,9 @@ enum DlqCommand {
         /// Messages sent back per second, at most.
         #[arg(long, default_value_t = 5)]
         rate: u32,
-        /// Who replays (audit record).
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who replays (audit record; default: $USER, else $LOGNAME).
+        #[arg(long)]
+        by: Option<String>,
         /// Why (audit record): the incident or the fix.
         #[arg(long)]
         reason: String,
@@ -54,9 +54,9 @@ enum DlqCommand {
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
-        /// Who purges (audit record).
-        #[arg(long, env = "USER")]
-        by: String,
+        /// Who purges (audit record; default: $USER, else $LOGNAME).
+        #[arg(long)]
+        by: Option<String>,
         /// Why (audit record).
         #[arg(long)]
         reason: String,
@@ -109,7 +109,7 @@ pub async fn run(cfg: &BackfillConfig, args: DlqArgs) -> Result<ExitCode> {
             let opts = ReplayOptions {
                 dry_run,
                 rate: Some(NonZeroU32::new(rate).context("--rate must be at least 1")?),
-                by,
+                by: crate::status::by_or_user(by),
                 why: reason,
             };
             replay(&dlq, filter.filter(), opts).await
@@ -119,7 +119,10 @@ pub async fn run(cfg: &BackfillConfig, args: DlqArgs) -> Result<ExitCode> {
             yes,
             by,
             reason,
-        } => purge(&dlq, filter.filter(), yes, PurgeOptions { by, why: reason }).await,
+        } => {
+            let by = crate::status::by_or_user(by);
+            purge(&dlq, filter.filter(), yes, PurgeOptions { by, why: reason }).await
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 mod status;
 use status::human_duration;
 mod dlq;
+mod rejects;
 
 #[derive(Parser)]
 #[command(
@@ -133,6 +134,8 @@ enum Command {
     },
     /// The dead-letter queue: list dead jobs with their last error, replay or purge them.
     Dlq(dlq::DlqArgs),
+    /// Rows that could not become items: list them, or retry them after a fix.
+    Rejects(rejects::RejectsArgs),
     /// Creates the queues, the control table and the target tables of a local stack.
     Bootstrap {
         /// Delete the target tables and purge both queues first (local demos only).
@@ -254,10 +257,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await
         }
         Command::Cancel { run, reason, by } => {
-            let by = by.unwrap_or_else(status::current_user);
+            let by = status::by_or_user(by);
             status::cancel(&cfg, &run, &by, &reason).await
         }
         Command::Dlq(args) => dlq::run(&cfg, args).await,
+        Command::Rejects(args) => rejects::run(&cfg, args).await,
     }
 }
 

@@ -93,6 +93,42 @@ pub async fn cancel(cfg: &BackfillConfig, run: &str, by: &str, reason: &str) -> 
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--by` when given, else the user running the command; says on stderr
+/// which name the audit record gets when it had to guess.
+pub fn by_or_user(by: Option<String>) -> String {
+    match by {
+        Some(b) => b,
+        None => {
+            let user = current_user();
+            eprintln!(
+                "note: no --by given: recording the action as by {user:?} (from $USER or $LOGNAME)"
+            );
+            user
+        }
+    }
+}
+
+/// Every run, newest first; a control table that does not exist yet says
+/// to run `bootstrap` instead of DynamoDB's raw ResourceNotFound.
+pub async fn runs_or_bootstrap_hint(
+    control: &ControlTable,
+) -> Result<Vec<backfill_control::RunRecord>> {
+    control.runs().await.map_err(|e| bootstrap_hint(control, e))
+}
+
+/// Turns "the table does not exist" into the step that creates it.
+pub fn bootstrap_hint(control: &ControlTable, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    if format!("{e:#}").contains("ResourceNotFound") {
+        anyhow::anyhow!(
+            "control table {} does not exist: run `backfill bootstrap` first (it creates the queues and the control table)",
+            control.table_name()
+        )
+    } else {
+        e
+    }
+}
+
 /// The user running the command, for audit fields.
 pub fn current_user() -> String {
     std::env::var("USER")
@@ -154,6 +190,13 @@ pub fn render_plain(s: &RunStatus) -> String {
             capacity(t),
             eta(t.eta_secs),
         ));
+        if t.rejects > 0 {
+            out.push_str(&format!(
+                "    {} rejected rows (rows that cannot become items): `backfill rejects list --run {}`\n",
+                thousands(t.rejects),
+                s.run_id
+            ));
+        }
     }
     for f in &s.failures {
         out.push_str(&format!(
@@ -341,6 +384,7 @@ mod tests {
                 wcu_per_sec: 950.0,
                 budget_wcu: Some(1000.0),
                 eta_secs: Some(80.0),
+                rejects: 0,
             }],
             workers_live: 2,
             workers_busy: 2,

@@ -463,11 +463,11 @@ async fn a_message_delivered_again_after_its_job_finished() -> Result<()> {
     s.verify_and_report(duplicates).await
 }
 
-/// A NaN in row 3 * 55 cannot become a DynamoDB number: that job goes to
-/// the DLQ naming the key, the other jobs complete, and after the config is
-/// fixed (`unrepresentable = "string"`) a replay completes the table.
+/// A NaN in row 3 * 55 cannot become a DynamoDB number: that row becomes
+/// a reject naming the key (every job completes), and after the config is
+/// fixed (`unrepresentable = "string"`) `rejects retry` completes the table.
 #[tokio::test]
-async fn a_poison_row_goes_to_the_dlq_and_a_replay_after_the_fix_completes() -> Result<()> {
+async fn a_poison_row_is_a_reject_and_a_retry_after_the_fix_completes() -> Result<()> {
     let mut s = Scenario::new("poison", None, None).await?;
     let src = s.truth.tables[0].source.clone();
     s.stack
@@ -477,23 +477,24 @@ async fn a_poison_row_goes_to_the_dlq_and_a_replay_after_the_fix_completes() -> 
     let mut w = s.worker()?;
     let exit = tokio::time::timeout(Duration::from_secs(120), w.wait()).await??;
     ensure!(exit.success(), "{exit}");
+    // The row is a reject: every job completes, the poisoned one with it.
     let jobs = s.control().jobs(RUN).await?;
-    let failed: Vec<_> = jobs
-        .iter()
-        .filter(|j| j.state == JobState::Failed)
-        .collect();
-    ensure!(failed.len() == 1, "one job dead: {jobs:?}");
-    let why = failed[0].last_error.clone().unwrap_or_default();
     ensure!(
-        why.contains("165") && why.contains("score"),
-        "the error names key and column: {why}"
+        jobs.iter().all(|j| j.state == JobState::Done),
+        "every job completes: {jobs:?}"
     );
+    let with_rejects: Vec<_> = jobs
+        .iter()
+        .filter(|j| j.state_label() == "done_with_rejects")
+        .collect();
+    ensure!(with_rejects.len() == 1, "one job has the reject: {jobs:?}");
+    let listed = run_cli(&s.config_path, &["rejects", "list", "--run", RUN]).await?;
     ensure!(
-        jobs.iter().filter(|j| j.state == JobState::Done).count() == jobs.len() - 1,
-        "the other jobs complete: {jobs:?}"
+        listed.contains("key (165)") && listed.contains("column score") && listed.contains("NaN"),
+        "rejects list names key, column and value: {listed}"
     );
 
-    // The fix, then the replay.
+    // The fix, then the retry of just that row, through the binary.
     let fixed: Vec<TableConfig> = s
         .workers
         .tables
@@ -507,21 +508,50 @@ async fn a_poison_row_goes_to_the_dlq_and_a_replay_after_the_fix_completes() -> 
     s.workers.tables = fixed.clone();
     s.truth.tables = fixed;
     std::fs::write(&s.config_path, config_toml(&s.workers))?;
-    let dlq = backfill_dlq::Dlq::new(s.queue(), s.control());
-    let replayed = dlq
-        .replay(
-            &backfill_dlq::Filter::default(),
-            &backfill_dlq::ReplayOptions {
-                dry_run: false,
-                rate: None,
-                by: "faults".into(),
-                why: "NaN scores stored as strings".into(),
-            },
-        )
-        .await?;
-    ensure!(replayed.replayed() == 1, "{replayed:?}");
-    s.finish(vec![s.worker()?]).await?;
+    let retried = run_cli(
+        &s.config_path,
+        &[
+            "rejects",
+            "retry",
+            "--run",
+            RUN,
+            "--reason",
+            "NaN scores stored as strings",
+            "--by",
+            "faults",
+        ],
+    )
+    .await?;
+    ensure!(
+        retried.contains("1 written") && retried.contains("0 still rejected"),
+        "{retried}"
+    );
+    let jobs = s.control().jobs(RUN).await?;
+    ensure!(
+        jobs.iter().all(|j| j.state_label() == "done"),
+        "no rejects left: {jobs:?}"
+    );
     s.verify_and_report(1).await
+}
+
+/// Runs the binary with `args`; its stdout, or an error with both streams.
+async fn run_cli(config: &std::path::Path, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "backfill {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
 }
 
 // The harness itself must be able to fail: a scenario whose workers never

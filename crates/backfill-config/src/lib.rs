@@ -429,6 +429,22 @@ pub struct WorkerConfig {
     /// Seconds a shutting-down worker waits for its jobs to release.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_secs: u64,
+    /// A job whose rejects (rows that cannot become items) exceed this
+    /// fraction of its rows read fails instead of ending `done_with_rejects`,
+    /// so a wrong mapping stops after a page or two.
+    #[serde(default = "default_max_reject_fraction")]
+    pub max_reject_fraction: f64,
+    /// Rejects a job may always have, whatever the fraction (so one bad row
+    /// in a job's small first page does not fail it).
+    #[serde(default = "default_reject_allowance")]
+    pub reject_allowance: u64,
+}
+
+fn default_max_reject_fraction() -> f64 {
+    0.01
+}
+fn default_reject_allowance() -> u64 {
+    10
 }
 
 fn default_concurrency() -> usize {
@@ -463,6 +479,8 @@ impl Default for WorkerConfig {
             verify_sample_rate: default_verify_sample_rate(),
             max_write_attempts: default_max_write_attempts(),
             shutdown_grace_secs: default_shutdown_grace(),
+            max_reject_fraction: default_max_reject_fraction(),
+            reject_allowance: default_reject_allowance(),
         }
     }
 }
@@ -504,6 +522,11 @@ pub struct TableConfig {
     /// What an item over 400 KB does: `fail` its job or go to `s3`.
     #[serde(default)]
     pub oversize: Oversize,
+    /// What a key built from several columns does with a value that
+    /// contains the key's separator (which would make two rows one item):
+    /// `reject` the row, or `escape` the value.
+    #[serde(default)]
+    pub ambiguous_keys: AmbiguousKeys,
     /// The fleet's write budget for the target, in WCU per second (all
     /// workers together). Give this or `write_budget_fraction`, or neither (no limit).
     #[serde(default)]
@@ -535,6 +558,20 @@ pub enum NullPolicy {
     Omit,
     /// The attribute is stored as `{"NULL": true}`.
     Null,
+}
+
+/// What a joined key does with a part that contains its separator
+/// (docs/MAPPING.md, "Keys from several columns").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmbiguousKeys {
+    /// The row is a reject naming the column: the application's own keys
+    /// decide how such a value is written, and the backfill cannot guess.
+    #[default]
+    Reject,
+    /// A backslash is put before each backslash and each separator
+    /// character in the part, for applications that escape the same way.
+    Escape,
 }
 
 /// What a value without a DynamoDB form becomes.
@@ -661,6 +698,7 @@ impl TableConfig {
             unrepresentable: Unrepresentable::default(),
             version_column: None,
             oversize: Oversize::default(),
+            ambiguous_keys: AmbiguousKeys::default(),
             write_budget_wcu: None,
             write_budget_fraction: None,
         }
@@ -843,6 +881,9 @@ impl BackfillConfig {
         }
         if !(1..=64).contains(&self.worker.write_concurrency) {
             return Err(invalid("worker.write_concurrency", "must be 1 to 64"));
+        }
+        if !(0.0..=1.0).contains(&self.worker.max_reject_fraction) {
+            return Err(invalid("worker.max_reject_fraction", "must be 0 to 1"));
         }
         if !(0.0..=1.0).contains(&self.worker.verify_sample_rate) {
             return Err(invalid("worker.verify_sample_rate", "must be 0 to 1"));

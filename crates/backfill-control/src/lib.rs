@@ -17,8 +17,10 @@ use backfill_dynamo::{DynamoSink, Item, SinkError};
 use backfill_job::JobMessage;
 
 mod accept;
+mod rejects;
 mod replay;
 pub use accept::{check_planned, Rejection};
+pub use rejects::{RejectProblem, RejectRecord};
 pub use replay::{AuditAction, AuditRecord, ReplayReset, DLQ_AUDIT_PK};
 
 /// Why a control-table operation failed.
@@ -132,6 +134,22 @@ pub struct JobRecord {
     pub updated_at: Option<String>,
     /// Times an operator replayed it from the DLQ.
     pub replays: u64,
+    /// Its rows that could not become items and are recorded as rejects
+    /// (not yet written by `rejects retry`).
+    pub rejects: u64,
+}
+
+impl JobRecord {
+    /// The state as operators see it: a done job with rejects left is
+    /// `done_with_rejects` (stored as `done` with a count, so every rule
+    /// that a finished job stays finished holds for it unchanged).
+    pub fn state_label(&self) -> &'static str {
+        if self.state == JobState::Done && self.rejects > 0 {
+            "done_with_rejects"
+        } else {
+            self.state.as_str()
+        }
+    }
 }
 
 /// A run as the control table knows it.
@@ -475,6 +493,7 @@ impl ControlTable {
                 finished_at: get_s(item, "finished_at"),
                 updated_at: get_s(item, "updated_at"),
                 replays: get_n(item, "replays"),
+                rejects: get_n(item, "rejects"),
             },
         ))
     }
@@ -753,6 +772,7 @@ impl ControlTable {
         job: &JobMessage,
         rows: u64,
         digest: &str,
+        rejects: u64,
     ) -> Result<(), ControlError> {
         let r = self
             .client
@@ -761,9 +781,10 @@ impl ControlTable {
             .key("pk", s(run_pk(&job.run_id)))
             .key("sk", s(job_sk(&job.job_id)))
             .update_expression(
-                "SET #s = :done, #r = :rows, digest = :digest, updated_at = :now, finished_at = :now REMOVE last_error",
+                "SET #s = :done, #r = :rows, digest = :digest, rejects = :rejects, updated_at = :now, finished_at = :now REMOVE last_error",
             )
             .expression_attribute_values(":digest", s(digest))
+            .expression_attribute_values(":rejects", AttributeValue::N(rejects.to_string()))
             .expression_attribute_names("#s", "state")
             .expression_attribute_names("#r", "rows")
             .expression_attribute_values(":done", s(JobState::Done.as_str()))

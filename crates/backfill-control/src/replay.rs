@@ -25,6 +25,8 @@ pub enum AuditAction {
     Replay,
     /// Deleted from the DLQ for good.
     Purge,
+    /// A job's rejects read again and written (`message_id` is empty).
+    RejectRetry,
 }
 
 impl AuditAction {
@@ -32,6 +34,7 @@ impl AuditAction {
         match self {
             AuditAction::Replay => "replay",
             AuditAction::Purge => "purge",
+            AuditAction::RejectRetry => "reject_retry",
         }
     }
 
@@ -39,6 +42,7 @@ impl AuditAction {
         match s {
             "replay" => Some(AuditAction::Replay),
             "purge" => Some(AuditAction::Purge),
+            "reject_retry" => Some(AuditAction::RejectRetry),
             _ => None,
         }
     }

@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType};
 use backfill_config::{
-    parse_template, KeyAttribute, NullPolicy, TableConfig, TemplatePart, TypeOverride,
-    Unrepresentable,
+    parse_template, AmbiguousKeys, KeyAttribute, NullPolicy, TableConfig, TemplatePart,
+    TypeOverride, Unrepresentable,
 };
 use backfill_job::{display_key, KeyTuple};
 use backfill_source::{ColumnKind, SourceRow, TableSchema, Value};
@@ -49,15 +49,42 @@ pub const MAX_SORT_KEY_BYTES: usize = 1024;
 /// Why a row cannot become an item, or a table cannot be mapped at all.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MapError {
-    #[error("table {table}, key {key}, column {column}: {reason}")]
+    /// Every column of the row that cannot be mapped, not just the first,
+    /// so one fix of the config or the data settles the row.
+    #[error("table {table}, key {key}, {}", show_problems(problems))]
     Row {
         table: String,
         key: String,
-        column: String,
-        reason: String,
+        problems: Vec<RowProblem>,
     },
     #[error("table {table}: {reason}")]
     Table { table: String, reason: String },
+}
+
+/// One column of a row that cannot be mapped, and why (the reason quotes
+/// the offending value where there is one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowProblem {
+    pub column: String,
+    pub reason: String,
+}
+
+fn show_problems(problems: &[RowProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("column {}: {}", p.column, p.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl MapError {
+    /// What is wrong with the row, without the table and key.
+    pub fn row_reason(&self) -> String {
+        match self {
+            MapError::Row { problems, .. } => show_problems(problems),
+            MapError::Table { reason, .. } => reason.clone(),
+        }
+    }
 }
 
 /// Where a key attribute's value comes from.
@@ -82,6 +109,10 @@ pub struct KeyPlan {
     pub attribute_type: ScalarAttributeType,
     source: KeySource,
     max_bytes: usize,
+    /// The characters of the literals between the key's columns: a part
+    /// free of them parses back unambiguously. Empty for a key of one column.
+    separators: Vec<char>,
+    ambiguous: AmbiguousKeys,
 }
 
 /// A copied column: where it is in the row and what it becomes.
@@ -181,11 +212,25 @@ impl ItemMapper {
                     (KeySource::Columns(cols), ty)
                 }
             };
+            let separators = separator_chars(&source);
+            if let KeySource::Template(parts) = &source {
+                if parts
+                    .windows(2)
+                    .any(|w| matches!(w, [Part::Column(_), Part::Column(_)]))
+                {
+                    return Err(table_err(format!(
+                        "{what}: template `{}` puts two columns side by side with no separator, so two rows could make one key",
+                        k.template.as_deref().unwrap_or_default()
+                    )));
+                }
+            }
             Ok(KeyPlan {
                 attribute: k.attribute_name().to_string(),
                 attribute_type,
                 source,
                 max_bytes,
+                separators,
+                ambiguous: cfg.ambiguous_keys,
             })
         };
         let partition = plan(&cfg.partition_key, MAX_PARTITION_KEY_BYTES)?;
@@ -315,13 +360,15 @@ impl ItemMapper {
     /// row's key tuple beside the item.
     pub fn map_row_owned(&self, row: SourceRow) -> Result<(KeyTuple, Item), MapError> {
         let mut item = Item::with_capacity(self.columns.len() + 2);
-        let key = self.map_into(row, |target, av| {
-            let attribute = match target {
-                Target::Column(i) => &self.columns[i].attribute,
-                Target::Key(_, plan) => &plan.attribute,
-            };
-            item.insert(attribute.clone(), av);
-        })?;
+        let key = self
+            .map_into(row, |target, av| {
+                let attribute = match target {
+                    Target::Column(i) => &self.columns[i].attribute,
+                    Target::Key(_, plan) => &plan.attribute,
+                };
+                item.insert(attribute.clone(), av);
+            })
+            .map_err(|(_, e)| e)?;
         Ok((key, item))
     }
 
@@ -332,8 +379,13 @@ impl ItemMapper {
 
     /// [`ItemMapper::map_row_owned`] making a [`ShapedItem`] of
     /// [`ItemMapper::shape`]: the same attributes and values, without a
-    /// map or a name per attribute.
-    pub fn map_row_shaped(&self, row: SourceRow) -> Result<(KeyTuple, ShapedItem), MapError> {
+    /// map or a name per attribute. A row that cannot be mapped comes back
+    /// as its key and every problem, so the caller can record it as a
+    /// reject and go on.
+    pub fn map_row_shaped(
+        &self,
+        row: SourceRow,
+    ) -> Result<(KeyTuple, ShapedItem), (KeyTuple, MapError)> {
         let mut item = self.shape.empty_item();
         let key = self.map_into(row, |target, av| {
             let slot = match target {
@@ -347,6 +399,28 @@ impl ItemMapper {
         Ok((key, item))
     }
 
+    /// A 128-bit identity of the item's key (its key attributes' types and
+    /// values): equal for two items DynamoDB would store as one. The worker
+    /// keeps one per row of a job to catch two rows that map to one item.
+    pub fn shaped_key_id(&self, item: &ShapedItem) -> u128 {
+        use std::hash::{Hash, Hasher};
+        let mut halves = [0u64; 2];
+        for (seed, half) in halves.iter_mut().enumerate() {
+            let mut h = std::hash::DefaultHasher::new();
+            seed.hash(&mut h);
+            for &slot in &self.key_slots {
+                match self.shape.value_at(item, slot) {
+                    Some(AttributeValue::S(s)) => (0u8, s.as_bytes()).hash(&mut h),
+                    Some(AttributeValue::N(n)) => (1u8, n.as_bytes()).hash(&mut h),
+                    Some(AttributeValue::B(b)) => (2u8, b.as_ref()).hash(&mut h),
+                    _ => 3u8.hash(&mut h),
+                }
+            }
+            *half = h.finish();
+        }
+        (u128::from(halves[0]) << 64) | u128::from(halves[1])
+    }
+
     /// Maps `row`, handing each attribute's value to `put` (copied columns
     /// in order, then the keys, so a key wins over a column of its name),
     /// and returns the row's key tuple.
@@ -354,16 +428,16 @@ impl ItemMapper {
         &self,
         mut row: SourceRow,
         mut put: impl FnMut(Target<'_>, AttributeValue),
-    ) -> Result<KeyTuple, MapError> {
-        let row_err = |row: &SourceRow, column: &str, reason: String| MapError::Row {
-            table: self.table.clone(),
-            key: display_key(&row.key),
-            column: column.to_string(),
-            reason,
+    ) -> Result<KeyTuple, (KeyTuple, MapError)> {
+        let mut problems: Vec<RowProblem> = Vec::new();
+        let mut problem = |column: &str, reason: String| {
+            problems.push(RowProblem {
+                column: column.to_string(),
+                reason,
+            })
         };
         // Keys are read first, because the loop below moves columns out of
-        // the row; their errors wait until the columns are done, so a row
-        // wrong in both is reported by its column, as it always was.
+        // the row; their problems are listed after the columns'.
         let keys: Vec<_> = std::iter::once(&self.partition)
             .chain(self.sort.as_ref())
             .map(|plan| (plan, self.key_value(plan, &row)))
@@ -378,29 +452,36 @@ impl ItemMapper {
                 row.values.get(plan.index).cloned().unwrap_or(Value::Null)
             };
             let av = match (plan.form, owned) {
-                (None, Value::Text(s)) => Some(AttributeValue::S(s)),
-                (None, Value::Bytes(b)) => Some(AttributeValue::B(Blob::new(b))),
-                (None, Value::Number(s)) => Some(
-                    number_attribute_owned(s, self.unrepresentable)
-                        .map_err(|r| row_err(&row, &plan.column, r))?,
-                ),
-                (None, Value::Json(j)) => Some(
-                    json_into_attribute(j, self.unrepresentable)
-                        .map_err(|r| row_err(&row, &plan.column, r))?,
-                ),
-                (_, v) => self
-                    .column_attribute(plan, &v)
-                    .map_err(|r| row_err(&row, &plan.column, r))?,
+                (None, Value::Text(s)) => Ok(Some(AttributeValue::S(s))),
+                (None, Value::Bytes(b)) => Ok(Some(AttributeValue::B(Blob::new(b)))),
+                (None, Value::Number(s)) => {
+                    number_attribute_owned(s, self.unrepresentable).map(Some)
+                }
+                (None, Value::Json(j)) => json_into_attribute(j, self.unrepresentable).map(Some),
+                (_, v) => self.column_attribute(plan, &v),
             };
-            if let Some(av) = av {
-                put(Target::Column(i), av);
+            match av {
+                Ok(Some(av)) => put(Target::Column(i), av),
+                Ok(None) => {}
+                Err(reason) => problem(&plan.column, reason),
             }
         }
         for (k, (plan, key)) in keys.into_iter().enumerate() {
-            let av = key.map_err(|(col, r)| row_err(&row, &col, r))?;
-            put(Target::Key(k, plan), av);
+            match key {
+                Ok(av) => put(Target::Key(k, plan), av),
+                Err((col, reason)) => problem(&col, reason),
+            }
         }
-        Ok(row.key)
+        if problems.is_empty() {
+            Ok(row.key)
+        } else {
+            let error = MapError::Row {
+                table: self.table.clone(),
+                key: display_key(&row.key),
+                problems,
+            };
+            Err((row.key, error))
+        }
     }
 
     fn column_attribute(
@@ -495,18 +576,21 @@ impl ItemMapper {
                 }
             }
             KeySource::Columns(cols) => {
-                let parts = cols
-                    .iter()
-                    .map(|&i| value_of(i).map(text_form))
-                    .collect::<Result<Vec<_>, _>>()?;
-                AttributeValue::S(parts.join("#"))
+                let mut out = String::new();
+                for (n, &i) in cols.iter().enumerate() {
+                    if n > 0 {
+                        out.push_str(JOIN_SEPARATOR);
+                    }
+                    self.push_key_part(plan, &mut out, i, value_of(i)?)?;
+                }
+                AttributeValue::S(out)
             }
             KeySource::Template(parts) => {
                 let mut out = String::new();
                 for p in parts {
                     match p {
                         Part::Literal(l) => out.push_str(l),
-                        Part::Column(i) => out.push_str(&text_form(value_of(*i)?)),
+                        Part::Column(i) => self.push_key_part(plan, &mut out, *i, value_of(*i)?)?,
                     }
                 }
                 AttributeValue::S(out)
@@ -537,6 +621,84 @@ impl ItemMapper {
             ));
         }
         Ok(av)
+    }
+}
+
+/// What joins the columns of a key given as `columns = [...]`.
+pub const JOIN_SEPARATOR: &str = "#";
+
+/// The characters of the literals that stand between a key's columns. A
+/// part free of them (or escaped) cannot run into its neighbour, so the key
+/// parses back into one tuple of parts: the key is injective.
+fn separator_chars(source: &KeySource) -> Vec<char> {
+    let mut out: Vec<char> = match source {
+        KeySource::Columns(cols) if cols.len() > 1 => JOIN_SEPARATOR.chars().collect(),
+        KeySource::Columns(_) => Vec::new(),
+        KeySource::Template(parts) => {
+            let first = parts.iter().position(|p| matches!(p, Part::Column(_)));
+            let last = parts.iter().rposition(|p| matches!(p, Part::Column(_)));
+            match (first, last) {
+                (Some(a), Some(b)) if a < b => parts[a..b]
+                    .iter()
+                    .filter_map(|p| match p {
+                        Part::Literal(l) => Some(l.chars()),
+                        Part::Column(_) => None,
+                    })
+                    .flatten()
+                    .collect(),
+                _ => Vec::new(),
+            }
+        }
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+impl ItemMapper {
+    /// Appends one column's part of a joined key, refusing (or escaping) a
+    /// value that contains a separator character.
+    fn push_key_part(
+        &self,
+        plan: &KeyPlan,
+        out: &mut String,
+        column: usize,
+        v: &Value,
+    ) -> Result<(), (String, String)> {
+        let text = text_form(v);
+        if plan.separators.is_empty() {
+            out.push_str(&text);
+            return Ok(());
+        }
+        match plan.ambiguous {
+            // Escaped, every part parses back, whatever it holds.
+            AmbiguousKeys::Escape => {
+                escape_part(out, &text, &plan.separators);
+                Ok(())
+            }
+            AmbiguousKeys::Reject if !text.chars().any(|c| plan.separators.contains(&c)) => {
+                out.push_str(&text);
+                Ok(())
+            }
+            AmbiguousKeys::Reject => Err((
+                self.column_names.get(column).cloned().unwrap_or_default(),
+                format!(
+                    "ambiguous key: value {text:?} contains the separator {:?} of key attribute {}, so two rows could make one item (set `ambiguous_keys = \"escape\"` if the application escapes such values)",
+                    plan.separators.iter().collect::<String>(),
+                    plan.attribute
+                ),
+            )),
+        }
+    }
+}
+
+/// `\` before every backslash and separator character of `text`.
+fn escape_part(out: &mut String, text: &str, separators: &[char]) {
+    for c in text.chars() {
+        if c == '\\' || separators.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
     }
 }
 
@@ -834,7 +996,7 @@ mod tests {
                 Value::Null,
             ]);
             assert_eq!(
-                m.map_row_shaped(bad.clone()).unwrap_err().to_string(),
+                m.map_row_shaped(bad.clone()).unwrap_err().1.to_string(),
                 m.map_row_owned(bad).unwrap_err().to_string(),
                 "config {i}"
             );

@@ -91,6 +91,11 @@ impl Shape {
         Some(shaped)
     }
 
+    /// The value of the attribute at `slot`, if the item has it.
+    pub fn value_at<'a>(&self, item: &'a ShapedItem, slot: usize) -> Option<&'a AttributeValue> {
+        item.values.get(slot).and_then(Option::as_ref)
+    }
+
     /// The SDK's map of `item`, its values cloned.
     pub fn to_item(&self, item: &ShapedItem) -> Item {
         self.attributes(item)

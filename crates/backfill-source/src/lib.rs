@@ -6,6 +6,7 @@
 //! the key tuple, which Postgres turns into index conditions). Every session
 //! is read-only and uses UTC and ISO styles, so text forms are stable.
 
+pub mod count;
 pub mod reader;
 pub mod schema;
 

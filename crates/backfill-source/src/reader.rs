@@ -1,10 +1,20 @@
 //! Reading a table: a sample of its key for planning, and its rows page by
 //! page within a key range for copying.
 //!
-//! Every page is one statement `WHERE (k1, k2) > ($1, $2) AND (k1, k2) < (...)
-//! ORDER BY k1, k2 LIMIT n`: row-value comparisons Postgres answers from the
-//! key's index, in Postgres' own order and collation, so ranges planned from
-//! a sample and pages read later agree on what lies where.
+//! Every page is one statement `WHERE (t.k1, t.k2) > ($1, $2) AND (t.k1,
+//! t.k2) < (...) ORDER BY t.k1, t.k2 LIMIT n`: row-value comparisons
+//! Postgres answers from the key's index, in Postgres' own order and
+//! collation, so ranges planned from a sample and pages read later agree on
+//! what lies where.
+//!
+//! Key columns are always named qualified by the table's alias
+//! ([`TABLE_ALIAS`]) where they order or compare. The select list reads
+//! keys in another form (`"id"::text` for a numeric key), and an unqualified
+//! `ORDER BY "id"` binds to that *output* column: pages then come back in
+//! text order while the next page starts after the last key compared as a
+//! number, and whole runs of keys are skipped. Qualified, the name can only
+//! mean the table's own column, which also lets Postgres use the key's
+//! index (a cast output column has none).
 
 use backfill_job::{KeyRange, KeyTuple, KeyValue};
 use sqlx::postgres::PgRow;
@@ -120,6 +130,19 @@ pub fn sample_percent(schema: &TableSchema, spec: &SampleSpec) -> f64 {
     let by_pages = want_pages / pages * 100.0;
     let by_rows = spec.max_sample_rows as f64 / rows * 100.0;
     by_pages.min(by_rows).clamp(0.0001, 100.0)
+}
+
+/// The alias every row read gives its table, so key columns in `WHERE` and
+/// `ORDER BY` name the table's own column and never a select-list output.
+pub const TABLE_ALIAS: &str = "t__";
+
+/// The key columns as `t__."a", t__."b"`: what pages order and compare by.
+fn qualified_key_list(key_cols: &[&ColumnSchema]) -> String {
+    key_cols
+        .iter()
+        .map(|c| format!("{TABLE_ALIAS}.{}", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn key_text_expr(c: &ColumnSchema) -> String {
@@ -351,11 +374,7 @@ pub struct PageQuery {
 impl PageQuery {
     pub fn new(schema: &TableSchema, range: &KeyRange) -> Self {
         let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
-        let key_list = key_cols
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let key_list = qualified_key_list(&key_cols);
         let params = |start: usize| {
             key_cols
                 .iter()
@@ -370,7 +389,7 @@ impl PageQuery {
             .chain(schema.columns.iter().map(value_expr))
             .collect();
         let head = format!(
-            "SELECT {} FROM {}",
+            "SELECT {} FROM {} AS {TABLE_ALIAS}",
             select.join(", "),
             schema.table.quoted()
         );
@@ -544,25 +563,26 @@ impl PgSource {
         schema.check_key_types()?;
         let percent = sample_percent(schema, spec);
         let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
-        let key_list = key_cols
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let key_list = qualified_key_list(&key_cols);
         let out_list = key_cols
             .iter()
             .map(|c| key_text_expr(c))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "WITH s AS (SELECT {key_list} FROM {table} TABLESAMPLE SYSTEM ($1) REPEATABLE ($2)), \
-                  r AS (SELECT s.*, (row_number() OVER (ORDER BY {key_list})) - 1 AS r__, \
+            "WITH s AS (SELECT {key_list} FROM {table} AS {TABLE_ALIAS} TABLESAMPLE SYSTEM ($1) REPEATABLE ($2)), \
+                  r AS (SELECT s.*, (row_number() OVER (ORDER BY {s_list})) - 1 AS r__, \
                                count(*) OVER () AS n__ FROM s), \
                   j AS (SELECT r.*, GREATEST(1, CEIL(n__ * $3::float8 / $4::float8))::int8 AS j__ FROM r) \
              SELECT {out_list}, n__, j__ FROM j \
              WHERE r__ = 0 OR (r__ * j__) / n__ <> ((r__ - 1) * j__) / n__ \
              ORDER BY r__",
             table = schema.table.quoted(),
+            s_list = key_cols
+                .iter()
+                .map(|c| format!("s.{}", quote_ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let rows = sqlx::query(&sql)
             .bind(percent)

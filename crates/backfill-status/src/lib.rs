@@ -74,6 +74,8 @@ pub struct TableStatus {
     pub budget_wcu: Option<f64>,
     /// Seconds left at the current rate; 0 when every job is done.
     pub eta_secs: Option<f64>,
+    /// Rows of finished jobs that could not become items (`rejects list`).
+    pub rejects: u64,
 }
 
 /// A job that failed, for the operator to look at first.
@@ -175,10 +177,12 @@ pub fn summarize(
         let mine: Vec<&JobRecord> = jobs.iter().filter(|j| j.job.table == source).collect();
         let mut counts = JobCounts::default();
         let mut rows = 0;
+        let mut rejects = 0;
         let mut first_start: Option<SystemTime> = None;
         let mut last_finish: Option<SystemTime> = None;
         for j in &mine {
             counts.add(j.state);
+            rejects += j.rejects;
             rows += if j.state == JobState::Done {
                 j.rows
             } else {
@@ -224,6 +228,7 @@ pub fn summarize(
             rows_per_sec,
             wcu_per_sec,
             eta_secs,
+            rejects,
         });
     }
     let mut total = JobCounts::default();
@@ -365,6 +370,7 @@ mod tests {
             finished_at: (state == JobState::Done).then(|| "2026-11-25T10:01:40.000Z".into()),
             updated_at: None,
             replays: 0,
+            rejects: 0,
         }
     }
 

@@ -70,21 +70,44 @@ async fn run(
         .await)
 }
 
+/// Without an S3 offloader the row is a reject: the job writes every other
+/// row and records the reject naming the key, instead of failing whole.
 #[tokio::test]
-async fn an_oversized_row_fails_its_job_naming_the_key() -> Result<()> {
+async fn an_oversized_row_is_a_reject_naming_the_key() -> Result<()> {
     let stack = TestStack::new("oversize_fail").await?;
     let (src, target) = setup(&stack).await?;
-    let cfg = stack.config(vec![table(src.clone(), target, &["id"], None)]);
+    let t = table(src.clone(), target.clone(), &["id"], None);
+    let cfg = stack.config(vec![t.clone()]);
     let summary = run(&stack, &cfg, None).await?;
-    assert_eq!(summary.jobs_dead_lettered, 1, "{summary:?}");
-    let err = stack.control().jobs("r").await?[0]
-        .last_error
-        .clone()
-        .unwrap_or_default();
-    assert!(
-        err.contains(&format!("table {src}, key (5)")) && err.contains("400 KB"),
-        "{err}"
+    assert_eq!(
+        (summary.rows_copied, summary.jobs_dead_lettered),
+        (19, 0),
+        "{summary:?}"
     );
+    assert_eq!(stack.sink().count_items(&target).await?, 19);
+    let jobs = stack.control().jobs("r").await?;
+    assert_eq!(jobs[0].state_label(), "done_with_rejects");
+    let rejects = stack.control().rejects("r").await?;
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].key_display(), "(5)");
+    let reason = &rejects[0].problems[0].reason;
+    assert!(
+        reason.contains(&format!("table {src}, key (5)")) && reason.contains("400 KB"),
+        "{reason}"
+    );
+    // verify names it as unmappable, not as missing.
+    let v = Verifier::new(
+        PgSource::connect(&stack.env.pg_url, 2).await?,
+        stack.sink(),
+        VerifyOptions::default(),
+    );
+    let report = v.verify_table(&t).await?;
+    assert_eq!(
+        (report.unmappable_count, report.missing_count),
+        (1, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.unmappable[0].0, "(5)");
     stack.cleanup().await
 }
 

@@ -10,11 +10,11 @@
 //! Every DynamoDB read goes through one rate limiter (governor), so a
 //! verification never takes the capacity the application needs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use backfill_config::TableConfig;
+use backfill_config::{Oversize, TableConfig};
 use backfill_dynamo::{DynamoSink, SinkError};
 use backfill_item::compare::{diff_items, AttributeDiff, ItemDigest};
 use backfill_item::{Item, ItemMapper, MapError};
@@ -80,11 +80,36 @@ pub struct TableReport {
     /// Items whose version attribute differs from the row's: written by the
     /// application, not a difference (only with a version column).
     pub newer_in_target: u64,
+    /// Rows that cannot become an item (a reject of the copy).
+    pub unmappable_count: u64,
+    /// Keys of unmappable rows, and why.
+    pub unmappable: Vec<(String, String)>,
+    /// Items that two source rows map to (one of them is lost in DynamoDB).
+    pub collision_count: u64,
+    /// Each collision: the item's key and both rows' keys.
+    pub collisions: Vec<String>,
+    /// Key spans where the rows read disagree with a count of the source
+    /// (a reader that skipped or repeated rows).
+    pub count_mismatch_count: u64,
+    pub count_mismatches: Vec<String>,
 }
 
 impl TableReport {
     pub fn is_clean(&self) -> bool {
-        self.missing_count == 0 && self.extra_count == 0 && self.different_count == 0
+        self.missing_count == 0
+            && self.extra_count == 0
+            && self.different_count == 0
+            && self.unmappable_count == 0
+            && self.collision_count == 0
+            && self.count_mismatch_count == 0
+    }
+
+    /// Records a finding of `kind`, listing it while the list has room.
+    fn note<T>(count: &mut u64, list: &mut Vec<T>, max: usize, finding: impl FnOnce() -> T) {
+        *count += 1;
+        if list.len() < max {
+            list.push(finding());
+        }
     }
 }
 
@@ -160,17 +185,17 @@ impl Verifier {
             target: t.target.clone(),
             ..Default::default()
         };
-        let mut expected_keys: HashSet<String> = HashSet::new();
+        // Item key -> the source key of the row that claims it.
+        let mut expected_keys: HashMap<String, String> = HashMap::new();
         let query = PageQuery::new(&schema, &KeyRange::all());
         let mut after: Option<KeyTuple> = None;
         loop {
             let rows = self
-                .source
-                .read_page(&schema, &query, after.as_ref(), self.opts.page_rows)
+                .read_counted_page(&schema, &query, after.as_ref(), &mut report)
                 .await?;
+            let full = rows.len() == self.opts.page_rows as usize;
             let Some(last) = rows.last() else { break };
             after = Some(last.key.clone());
-            let full = rows.len() == self.opts.page_rows as usize;
             self.check_rows(
                 t,
                 &mapper,
@@ -197,7 +222,7 @@ impl Verifier {
                 .await?;
             for item in &items {
                 report.items_scanned += 1;
-                if !expected_keys.contains(&key_id(item)) {
+                if !expected_keys.contains_key(&key_id(item)) {
                     report.extra_count += 1;
                     if report.extra.len() < self.opts.max_listed {
                         report.extra.push(display_item_key(item));
@@ -212,7 +237,60 @@ impl Verifier {
         Ok(report)
     }
 
-    /// Compares rows with their items; records missing and different.
+    /// Reads the page after `after` and checks its row count against an
+    /// independent count of the same key span, so a reader that skipped rows
+    /// cannot pass. A disagreement is read and counted once more (a row the
+    /// application inserted or deleted in between settles) before it is
+    /// reported.
+    async fn read_counted_page(
+        &self,
+        schema: &TableSchema,
+        query: &PageQuery,
+        after: Option<&KeyTuple>,
+        report: &mut TableReport,
+    ) -> Result<Vec<SourceRow>, VerifyError> {
+        let limit = self.opts.page_rows;
+        let mut attempt = 0;
+        loop {
+            let rows = self.source.read_page(schema, query, after, limit).await?;
+            // A full page covers the span up to its last key; a short one
+            // is the end of the table.
+            let through = (rows.len() == limit as usize)
+                .then(|| rows.last().map(|r| r.key.clone()))
+                .flatten();
+            let counted = self
+                .source
+                .count_span(schema, after, through.as_ref())
+                .await?;
+            if counted == rows.len() as u64 {
+                return Ok(rows);
+            }
+            attempt += 1;
+            if attempt == 2 {
+                let show = |k: Option<&KeyTuple>, open: &str| {
+                    k.map(|k| backfill_job::display_key(k))
+                        .unwrap_or_else(|| open.to_string())
+                };
+                TableReport::note(
+                    &mut report.count_mismatch_count,
+                    &mut report.count_mismatches,
+                    self.opts.max_listed,
+                    || {
+                        format!(
+                            "keys after {} through {}: the source holds {counted} rows, the page reader returned {}",
+                            show(after, "the start"),
+                            show(through.as_ref(), "the end"),
+                            rows.len()
+                        )
+                    },
+                );
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Compares rows with their items; records missing, different,
+    /// unmappable rows and (with `expected_keys`) items two rows claim.
     async fn check_rows(
         &self,
         t: &TableConfig,
@@ -220,43 +298,97 @@ impl Verifier {
         columns: &[&str],
         rows: &[SourceRow],
         report: &mut TableReport,
-        mut expected_keys: Option<&mut HashSet<String>>,
+        mut expected_keys: Option<&mut HashMap<String, String>>,
     ) -> Result<Vec<SourceRow>, VerifyError> {
-        let expected: Vec<Item> = rows
-            .iter()
-            .map(|r| mapper.map_row(r))
-            .collect::<Result<_, _>>()?;
-        let keys: Vec<Item> = expected.iter().map(|i| mapper.key_of(i)).collect();
-        let actual = self.read_items(&t.target, keys.clone(), mapper).await?;
-        let mut differing = Vec::new();
-        for ((row, item), key) in rows.iter().zip(&expected).zip(&keys) {
+        let max = self.opts.max_listed;
+        let mut mapped: Vec<(&SourceRow, Item, Item, String)> = Vec::with_capacity(rows.len());
+        // Two rows of one page may claim one item: it is read once.
+        let mut page_keys: HashMap<String, String> = HashMap::new();
+        let mut keys: Vec<Item> = Vec::with_capacity(rows.len());
+        for row in rows {
             report.rows_checked += 1;
-            report.source_digest.add(item, columns);
-            let id = key_id(key);
+            let item = match mapper.map_row(row) {
+                Ok(item) => item,
+                // A row that cannot become an item is a finding, not a
+                // reason to stop: the rest of the table is still checked.
+                Err(e @ MapError::Row { .. }) => {
+                    TableReport::note(
+                        &mut report.unmappable_count,
+                        &mut report.unmappable,
+                        max,
+                        || (backfill_job::display_key(&row.key), e.row_reason()),
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // The worker rejects an item over 400 KB that has nowhere to go.
+            let size = backfill_item::size::item_size_upper_bound(&item);
+            if size > backfill_item::size::MAX_ITEM_BYTES && t.oversize == Oversize::Fail {
+                TableReport::note(
+                    &mut report.unmappable_count,
+                    &mut report.unmappable,
+                    max,
+                    || {
+                        (
+                            backfill_job::display_key(&row.key),
+                            format!("the item is {size} bytes, over DynamoDB's 400 KB limit"),
+                        )
+                    },
+                );
+                continue;
+            }
+            let key = mapper.key_of(&item);
+            let id = key_id(&key);
+            let source_key = backfill_job::display_key(&row.key);
+            let earlier = match expected_keys.as_deref_mut() {
+                Some(set) => set.insert(id.clone(), source_key.clone()),
+                None => page_keys.get(&id).cloned(),
+            };
+            if let Some(first) = earlier {
+                TableReport::note(
+                    &mut report.collision_count,
+                    &mut report.collisions,
+                    max,
+                    || {
+                        format!(
+                            "item {} is claimed by rows {first} and {source_key}",
+                            display_item_key(&key)
+                        )
+                    },
+                );
+            }
+            if page_keys.insert(id.clone(), source_key).is_none() {
+                keys.push(key.clone());
+            }
+            mapped.push((row, item, key, id));
+        }
+        let actual = self.read_items(&t.target, keys, mapper).await?;
+        let mut differing = Vec::new();
+        for (row, item, key, id) in mapped {
+            report.source_digest.add(&item, columns);
             match actual.get(&id) {
                 None => {
-                    report.missing_count += 1;
-                    if report.missing.len() < self.opts.max_listed {
-                        report.missing.push(display_item_key(key));
-                    }
+                    TableReport::note(&mut report.missing_count, &mut report.missing, max, || {
+                        display_item_key(&key)
+                    });
                     differing.push(row.clone());
                 }
-                Some(found) if newer_in_target(mapper, item, found) => {
+                Some(found) if newer_in_target(mapper, &item, found) => {
                     report.newer_in_target += 1;
                 }
                 Some(found) => {
-                    let diffs = diff_items(item, found);
+                    let diffs = diff_items(&item, found);
                     if !diffs.is_empty() {
-                        report.different_count += 1;
-                        if report.different.len() < self.opts.max_listed {
-                            report.different.push((display_item_key(key), diffs));
-                        }
+                        TableReport::note(
+                            &mut report.different_count,
+                            &mut report.different,
+                            max,
+                            || (display_item_key(&key), diffs),
+                        );
                         differing.push(row.clone());
                     }
                 }
-            }
-            if let Some(set) = expected_keys.as_deref_mut() {
-                set.insert(id);
             }
         }
         Ok(differing)

@@ -2,10 +2,12 @@
 //! written to DynamoDB. The next page is read while the current one is
 //! written (a channel of one page bounds the memory to two pages).
 
-use backfill_control::Checkpoint;
+use std::collections::HashMap;
+
+use backfill_control::{Checkpoint, RejectProblem};
 use backfill_item::compare::{diff_items, display_item_key, key_id, newer_in_target, ItemDigest};
 use backfill_item::size::attributes_size_upper_bound;
-use backfill_item::{Item, ItemMapper, ShapedItem};
+use backfill_item::{Item, ItemMapper, MapError, ShapedItem};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
 use backfill_source::{SourceRow, TableRef};
@@ -32,6 +34,73 @@ pub struct CopyProgress {
     pub verified: u64,
     /// Rows read from the source in this attempt (not those a checkpoint covered).
     pub rows_read: u64,
+    /// Rows of this attempt recorded as rejects.
+    pub rejects: u64,
+}
+
+/// Rejects a job may have after `rows` rows before it fails.
+fn reject_limit(cfg: &backfill_config::WorkerConfig, rows: u64) -> u64 {
+    let by_fraction = (rows as f64 * cfg.max_reject_fraction).floor() as u64;
+    by_fraction.max(cfg.reject_allowance)
+}
+
+type Split = (
+    Vec<KeyTuple>,
+    Vec<ShapedItem>,
+    Vec<(KeyTuple, Vec<RejectProblem>)>,
+);
+
+/// Maps a page: the items of the rows that map, and the rows that do not
+/// (an unmappable value, or an item key an earlier row of the job already
+/// has) with every problem. A mapping that fails for the table, not the
+/// row, fails the job.
+fn split_rejects(
+    mapper: &ItemMapper,
+    page: Vec<SourceRow>,
+    claimed: &mut HashMap<u128, KeyTuple>,
+    table: &str,
+) -> Result<Split, JobError> {
+    let mut keys = Vec::with_capacity(page.len());
+    let mut items = Vec::with_capacity(page.len());
+    let mut rejects = Vec::new();
+    for row in page {
+        match mapper.map_row_shaped(row) {
+            Ok((key, item)) => match claimed.entry(mapper.shaped_key_id(&item)) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let shown = display_item_key(&mapper.key_of(&mapper.shape().to_item(&item)));
+                    let reason = format!(
+                        "rows {} and {} of table {table} both map to item {shown}: one would overwrite the other",
+                        backfill_job::display_key(first.get()),
+                        backfill_job::display_key(&key),
+                    );
+                    rejects.push((
+                        key,
+                        vec![RejectProblem {
+                            column: mapper.partition_key().attribute.clone(),
+                            reason,
+                        }],
+                    ));
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(key.clone());
+                    keys.push(key);
+                    items.push(item);
+                }
+            },
+            Err((key, MapError::Row { problems, .. })) => rejects.push((
+                key,
+                problems
+                    .into_iter()
+                    .map(|p| RejectProblem {
+                        column: p.column,
+                        reason: p.reason,
+                    })
+                    .collect(),
+            )),
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+    Ok((keys, items, rejects))
 }
 
 pub(crate) async fn copy_range(
@@ -109,6 +178,9 @@ pub(crate) async fn copy_range(
             sum: ck.digest_sum,
         };
     }
+    // The item key of every row of this attempt, with the row's key: two
+    // rows that would be one item are caught here, not merged in DynamoDB.
+    let mut claimed: HashMap<u128, KeyTuple> = HashMap::new();
     let writer = async {
         loop {
             if cancel.is_cancelled() {
@@ -128,21 +200,43 @@ pub(crate) async fn copy_range(
             // Items are made in the job's shape (values in name order, no
             // map per item), which the digest, the size and the body writer
             // walk directly.
-            let (keys, items): (Vec<KeyTuple>, Vec<ShapedItem>) = match page
-                .into_iter()
-                .map(|r| mapper.map_row_shaped(r))
-                .collect::<Result<Vec<_>, _>>()
+            // A row that cannot become an item is a reject: recorded, and
+            // the rest of the page is written.
+            let page_last = page.last().map(|r| r.key.clone());
+            let (keys, items, mut rejects) =
+                match split_rejects(&mapper, page, &mut claimed, &tcfg.source) {
+                    Ok(split) => split,
+                    Err(e) => break Err(e),
+                };
+            let Fitted { items, pointers } = match fit_items(
+                w,
+                tcfg,
+                &mapper,
+                items,
+                &keys,
+                &mut rejects,
+                &mut progress.digest,
+            )
+            .await
             {
-                Ok(pairs) => pairs.into_iter().unzip(),
-                Err(e) => break Err(e.into()),
-            };
-            for item in &items {
-                progress.digest.add_shaped(shape, item);
-            }
-            let Fitted { items, pointers } = match fit_items(w, tcfg, &mapper, items, &keys).await {
                 Ok(fitted) => fitted,
                 Err(e) => break Err(e),
             };
+            let rows_in_items = (items.len() + pointers.len()) as u64;
+            progress.rejects += rejects.len() as u64;
+            if let Err(e) = w.control.record_rejects(job, &w.worker_id, rejects).await {
+                break Err(e.into());
+            }
+            // Too many rejects is a wrong mapping, not bad rows: stop early.
+            let limit = reject_limit(&w.cfg.worker, progress.rows_read + rows_in_page);
+            if progress.rejects > limit {
+                break Err(JobError::TooManyRejects {
+                    table: job.table.clone(),
+                    rejects: progress.rejects,
+                    rows: progress.rows_read + rows_in_page,
+                    limit,
+                });
+            }
             // Only the items to read back are kept (as maps, to compare
             // with what is read); the rest move into the write. Positions
             // count the shaped items, then the pointers.
@@ -204,7 +298,7 @@ pub(crate) async fn copy_range(
             );
             w.metrics.rows_written(
                 &job.table,
-                rows_in_page.saturating_sub(written.skipped_newer as u64),
+                rows_in_items.saturating_sub(written.skipped_newer as u64),
             );
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
@@ -214,9 +308,9 @@ pub(crate) async fn copy_range(
                 }
                 Err(e) => break Err(e),
             }
-            progress.rows += rows_in_page;
+            progress.rows += rows_in_items;
             progress.rows_read += rows_in_page;
-            progress.last_key = keys.into_iter().last();
+            progress.last_key = page_last;
             // The page is durable and verified: record how far the job got,
             // so a redelivery resumes here instead of at the start.
             if let Some(last_key) = &progress.last_key {
@@ -341,6 +435,8 @@ async fn fit_items(
     mapper: &ItemMapper,
     items: Vec<ShapedItem>,
     keys: &[KeyTuple],
+    rejects: &mut Vec<(KeyTuple, Vec<RejectProblem>)>,
+    digest: &mut ItemDigest,
 ) -> Result<Fitted, JobError> {
     use backfill_item::size::{write_capacity_units, MAX_ITEM_BYTES};
     let shape = mapper.shape();
@@ -350,18 +446,27 @@ async fn fit_items(
     };
     for (item, key) in items.into_iter().zip(keys) {
         let size = attributes_size_upper_bound(shape.attributes(&item));
+        // The digest describes the items written (offloaded ones whole).
+        if size <= MAX_ITEM_BYTES || tcfg.oversize == backfill_config::Oversize::S3 {
+            digest.add_shaped(shape, &item);
+        }
         if size <= MAX_ITEM_BYTES {
             out.items.push((item, write_capacity_units(size)));
             continue;
         }
         match tcfg.oversize {
-            backfill_config::Oversize::Fail => {
-                return Err(JobError::Oversize {
-                    table: tcfg.source.clone(),
-                    key: backfill_job::display_key(key),
-                    size,
-                })
-            }
+            backfill_config::Oversize::Fail => rejects.push((
+                key.clone(),
+                vec![RejectProblem {
+                    column: "*".into(),
+                    reason: JobError::Oversize {
+                        table: tcfg.source.clone(),
+                        key: backfill_job::display_key(key),
+                        size,
+                    }
+                    .to_string(),
+                }],
+            )),
             backfill_config::Oversize::S3 => {
                 let off = w.offloader.as_ref().ok_or_else(|| JobError::NoOffloader {
                     table: tcfg.source.clone(),

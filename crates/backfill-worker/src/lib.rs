@@ -24,6 +24,7 @@
 //!   with the reason in message attributes, and the original is deleted.
 
 mod copy;
+mod rejects;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use copy::CopyProgress;
+pub use rejects::{retry_rejects, RetryPath, RetryReport, RetryRequest};
 
 /// Why a job could not be copied.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,13 @@ pub enum JobError {
     Offload(#[from] backfill_offload::OffloadError),
     #[error("table {table} has `oversize = \"s3\"` but this worker has no S3 offloader ([offload] section)")]
     NoOffloader { table: String },
+    #[error("table {table}: {rejects} of {rows} rows read cannot become items (more than the {limit} allowed by worker.max_reject_fraction and worker.reject_allowance): is the mapping wrong? `backfill rejects list` names them")]
+    TooManyRejects {
+        table: String,
+        rejects: u64,
+        rows: u64,
+        limit: u64,
+    },
     #[error(
         "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
     )]
@@ -89,6 +98,7 @@ impl JobError {
             JobError::UnknownTable(_)
             | JobError::Map(_)
             | JobError::Verify { .. }
+            | JobError::TooManyRejects { .. }
             | JobError::Oversize { .. }
             | JobError::NoOffloader { .. } => false,
             JobError::Offload(e) => e.is_retryable(),
@@ -763,7 +773,17 @@ impl Worker {
                 rows_read,
                 ..
             }) => {
-                if let Err(e) = self.control.finish(&job, rows, &digest.sum_hex()).await {
+                // Counted from the records, so rejects recorded before a
+                // checkpoint the job resumed from are counted too.
+                let rejects = match self.control.count_rejects(&job.run_id, &job.job_id).await {
+                    Ok(n) => n,
+                    Err(e) => return self.after_failure(&msg, &job, JobError::Control(e)).await,
+                };
+                if let Err(e) = self
+                    .control
+                    .finish(&job, rows, &digest.sum_hex(), rejects)
+                    .await
+                {
                     return self.after_failure(&msg, &job, JobError::Control(e)).await;
                 }
                 if let Err(e) = self.queue.delete(&msg.receipt_handle).await {
@@ -772,10 +792,16 @@ impl Worker {
                 }
                 tracing::info!(
                     rows,
+                    rejects,
                     verified,
                     skipped_newer,
                     secs = started.elapsed().as_secs_f64(),
-                    "job done"
+                    "{}",
+                    if rejects > 0 {
+                        "job done with rejects"
+                    } else {
+                        "job done"
+                    }
                 );
                 Outcome::Done { rows, rows_read }
             }
