@@ -240,6 +240,9 @@ fn value_expr(c: &ColumnSchema) -> String {
         ColumnKind::TimeTz => format!("to_json({q} AT TIME ZONE 'UTC') #>> '{{}}'"),
         // Arrays become JSON (nested for several dimensions, null elements kept).
         ColumnKind::Array(_) => format!("to_json({q})::text"),
+        // The type's own output form: a cast to text is not always that
+        // (`'::1'::inet::text` is `::1/128`; the output is `::1`).
+        ColumnKind::Other => format!("CASE WHEN {q} IS NULL THEN NULL ELSE format('%s', {q}) END"),
         _ => format!("{q}::text"),
     }
 }
