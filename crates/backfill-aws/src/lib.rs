@@ -135,10 +135,23 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 
 /// A one-line description of an AWS failure: code and message, or the
 /// transport failure with its cause chain.
-pub fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub fn describe<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HasStatus,
+>(
     err: &SdkError<E, R>,
 ) -> String {
     match err {
+        // An answer that is not the service's (a 404 from a wrong endpoint,
+        // a proxy's page) has no error code: its HTTP status says more.
+        SdkError::ServiceError(se) if se.err().code().is_none() => format!(
+            "HTTP {} with no AWS error in the body{} (is the endpoint URL right?)",
+            se.raw().status_code(),
+            se.err()
+                .message()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
         SdkError::ServiceError(se) => format!(
             "{}: {}",
             se.err().code().unwrap_or("unknown error"),

@@ -199,15 +199,89 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// The error and its causes on one line, each said once: many errors (the
+/// config crate's, sqlx's) repeat their cause's text in their own message,
+/// and anyhow's `{:#}` would print it again.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let cfg = BackfillConfig::load(&cli.config)?;
-    match cli.command {
+    // An operator command that waits on a service says so after a few
+    // seconds, naming where it waits, instead of minutes of silence.
+    let watchdog = (!matches!(cli.command, Command::Work { .. }))
+        .then(|| tokio::spawn(slow_call_watchdog(endpoints(&cfg))));
+    let result = dispatch(cli.command, &cfg).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    result.map_err(|e| with_endpoints(e, &cfg))
+}
+
+/// Where the command's calls go: the source's host and the AWS endpoints.
+fn endpoints(cfg: &BackfillConfig) -> String {
+    let aws = |e: Option<&str>| e.unwrap_or("the regional endpoint").to_string();
+    format!(
+        "source {}, DynamoDB {}, SQS {}",
+        cfg.source.redacted_url(),
+        aws(cfg.aws.dynamodb_endpoint()),
+        aws(cfg.aws.sqs_endpoint())
+    )
+}
+
+/// Logs every 10 s (first after 5 s) that the command is still waiting.
+async fn slow_call_watchdog(endpoints: String) {
+    let started = Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    loop {
+        tracing::warn!(
+            waited_secs = started.elapsed().as_secs(),
+            "still waiting for an answer ({endpoints}); each AWS call attempt gives up after aws.attempt_timeout_secs"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    }
+}
+
+/// An error from talking to a service (refused, timed out, an answer that
+/// is not the service's) names the endpoints the command used.
+fn with_endpoints(e: anyhow::Error, cfg: &BackfillConfig) -> anyhow::Error {
+    let text = error_chain(&e);
+    let about_aws = ["dispatch failure", "timeout", "timed out", "HTTP "]
+        .iter()
+        .any(|needle| text.contains(needle));
+    if about_aws && !text.contains("source postgres") {
+        let aws = |e: Option<&str>| e.unwrap_or("the regional endpoint").to_string();
+        e.context(format!(
+            "talking to AWS (DynamoDB at {}, SQS at {})",
+            aws(cfg.aws.dynamodb_endpoint()),
+            aws(cfg.aws.sqs_endpoint())
+        ))
+    } else {
+        e
+    }
+}
+
+async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
+    let cfg = cfg.clone();
+    match command {
         Command::Plan { run } => plan(&cfg, &run).await,
         Command::Produce { run } => produce(&cfg, &run).await,
         Command::Work {

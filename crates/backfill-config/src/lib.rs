@@ -33,6 +33,9 @@ pub enum ConfigError {
     /// A key parsed but its value is not acceptable.
     #[error("invalid configuration: `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// An environment override names no key, or gives one a wrong value.
+    #[error("invalid configuration: environment variable {variable}: {reason}")]
+    Env { variable: String, reason: String },
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -743,10 +746,17 @@ impl BackfillConfig {
                 format!("file {path_str} does not exist"),
             ));
         }
+        if path.is_dir() {
+            return Err(invalid(
+                "--config",
+                format!("{path_str} is a directory, not a config file"),
+            ));
+        }
         let env: config::Map<String, String> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with("BACKFILL__"))
             .collect();
+        let env_names: Vec<String> = env.keys().cloned().collect();
         let loaded = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
@@ -762,7 +772,7 @@ impl BackfillConfig {
                 path: path_str.clone(),
                 source,
             })?;
-        let loaded = strict(&path_str, loaded)?;
+        let loaded = strict(&path_str, loaded).map_err(|e| name_the_variable(e, &env_names))?;
         loaded.validate()?;
         Ok(loaded)
     }
@@ -1006,6 +1016,59 @@ impl BackfillConfig {
 /// Deserializes the merged file and environment with serde's own type
 /// rules, which the `config` crate relaxes (it rounds floats into integers
 /// and parses strings as numbers); the error names the key's path.
+/// A key an environment variable set (`BACKFILL__WORKER__PAGE_ROWS` sets
+/// `worker.page_rows`), lower-cased as the config crate reads it.
+fn env_key(name: &str) -> String {
+    name.trim_start_matches("BACKFILL__")
+        .split("__")
+        .map(str::to_lowercase)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A type error whose key (or unknown key) came from an environment
+/// variable names the variable, not the file: the file may not even have
+/// the key.
+fn name_the_variable(e: ConfigError, env_names: &[String]) -> ConfigError {
+    let ConfigError::Type { path, key, reason } = e else {
+        return e;
+    };
+    let unknown = reason
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next());
+    let from_env = env_names.iter().find(|name| {
+        let k = env_key(name);
+        match unknown {
+            // An unknown key at `key` (the parent; `.` at the top).
+            Some(field) => {
+                // serde_path_to_error puts the unknown field at the end of
+                // the path; a parent path alone is handled too.
+                let full = if key == field || key.ends_with(&format!(".{field}")) {
+                    key.clone()
+                } else if key == "." || key.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{key}.{field}")
+                };
+                k == full || k.starts_with(&format!("{full}."))
+            }
+            None => {
+                k == key || key.starts_with(&format!("{k}.")) || key.starts_with(&format!("{k}["))
+            }
+        }
+    });
+    match from_env {
+        Some(name) => ConfigError::Env {
+            variable: name.clone(),
+            reason: match unknown {
+                Some(field) => format!("`{field}` is not a config key ({reason})"),
+                None => format!("`{key}`: {reason}"),
+            },
+        },
+        None => ConfigError::Type { path, key, reason },
+    }
+}
+
 fn strict(path: &str, merged: serde_json::Value) -> Result<BackfillConfig, ConfigError> {
     serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Type {
         path: path.to_string(),

@@ -9,7 +9,7 @@ use backfill_source::{ColumnKind, TableSchema};
 pub fn fidelity_notes(cfg: &TableConfig, schema: &TableSchema) -> Vec<String> {
     let table = &schema.table;
     let on_bad = match cfg.unrepresentable {
-        Unrepresentable::Fail => "fail their job",
+        Unrepresentable::Fail => "make their row a reject (not written; `backfill rejects list`)",
         Unrepresentable::String => "are stored as S of their text",
     };
     let mut notes = Vec::new();
@@ -29,8 +29,14 @@ pub fn fidelity_notes(cfg: &TableConfig, schema: &TableSchema) -> Vec<String> {
             ColumnKind::Numeric if c.precision.is_none_or(|p| p > 38) => notes.push(note(format!(
                 "values of more than 38 significant digits, beyond DynamoDB's range, NaN or Infinity {on_bad}"
             ))),
-            ColumnKind::Float4 | ColumnKind::Float8 => notes.push(note(format!(
+            ColumnKind::Float4 => notes.push(note(format!(
                 "NaN and Infinity {on_bad}; -0 is stored as 0"
+            ))),
+            ColumnKind::Float8 => notes.push(note(format!(
+                "NaN, Infinity and magnitudes beyond 9.99E+125 (DynamoDB's largest number; double precision reaches 1.8E+308) {on_bad}; -0 is stored as 0"
+            ))),
+            ColumnKind::Json | ColumnKind::Jsonb => notes.push(note(format!(
+                "numbers inside the JSON of more than 38 significant digits or beyond DynamoDB's range (1E-130 to 9.99E+125) {on_bad}"
             ))),
             ColumnKind::Money => notes.push(note("stored as N of its amount; the currency symbol is not kept".into())),
             ColumnKind::Other => notes.push(note("no native DynamoDB form: stored as S of its Postgres text form".into())),

@@ -338,6 +338,35 @@ impl ItemMapper {
         self.sort.as_ref()
     }
 
+    /// Key attributes joined from several columns whose parts are refused
+    /// when they contain the separator: (attribute, separator characters,
+    /// columns), for `plan` to warn about before the copy.
+    pub fn rejecting_joined_keys(&self) -> Vec<(String, String, Vec<String>)> {
+        std::iter::once(&self.partition)
+            .chain(self.sort.as_ref())
+            .filter(|k| !k.separators.is_empty() && k.ambiguous == AmbiguousKeys::Reject)
+            .map(|k| {
+                let cols: Vec<usize> = match &k.source {
+                    KeySource::Columns(c) => c.clone(),
+                    KeySource::Template(parts) => parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Part::Column(i) => Some(*i),
+                            Part::Literal(_) => None,
+                        })
+                        .collect(),
+                };
+                (
+                    k.attribute.clone(),
+                    k.separators.iter().collect(),
+                    cols.iter()
+                        .filter_map(|i| self.column_names.get(*i).cloned())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
     /// The attribute holding the version, when writes are conditional on it.
     pub fn version_attribute(&self) -> Option<&str> {
         self.version.as_ref().map(|(_, a)| a.as_str())

@@ -152,7 +152,9 @@ pub async fn plan(
                 let rows = source
                     .read_page_sample(&schema, pct, spec.seed, SIZE_SAMPLE_ROWS)
                     .await?;
-                let items: Vec<_> = rows.iter().filter_map(|r| mapper.map_row(r).ok()).collect();
+                let mapped: Vec<_> = rows.iter().map(|r| mapper.map_row(r)).collect();
+                tp.notes.extend(reject_notes(&t.source, &mapper, &mapped));
+                let items: Vec<_> = mapped.into_iter().filter_map(Result::ok).collect();
                 if !items.is_empty() {
                     let n = items.len() as f64;
                     tp.avg_item_bytes = items
@@ -178,6 +180,38 @@ pub async fn plan(
         run_id: run_id.to_string(),
         tables,
     })
+}
+
+/// Warnings about rows that will be rejects, from the planning sample: a
+/// joined key whose parts may contain its separator, and sampled rows that
+/// cannot become items (the first one named).
+fn reject_notes(
+    table: &str,
+    mapper: &backfill_item::ItemMapper,
+    mapped: &[Result<backfill_item::Item, backfill_item::MapError>],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let failed: Vec<&backfill_item::MapError> =
+        mapped.iter().filter_map(|r| r.as_ref().err()).collect();
+    let ambiguous = failed
+        .iter()
+        .filter(|e| e.to_string().contains("ambiguous key"))
+        .count();
+    for (attribute, separators, columns) in mapper.rejecting_joined_keys() {
+        notes.push(format!(
+            "table {table}: key attribute {attribute} joins columns {} with {separators:?}: a value containing {separators:?} makes its row a reject ({ambiguous} of {} sampled rows do); set `ambiguous_keys = \"escape\"` if the application escapes such values",
+            columns.join(", "),
+            mapped.len()
+        ));
+    }
+    if let Some(first) = failed.first() {
+        notes.push(format!(
+            "table {table}: {} of {} sampled rows cannot become items and will be rejects, e.g. {first}",
+            failed.len(),
+            mapped.len()
+        ));
+    }
+    notes
 }
 
 /// What `produce` did.

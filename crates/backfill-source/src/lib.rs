@@ -14,7 +14,7 @@ pub use reader::{SourceRow, Value};
 pub use schema::{ColumnKind, ColumnSchema, TableRef, TableSchema};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
     }
 }
 
+/// How long the first connection may take before `connect` gives up.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A pool of read-only connections to the source.
 #[derive(Clone, Debug)]
 pub struct PgSource {
@@ -99,6 +102,19 @@ impl PgSource {
         let opts = PgConnectOptions::from_str(url)
             .map_err(SourceError::Connect)?
             .application_name("backfill");
+        // One plain attempt first: a pool retries a refused connection
+        // until its acquire timeout and then says only "pool timed out",
+        // where the operator needs "connection refused" within a second.
+        let first = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, opts.connect())
+            .await
+            .map_err(|_| {
+                SourceError::Connect(sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", FIRST_CONNECT_TIMEOUT.as_secs()),
+                )))
+            })?
+            .map_err(SourceError::Connect)?;
+        let _ = first.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))

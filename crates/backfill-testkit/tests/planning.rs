@@ -300,8 +300,8 @@ async fn plan_notes_unfaithful_types_and_estimates_write_cost() -> Result<()> {
     stack
         .sql(&format!(
             "CREATE TABLE {src} (id int PRIMARY KEY, d float8, n numeric, n12 numeric(12,2), pt point, \
-             safe numeric(40,0), body text); \
-             INSERT INTO {src} SELECT g, g, g, g, point(g, g), g, repeat('x', 2500) FROM generate_series(1, 600) g; \
+             safe numeric(40,0), doc jsonb, body text); \
+             INSERT INTO {src} SELECT g, g, g, g, point(g, g), g, '{{}}', repeat('x', 2480) FROM generate_series(1, 600) g; \
              ANALYZE {src};"
         ))
         .await?;
@@ -318,13 +318,25 @@ async fn plan_notes_unfaithful_types_and_estimates_write_cost() -> Result<()> {
         "column pt ",
         "column n12 ",
         "column safe ",
+        "column doc ",
     ]
     .into_iter()
     .filter(|c| tp.notes.iter().any(|n| n.contains(c)))
     .collect();
     assert_eq!(
         noted,
-        vec!["column d ", "column n ", "column pt "],
+        vec!["column d ", "column n ", "column pt ", "column doc "],
+        "{:#?}",
+        tp.notes
+    );
+    let note = |c: &str| tp.notes.iter().find(|n| n.contains(c)).cloned();
+    assert!(
+        note("column d ").is_some_and(|n| n.contains("9.99E+125")),
+        "{:#?}",
+        tp.notes
+    );
+    assert!(
+        note("column doc ").is_some_and(|n| n.contains("DynamoDB's range")),
         "{:#?}",
         tp.notes
     );
@@ -336,6 +348,40 @@ async fn plan_notes_unfaithful_types_and_estimates_write_cost() -> Result<()> {
     );
     assert_eq!(tp.wcu_per_item, 3.0);
     assert_eq!(tp.wcu_needed(), tp.estimated_rows as f64 * 3.0);
+    stack.cleanup().await
+}
+
+/// `plan` warns before the copy when a joined key's parts can contain its
+/// separator, counting the sampled rows that do (they would be rejects).
+#[tokio::test]
+async fn plan_warns_of_key_parts_that_contain_the_separator() -> Result<()> {
+    let stack = TestStack::new("plan_sep").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (x text, y text, PRIMARY KEY (x, y)); \
+             INSERT INTO {src} SELECT 'x' || g, CASE WHEN g % 10 = 0 THEN 'has#sep' || g ELSE 'y' || g END \
+             FROM generate_series(1, 100) g;"
+        ))
+        .await?;
+    let t = table(src.clone(), stack.target("t"), &["x", "y"], Some("pk"));
+    let cfg = stack.config(vec![t]);
+    let source = PgSource::connect(&stack.env.pg_url, 2).await?;
+    let plan = backfill_producer::plan(&cfg, &source, "r").await?;
+    let notes = &plan.tables[0].notes;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("key attribute pk joins columns x, y")
+                && n.contains("10 of 100 sampled rows")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("10 of 100 sampled rows cannot become items")),
+        "{notes:#?}"
+    );
     stack.cleanup().await
 }
 
