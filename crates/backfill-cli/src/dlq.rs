@@ -229,9 +229,10 @@ const ERROR_CHARS: usize = 120;
 fn table(jobs: &[DeadJob]) -> String {
     let dash = || "-".to_string();
     let header = [
-        "RUN", "TABLE", "JOB", "RANGE", "ATTEMPTS", "RECEIVES", "SOURCE", "ERROR",
+        "RUN", "TABLE", "JOB", "RANGE", "ATTEMPTS", "RECEIVES", "REPLAYS", "KIND", "SOURCE",
+        "ERROR",
     ];
-    let rows: Vec<[String; 8]> = jobs
+    let rows: Vec<[String; 10]> = jobs
         .iter()
         .map(|j| {
             let error = j.error_text().replace(['\n', '\r'], " ");
@@ -251,6 +252,8 @@ fn table(jobs: &[DeadJob]) -> String {
                 j.range.clone().unwrap_or_else(dash),
                 j.attempts.map_or_else(dash, |a| a.to_string()),
                 j.receive_count.map_or_else(dash, |c| c.to_string()),
+                j.replays.map_or_else(|| "0".to_string(), |r| r.to_string()),
+                j.error_kind.clone().unwrap_or_else(dash),
                 j.error_source.as_str().to_string(),
                 error,
             ]

@@ -86,7 +86,7 @@ enum Command {
         table: Option<String>,
         /// Audit a sample of this percentage of rows instead of everything
         /// (no extra-item check); differences are re-checked before reporting.
-        #[arg(long)]
+        #[arg(long, value_parser = percent)]
         sample: Option<f64>,
         /// Audit the rows whose version column is at least this value.
         #[arg(long)]
@@ -205,6 +205,18 @@ async fn main() -> ExitCode {
     }
 }
 
+/// A percentage for `--sample`: a number from 0 to 100.
+fn percent(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (a percentage, 0 to 100)"))?;
+    if (0.0..=100.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{s} is outside 0 to 100 (a percentage of rows)"))
+    }
+}
+
 /// The error and its causes on one line, each said once: many errors (the
 /// config crate's, sqlx's) repeat their cause's text in their own message,
 /// and anyhow's `{:#}` would print it again.
@@ -233,7 +245,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(w) = watchdog {
         w.abort();
     }
-    result.map_err(|e| with_endpoints(e, &cfg))
+    result.map_err(|e| bootstrap_hint(with_endpoints(e, &cfg), &cfg))
+}
+
+/// A queue or control table that does not exist yet is a stack that was
+/// never bootstrapped: say which step creates it instead of the raw
+/// ResourceNotFound / NonExistentQueue.
+fn bootstrap_hint(e: anyhow::Error, cfg: &BackfillConfig) -> anyhow::Error {
+    let text = error_chain(&e);
+    if text.contains("NonExistentQueue") {
+        e.context(format!(
+            "the queue {} (or its DLQ {}) does not exist: run `backfill bootstrap` first, or check queue.url",
+            cfg.queue.url, cfg.queue.dlq_url
+        ))
+    } else if text.contains("ResourceNotFound") && text.contains(&cfg.control.table) {
+        e.context(format!(
+            "control table {} does not exist: run `backfill bootstrap` first, or check control.table",
+            cfg.control.table
+        ))
+    } else {
+        e
+    }
 }
 
 /// Where the command's calls go: the source's host and the AWS endpoints.
@@ -622,7 +654,7 @@ async fn verify(
         };
         clean &= report.is_clean();
         println!(
-            "{} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different{}",
+            "{} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different, {} unmappable, {} collisions{}{}",
             report.source,
             report.target,
             report.rows_checked,
@@ -631,12 +663,28 @@ async fn verify(
             report.missing_count,
             report.extra_count,
             report.different_count,
+            report.unmappable_count,
+            report.collision_count,
+            if report.count_mismatch_count > 0 {
+                format!(", {} spans whose row count disagrees with the source", report.count_mismatch_count)
+            } else {
+                String::new()
+            },
             if report.is_clean() {
                 ""
             } else {
                 "  DIFFERENCES"
             }
         );
+        for (k, why) in &report.unmappable {
+            println!("  unmappable {k}: {why}");
+        }
+        for c in &report.collisions {
+            println!("  collision {c}");
+        }
+        for m in &report.count_mismatches {
+            println!("  count    {m}");
+        }
         for k in &report.missing {
             println!("  missing  {k}");
         }

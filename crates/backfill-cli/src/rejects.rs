@@ -54,7 +54,7 @@ async fn run_id(control: &ControlTable, run: Option<String>) -> Result<String> {
     if let Some(r) = run {
         return Ok(r);
     }
-    let runs = crate::status::runs_or_bootstrap_hint(control).await?;
+    let runs = control.runs().await?;
     runs.first()
         .map(|r| r.run_id.clone())
         .context("the control table holds no run yet: nothing was produced")

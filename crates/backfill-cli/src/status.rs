@@ -108,27 +108,6 @@ pub fn by_or_user(by: Option<String>) -> String {
     }
 }
 
-/// Every run, newest first; a control table that does not exist yet says
-/// to run `bootstrap` instead of DynamoDB's raw ResourceNotFound.
-pub async fn runs_or_bootstrap_hint(
-    control: &ControlTable,
-) -> Result<Vec<backfill_control::RunRecord>> {
-    control.runs().await.map_err(|e| bootstrap_hint(control, e))
-}
-
-/// Turns "the table does not exist" into the step that creates it.
-pub fn bootstrap_hint(control: &ControlTable, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    let e = e.into();
-    if format!("{e:#}").contains("ResourceNotFound") {
-        anyhow::anyhow!(
-            "control table {} does not exist: run `backfill bootstrap` first (it creates the queues and the control table)",
-            control.table_name()
-        )
-    } else {
-        e
-    }
-}
-
 /// The user running the command, for audit fields.
 pub fn current_user() -> String {
     std::env::var("USER")
@@ -141,7 +120,7 @@ pub fn render_plain(s: &RunStatus) -> String {
     let mut out = String::new();
     let j = &s.jobs;
     out.push_str(&format!(
-        "run {} [{}]: {}/{} jobs done, {} running, {} failed, {} queued{}; {}{} rows; {}; ETA {}\n",
+        "run {} [{}]: {}/{} jobs done, {} running, {} failed, {} queued{}{}; {}{} rows; {}; ETA {}\n",
         s.run_id,
         s.state,
         j.done,
@@ -154,12 +133,17 @@ pub fn render_plain(s: &RunStatus) -> String {
         } else {
             String::new()
         },
+        orphaned(j),
         thousands(s.rows_copied),
         s.estimated_rows
             .map(|e| format!(" of ~{}", thousands(e)))
             .unwrap_or_default(),
         rate(s.rows_per_sec),
-        eta(s.eta_secs),
+        if j.is_stalled() {
+            "none: only failed jobs are left (`backfill dlq list`, then `dlq replay` after a fix)".to_string()
+        } else {
+            eta(s.eta_secs)
+        },
     ));
     let q = |c: Option<backfill_status::QueueCounts>| match c {
         Some(c) => format!("{} visible, {} in flight", c.visible, c.in_flight),
@@ -177,7 +161,7 @@ pub fn render_plain(s: &RunStatus) -> String {
     }
     for t in &s.tables {
         out.push_str(&format!(
-            "  {} -> {}: {}/{} jobs done, {} running, {} failed, {} queued; {}; {}; {}; ETA {}\n",
+            "  {} -> {}: {}/{} jobs done, {} running, {} failed, {} queued{}; {}; {}; {}; ETA {}\n",
             t.source,
             t.target,
             t.jobs.done,
@@ -185,10 +169,11 @@ pub fn render_plain(s: &RunStatus) -> String {
             t.jobs.running,
             t.jobs.failed,
             t.jobs.queued,
+            orphaned(&t.jobs),
             rows(t),
             rate(t.rows_per_sec),
             capacity(t),
-            eta(t.eta_secs),
+            table_eta(t),
         ));
         if t.rejects > 0 {
             out.push_str(&format!(
@@ -216,6 +201,32 @@ pub fn render_plain(s: &RunStatus) -> String {
         ));
     }
     out
+}
+
+/// `, 2 orphaned (...)` when jobs are recorded running by workers that are gone.
+fn orphaned(j: &backfill_status::JobCounts) -> String {
+    if j.orphaned == 0 {
+        return String::new();
+    }
+    format!(
+        ", {} orphaned (their worker is gone; back on the queue within the visibility timeout)",
+        j.orphaned
+    )
+}
+
+/// A table's ETA; a finished table far below its planning estimate says
+/// so, since that is worth a look (rows deleted since planning, a sample
+/// that misjudged the table, or rows that were not read).
+fn table_eta(t: &TableStatus) -> String {
+    match (t.eta_secs, t.estimated_rows) {
+        (Some(e), Some(est)) if e == 0.0 && est > 0 && t.rows_copied * 2 < est => format!(
+            "done, at {:.0}% of the planning estimate of ~{} rows",
+            t.rows_copied as f64 / est as f64 * 100.0,
+            thousands(est)
+        ),
+        _ if t.jobs.is_stalled() => "none: only failed jobs are left".to_string(),
+        (e, _) => eta(e),
+    }
 }
 
 fn rows(t: &TableStatus) -> String {
@@ -329,7 +340,7 @@ impl Bars {
                 rows(t),
                 rate(t.rows_per_sec),
                 capacity(t),
-                eta(t.eta_secs)
+                table_eta(t)
             ));
         }
         if s.is_over() {
@@ -362,6 +373,7 @@ mod tests {
                 failed: 0,
                 queued: 4,
                 cancelled: 0,
+                orphaned: 0,
             },
             rows_copied: 400_000,
             estimated_rows: Some(1_000_000),
@@ -377,6 +389,7 @@ mod tests {
                     failed: 0,
                     queued: 4,
                     cancelled: 0,
+                    orphaned: 0,
                 },
                 rows_copied: 400_000,
                 estimated_rows: Some(1_000_000),
@@ -405,6 +418,39 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("public.orders -> demo_orders: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000/~1,000,000 rows (40%); 7,512 rows/s; 950/1000 WCU/s (95% of budget); ETA 80 s"), "{text}");
+
+        // Orphans are named; a stalled run has no ETA; a table that ends far
+        // below its estimate says so.
+        let mut stalled = s.clone();
+        stalled.jobs = JobCounts {
+            total: 10,
+            done: 8,
+            failed: 1,
+            orphaned: 1,
+            ..Default::default()
+        };
+        let text = render_plain(&stalled);
+        assert!(text.contains("1 orphaned (their worker is gone"), "{text}");
+        stalled.jobs.orphaned = 0;
+        stalled.eta_secs = None;
+        let text = render_plain(&stalled);
+        assert!(
+            text.contains("ETA none: only failed jobs are left"),
+            "{text}"
+        );
+        let mut short = s.clone();
+        short.tables[0].jobs = JobCounts {
+            total: 10,
+            done: 10,
+            ..Default::default()
+        };
+        short.tables[0].eta_secs = Some(0.0);
+        short.tables[0].rows_copied = 100_000;
+        let text = render_plain(&short);
+        assert!(
+            text.contains("ETA done, at 10% of the planning estimate of ~1,000,000 rows"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -194,3 +194,91 @@ async fn config_errors_are_said_once_and_name_their_place() -> Result<()> {
     assert!(err.contains("is a directory"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn dlq_list_shows_kind_and_replays_and_a_dry_run_never_says_replayed() -> Result<()> {
+    let stack = TestStack::new("out_dlq").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!("CREATE TABLE {src} (id int PRIMARY KEY)"))
+        .await?;
+    let cfg = stack.config(vec![table(src.clone(), stack.target("t"), &["id"], None)]);
+    let path = write_config(&stack, &cfg, "dlq")?;
+    // A malformed message: the worker dead-letters it with its kind.
+    stack
+        .aws
+        .sqs
+        .send_message()
+        .queue_url(&stack.queue_url)
+        .message_body("not a job")
+        .send()
+        .await?;
+    // And one job dead twice (two copies in the DLQ).
+    let job =
+        backfill_job::JobMessage::new("r", &src, vec!["id".into()], backfill_job::KeyRange::all());
+    stack.plan_jobs("r", std::slice::from_ref(&job)).await?;
+    for _ in 0..2 {
+        stack
+            .aws
+            .sqs
+            .send_message()
+            .queue_url(&stack.dlq_url)
+            .message_body(job.to_body())
+            .send()
+            .await?;
+    }
+    let (code, out, err) = backfill(&path, &["work", "--until-idle"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = backfill(&path, &["dlq", "list"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let header = out.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("REPLAYS") && header.contains("KIND"),
+        "{out}"
+    );
+    assert!(out.contains("malformed_message"), "{out}");
+
+    let (code, out, err) = backfill(
+        &path,
+        &[
+            "dlq",
+            "replay",
+            "--run",
+            "r",
+            "--dry-run",
+            "--reason",
+            "t",
+            "--by",
+            "me",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("would be left (dry run)"), "{out}");
+    assert!(!out.contains("replayed in this pass"), "{out}");
+    stack.cleanup().await
+}
+
+#[tokio::test]
+async fn status_and_dlq_list_before_bootstrap_say_to_bootstrap() -> Result<()> {
+    let stack = TestStack::new("out_boot").await?;
+    let mut cfg = stack.config(vec![table(
+        stack.source("t"),
+        stack.target("t"),
+        &["id"],
+        None,
+    )]);
+    cfg.control.table = format!("{}_never_made", stack.name);
+    cfg.queue.url = format!("{}-never-made", stack.queue_url);
+    cfg.queue.dlq_url = format!("{}-never-made-dlq", stack.queue_url);
+    let path = write_config(&stack, &cfg, "boot")?;
+    for args in [&["status"][..], &["dlq", "list"][..]] {
+        let (code, out, err) = backfill(&path, args).await?;
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            err.contains("run `backfill bootstrap` first"),
+            "{args:?}: {err}"
+        );
+    }
+    stack.cleanup().await
+}

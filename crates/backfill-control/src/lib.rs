@@ -48,6 +48,8 @@ pub enum ControlError {
     Cancelled { run_id: String, job_id: String },
     #[error("control table {table}: run {run_id} does not exist")]
     NoSuchRun { table: String, run_id: String },
+    #[error("run {run_id} is being produced by another producer (its plan was stored meanwhile); `backfill status --run {run_id}` shows it, and producing it again later enqueues only what is left")]
+    RunBeingProduced { run_id: String },
     #[error("control table {table}: run {run_id} has no job {job_id}")]
     NoSuchJob {
         table: String,
@@ -64,6 +66,7 @@ impl ControlError {
             | ControlError::Superseded { .. }
             | ControlError::Cancelled { .. }
             | ControlError::NoSuchRun { .. }
+            | ControlError::RunBeingProduced { .. }
             | ControlError::NoSuchJob { .. } => false,
             ControlError::Write(e) => e.is_retryable(),
         }
@@ -134,6 +137,8 @@ pub struct JobRecord {
     pub updated_at: Option<String>,
     /// Times an operator replayed it from the DLQ.
     pub replays: u64,
+    /// When it was last replayed (RFC 3339).
+    pub last_replay_at: Option<String>,
     /// Its rows that could not become items and are recorded as rejects
     /// (not yet written by `rejects retry`).
     pub rejects: u64,
@@ -395,6 +400,13 @@ impl ControlTable {
             sk: RUN_SK.to_string(),
             reason: format!("tables: {e}"),
         })?;
+        // Another producer may have stored this run while this one planned
+        // it: its job records must not be deleted under it.
+        if self.get_run(run_id).await?.is_some() {
+            return Err(ControlError::RunBeingProduced {
+                run_id: run_id.to_string(),
+            });
+        }
         self.delete_jobs(run_id).await?;
         let items: Vec<Item> = jobs
             .iter()
@@ -428,8 +440,13 @@ impl ControlTable {
         if let Some(c) = &plan.config {
             put = put.item("config", s(c.clone()));
         }
-        put.send().await.map_err(|e| self.err("PutItem", &e))?;
-        Ok(())
+        match put.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if is_condition_failed(&e) => Err(ControlError::RunBeingProduced {
+                run_id: run_id.to_string(),
+            }),
+            Err(e) => Err(self.err("PutItem", &e)),
+        }
     }
 
     async fn delete_jobs(&self, run_id: &str) -> Result<(), ControlError> {
@@ -493,6 +510,7 @@ impl ControlTable {
                 finished_at: get_s(item, "finished_at"),
                 updated_at: get_s(item, "updated_at"),
                 replays: get_n(item, "replays"),
+                last_replay_at: get_s(item, "last_replay_at"),
                 rejects: get_n(item, "rejects"),
             },
         ))

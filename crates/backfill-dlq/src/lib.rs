@@ -187,7 +187,11 @@ pub enum ReplayOutcome {
     /// stale duplicate, left in the DLQ.
     Finished { state: String },
     /// Another message of this pass carries the same job: left in the DLQ.
-    Duplicate { of_message_id: String },
+    Duplicate {
+        of_message_id: String,
+        /// A dry run: the other message would be replayed, not was.
+        dry_run: bool,
+    },
     /// Something failed; the message stays in the DLQ.
     Failed { error: String },
 }
@@ -224,9 +228,19 @@ impl fmt::Display for ReplayOutcome {
                 f,
                 "left: the job is already {state}, this message is a stale duplicate"
             ),
-            ReplayOutcome::Duplicate { of_message_id } => write!(
+            ReplayOutcome::Duplicate {
+                of_message_id,
+                dry_run: false,
+            } => write!(
                 f,
                 "left: same job as message {of_message_id}, replayed in this pass"
+            ),
+            ReplayOutcome::Duplicate {
+                of_message_id,
+                dry_run: true,
+            } => write!(
+                f,
+                "would be left (dry run): same job as message {of_message_id}, which this pass would replay"
             ),
             ReplayOutcome::Failed { error } => write!(f, "FAILED, left in the DLQ: {error}"),
         }
@@ -522,6 +536,7 @@ impl Dlq {
                 if let Some(first) = first_of_job.get(&key) {
                     return ReplayOutcome::Duplicate {
                         of_message_id: first.clone(),
+                        dry_run: opts.dry_run,
                     };
                 }
                 first_of_job.insert(key, e.msg.message_id.clone());

@@ -268,11 +268,20 @@ pub fn key_id(key: &Item) -> String {
     canonical(&AttributeValue::M(key.clone()))
 }
 
-/// An item key as reports show it: `id=N:1E0, sk=S:"a"`.
+/// An item key as reports show it, values as the user wrote them:
+/// `id=11, sk="a"` (numbers as stored, strings quoted, binary in hex).
 pub fn display_item_key(key: &Item) -> String {
     let mut parts: Vec<String> = key
         .iter()
-        .map(|(k, v)| format!("{k}={}", canonical(v)))
+        .map(|(k, v)| {
+            let shown = match v {
+                AttributeValue::N(n) => n.clone(),
+                AttributeValue::S(s) => format!("{s:?}"),
+                AttributeValue::B(b) => format!("\\x{}", hex::encode(b.as_ref())),
+                other => canonical(other),
+            };
+            format!("{k}={shown}")
+        })
         .collect();
     parts.sort();
     parts.join(", ")

@@ -26,6 +26,12 @@ pub enum ProducerError {
     Control(#[from] ControlError),
     #[error("run {run_id} was cancelled{detail}; it is not produced again (start a new run)")]
     Cancelled { run_id: String, detail: String },
+    #[error("run {run_id}: the control table holds {found} job records but the run's plan has {planned}; nothing more was enqueued (is the control table the one the run was planned in?)")]
+    PlanMismatch {
+        run_id: String,
+        planned: u64,
+        found: usize,
+    },
 }
 
 /// The plan of one table.
@@ -274,6 +280,19 @@ pub async fn produce(
     }
     let records = control.jobs(run_id).await?;
     let jobs_total = records.len();
+    // The jobs about to be enqueued must be the jobs the plan stored: a
+    // plan of 52 jobs read back as 0 is a broken store, not "nothing to do".
+    let planned = match control.get_run(run_id).await? {
+        Some(run) => run.jobs_planned,
+        None => jobs_total as u64,
+    };
+    if planned != jobs_total as u64 {
+        return Err(ProducerError::PlanMismatch {
+            run_id: run_id.to_string(),
+            planned,
+            found: jobs_total,
+        });
+    }
     let mut pending: Vec<JobMessage> = records
         .into_iter()
         .filter(|r| r.state == JobState::Planned)

@@ -40,10 +40,34 @@ pub struct JobCounts {
     /// Planned or on the queue, not yet taken.
     pub queued: u64,
     pub cancelled: u64,
+    /// Recorded `running` by a worker that is no longer live.
+    pub orphaned: u64,
 }
 
 impl JobCounts {
-    fn add(&mut self, state: JobState) {
+    /// Nothing left that will move by itself: no job queued, running or
+    /// orphaned, and some failed (they wait for a `dlq replay`).
+    pub fn is_stalled(&self) -> bool {
+        self.failed > 0 && self.queued == 0 && self.running == 0 && self.orphaned == 0
+    }
+}
+
+impl JobCounts {
+    /// Counts a job; a `running` job whose worker is not live (`live`
+    /// holds the live workers' ids) is `orphaned`: its message comes back
+    /// after its visibility timeout and another worker resumes it.
+    fn add(&mut self, j: &JobRecord, live: &std::collections::HashSet<&str>) {
+        let orphaned =
+            j.state == JobState::Running && !j.worker.as_deref().is_some_and(|w| live.contains(w));
+        if orphaned {
+            self.total += 1;
+            self.orphaned += 1;
+            return;
+        }
+        self.add_state(j.state);
+    }
+
+    fn add_state(&mut self, state: JobState) {
         self.total += 1;
         match state {
             JobState::Done => self.done += 1,
@@ -172,6 +196,7 @@ pub fn summarize(
             order.push((j.job.table.clone(), String::new()));
         }
     }
+    let live: std::collections::HashSet<&str> = fleet.iter().map(|w| w.worker.as_str()).collect();
     let mut tables = Vec::new();
     for (source, target) in order {
         let mine: Vec<&JobRecord> = jobs.iter().filter(|j| j.job.table == source).collect();
@@ -181,7 +206,7 @@ pub fn summarize(
         let mut first_start: Option<SystemTime> = None;
         let mut last_finish: Option<SystemTime> = None;
         for j in &mine {
-            counts.add(j.state);
+            counts.add(j, &live);
             rejects += j.rejects;
             rows += if j.state == JobState::Done {
                 j.rows
@@ -210,6 +235,9 @@ pub fn summarize(
             .map(|t| t.estimated_rows);
         let eta_secs = if all_done {
             Some(0.0)
+        } else if counts.is_stalled() {
+            // Nothing will finish the table until its failed jobs are replayed.
+            None
         } else {
             eta(rows, estimated_rows, &counts, elapsed)
         };
@@ -233,7 +261,7 @@ pub fn summarize(
     }
     let mut total = JobCounts::default();
     for j in jobs {
-        total.add(j.state);
+        total.add(j, &live);
     }
     let rows_copied = tables.iter().map(|t| t.rows_copied).sum();
     let estimated_rows = (!run.tables.is_empty())
@@ -249,6 +277,16 @@ pub fn summarize(
         .iter()
         .filter(|j| j.state == JobState::Failed || j.last_error.is_some())
         .filter(|j| j.state != JobState::Done)
+        // A job replayed since its error is queued again: that error is
+        // no longer a failure.
+        .filter(|j| {
+            j.state == JobState::Failed
+                || match (&j.last_replay_at, &j.last_error_at) {
+                    (Some(replay), Some(error)) => replay < error,
+                    (Some(_), None) => false,
+                    _ => true,
+                }
+        })
         .map(|j| FailedJob {
             table: j.job.table.clone(),
             job_id: j.job.job_id.clone(),
@@ -370,6 +408,7 @@ mod tests {
             finished_at: (state == JobState::Done).then(|| "2026-11-25T10:01:40.000Z".into()),
             updated_at: None,
             replays: 0,
+            last_replay_at: None,
             rejects: 0,
         }
     }
@@ -404,9 +443,11 @@ mod tests {
             estimated_rows: 1000,
             wcu_per_item: 1.0,
         }]);
+        let mut running = rec("public.t", "2", JobState::Running, 0, 150);
+        running.worker = Some("a".into());
         let jobs = vec![
             rec("public.t", "1", JobState::Done, 250, 0),
-            rec("public.t", "2", JobState::Running, 0, 150),
+            running,
             rec("public.t", "3", JobState::Queued, 0, 0),
             rec("public.t", "4", JobState::Failed, 0, 0),
         ];
@@ -435,7 +476,8 @@ mod tests {
                 running: 1,
                 failed: 1,
                 queued: 1,
-                cancelled: 0
+                cancelled: 0,
+                orphaned: 0,
             }
         );
         assert_eq!(t.rows_copied, 400, "done rows plus checkpointed rows");
@@ -470,6 +512,39 @@ mod tests {
         );
         assert_eq!(s.estimated_rows, None, "no plan tables stored");
         assert_eq!(s.eta_secs, Some(0.0));
+    }
+
+    /// A job `running` on a worker that is gone is `orphaned`, not running;
+    /// a run with only failed jobs left has no ETA; a replayed job's old
+    /// error is not listed as a failure.
+    #[test]
+    fn orphans_stalls_and_replays_are_told_apart() {
+        let run = run(vec![]);
+        let mut orphan = rec("public.t", "1", JobState::Running, 0, 10);
+        orphan.worker = Some("gone".into());
+        let mut replayed = rec("public.t", "2", JobState::Queued, 0, 0);
+        replayed.last_error = Some("was dead".into());
+        replayed.last_error_at = Some("2026-11-25T10:00:01.000Z".into());
+        replayed.last_replay_at = Some("2026-11-25T10:00:05.000Z".into());
+        let jobs = vec![orphan, replayed, rec("public.t", "3", JobState::Done, 5, 0)];
+        let fleet = vec![WorkerBeat {
+            worker: "alive".into(),
+            busy: false,
+            heartbeat_ms: 0,
+            wcu_per_sec: HashMap::new(),
+        }];
+        let s = summarize(&run, &jobs, &fleet, &HashMap::new(), at(100));
+        assert_eq!((s.jobs.running, s.jobs.orphaned), (0, 1));
+        assert!(s.failures.is_empty(), "{:?}", s.failures);
+
+        let jobs = vec![
+            rec("public.t", "1", JobState::Failed, 0, 0),
+            rec("public.t", "2", JobState::Done, 500, 0),
+        ];
+        let s = summarize(&run, &jobs, &fleet, &HashMap::new(), at(100));
+        assert!(s.jobs.is_stalled());
+        assert_eq!(s.tables[0].eta_secs, None, "no ETA while nothing can move");
+        assert_eq!(s.eta_secs, None);
     }
 
     #[test]

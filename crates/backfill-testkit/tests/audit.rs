@@ -83,6 +83,6 @@ async fn audit_since_reports_only_differences_that_persist() -> Result<()> {
         1,
         "{report:#?}"
     );
-    assert_eq!(report.different[0].0, "id=N:7E0");
+    assert_eq!(report.different[0].0, "id=7");
     stack.cleanup().await
 }

@@ -256,9 +256,9 @@ async fn verify_names_a_deleted_a_changed_and_an_extra_item() -> Result<()> {
         (1, 1, 1),
         "{report:#?}"
     );
-    assert_eq!(report.missing, vec!["id=N:1.7E1".to_string()]);
-    assert_eq!(report.extra, vec!["id=N:9.999E3".to_string()]);
-    assert_eq!(report.different[0].0, "id=N:4.2E1");
+    assert_eq!(report.missing, vec!["id=17".to_string()]);
+    assert_eq!(report.extra, vec!["id=9999".to_string()]);
+    assert_eq!(report.different[0].0, "id=42");
     assert_eq!(report.different[0].1[0].path, "name");
     assert!(report.different[0].1[0].actual.contains("tampered"));
     stack.cleanup().await

@@ -180,7 +180,7 @@ async fn newer_application_writes_are_never_overwritten() -> Result<()> {
         ),
         (0, 0, 1)
     );
-    assert_eq!(report.different[0].0, "id=N:2E2");
+    assert_eq!(report.different[0].0, "id=200");
     assert_eq!(report.source_digest.sum, stored);
     assert_eq!(report.source_digest.count as i64, ROWS);
     assert_eq!(jobs.iter().map(|j| j.rows).sum::<u64>() as i64, ROWS);
