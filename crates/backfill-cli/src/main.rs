@@ -561,20 +561,36 @@ async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitCode> {
         anyhow::bail!("the worker could not start: {e}");
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "worker: {} jobs done, {} rows copied ({} read by this worker) in {:.1}s ({:.0} rows/s); {} dead-lettered, {} retried, {} duplicates, {} handed back, {} dropped (run cancelled)",
-        summary.jobs_done,
-        summary.rows_copied,
-        summary.rows_read,
-        secs,
-        summary.rows_copied as f64 / secs.max(1e-9),
-        summary.jobs_dead_lettered,
-        summary.jobs_retried,
-        summary.jobs_duplicate,
-        summary.jobs_released,
-        summary.jobs_cancelled
-    );
+    println!("{}", work_summary(&summary, secs));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The worker's last line: what it wrote (handed-back jobs included) and
+/// what became of its jobs, naming only the outcomes that happened.
+fn work_summary(s: &backfill_worker::WorkSummary, secs: f64) -> String {
+    let mut out = format!(
+        "worker: {} rows written in {secs:.1}s ({:.0} rows/s); {} jobs done ({} rows in them, {} read by this worker)",
+        s.rows_written,
+        s.rows_written as f64 / secs.max(1e-9),
+        s.jobs_done,
+        s.rows_copied,
+        s.rows_read,
+    );
+    for (n, what) in [
+        (
+            s.jobs_released,
+            "handed back to the queue at shutdown (they resume from their checkpoints)",
+        ),
+        (s.jobs_dead_lettered, "dead-lettered"),
+        (s.jobs_retried, "left to be retried"),
+        (s.jobs_duplicate, "duplicates of finished jobs"),
+        (s.jobs_cancelled, "dropped because their run was cancelled"),
+    ] {
+        if n > 0 {
+            out.push_str(&format!(", {n} {what}"));
+        }
+    }
+    out
 }
 
 /// The S3 offloader of the `[offload]` section, if there is one.

@@ -77,7 +77,7 @@ async fn a_worker_killed_mid_job_loses_nothing() -> Result<()> {
     // rows the first one had written and checkpointed.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let read: u64 = stdout
-        .split("rows copied (")
+        .split("rows in them, ")
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
@@ -129,6 +129,21 @@ async fn sigterm_hands_the_job_back_and_exits_zero() -> Result<()> {
         .context("the job's record")?;
     let saved = rec.checkpoint_rows;
     assert!(saved >= 150, "checkpointed {saved} rows after 3 pages");
+    // Its summary counts the rows it wrote, and says the job was handed
+    // back, not that a run was cancelled.
+    let mut summary = String::new();
+    if let Some(mut out) = worker.stdout.take() {
+        tokio::io::AsyncReadExt::read_to_string(&mut out, &mut summary).await?;
+    }
+    let written: u64 = summary
+        .split("worker: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no written count in {summary}"))?;
+    assert!(written >= saved, "{summary}");
+    assert!(summary.contains("1 handed back"), "{summary}");
+    assert!(!summary.contains("cancelled"), "{summary}");
 
     let out = tokio::time::timeout(
         Duration::from_secs(120),

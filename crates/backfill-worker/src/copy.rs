@@ -296,10 +296,9 @@ pub(crate) async fn copy_range(
                 u64::from(written.throttled),
                 u64::from(written.retries),
             );
-            w.metrics.rows_written(
-                &job.table,
-                rows_in_items.saturating_sub(written.skipped_newer as u64),
-            );
+            let rows_now = rows_in_items.saturating_sub(written.skipped_newer as u64);
+            w.metrics.rows_written(&job.table, rows_now);
+            w.count_written(rows_now);
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
                 Ok(n) => {

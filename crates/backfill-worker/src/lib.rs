@@ -172,6 +172,9 @@ pub struct WorkSummary {
     /// Rows this worker read from the source (a resumed job skips what its
     /// checkpoint covers).
     pub rows_read: u64,
+    /// Rows this worker wrote, in finished jobs or not (a job handed back
+    /// at shutdown keeps its written rows, behind its checkpoint).
+    pub rows_written: u64,
 }
 
 impl WorkSummary {
@@ -233,6 +236,9 @@ pub struct Worker {
     /// What `/metrics` shows, and what `/healthz` and `/readyz` answer.
     metrics: Arc<Metrics>,
     health: Arc<Health>,
+    /// Rows this worker has written, whatever became of their jobs (done,
+    /// handed back at shutdown, failed later): what its summary reports.
+    rows_written: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -268,7 +274,13 @@ impl Worker {
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
             metrics,
             health,
+            rows_written: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Counts rows written (the page is in DynamoDB).
+    pub(crate) fn count_written(&self, rows: u64) {
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// The worker's metrics, for the metrics server (and its own fleet
@@ -556,6 +568,7 @@ impl Worker {
         self.drain(tasks, &mut summary).await;
         fleet_stop.cancel();
         let _ = fleet.await;
+        summary.rows_written = self.rows_written.load(Ordering::Relaxed);
         tracing::info!(worker = %self.worker_id, ?summary, "worker stopped");
         summary
     }
