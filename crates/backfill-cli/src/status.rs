@@ -301,20 +301,16 @@ impl Bars {
     fn new(s: &RunStatus) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
         let header = multi.add(ProgressBar::new(0));
-        header.set_style(ProgressStyle::with_template("{msg}").expect("static template"));
-        let width = s.tables.iter().map(|t| t.source.len()).max().unwrap_or(10);
-        let style = ProgressStyle::with_template(&format!(
-            "  {{prefix:<{width}}} [{{bar:30.cyan/blue}}] {{pos}}/{{len}} jobs  {{msg}}"
-        ))
-        .expect("template is valid")
-        .progress_chars("=> ");
+        // Each line is rendered here (`bar_line`), so the bar and its
+        // percentage are one figure; `wide_msg` cuts it to the terminal.
+        let style = ProgressStyle::with_template("{wide_msg}").expect("static template");
+        header.set_style(style.clone());
         let tables = s
             .tables
             .iter()
-            .map(|t| {
-                let b = multi.add(ProgressBar::new(t.jobs.total));
+            .map(|_| {
+                let b = multi.add(ProgressBar::new(0));
                 b.set_style(style.clone());
-                b.set_prefix(t.source.clone());
                 b
             })
             .collect();
@@ -327,21 +323,11 @@ impl Bars {
 
     fn update(&mut self, s: &RunStatus) {
         let plain = render_plain(s);
-        let mut lines = plain.lines();
-        let head: Vec<&str> = lines.by_ref().take(2).collect();
+        let head: Vec<String> = plain.lines().take(2).map(|l| fit(l, WATCH_WIDTH)).collect();
         self.header.set_message(head.join("\n"));
+        let name_width = s.tables.iter().map(|t| t.source.len()).max().unwrap_or(10);
         for (b, t) in self.tables.iter().zip(&s.tables) {
-            b.set_length(t.jobs.total);
-            b.set_position(t.jobs.done);
-            b.set_message(format!(
-                "{} running, {} failed | {} | {} | {} | ETA {}",
-                t.jobs.running,
-                t.jobs.failed,
-                rows(t),
-                rate(t.rows_per_sec),
-                capacity(t),
-                table_eta(t)
-            ));
+            b.set_message(bar_line(t, name_width, WATCH_WIDTH));
         }
         if s.is_over() {
             self.header.finish();
@@ -350,6 +336,63 @@ impl Bars {
             }
         }
     }
+}
+
+/// The widest `--watch` line: it fits a 120-column terminal (and a
+/// narrower one cuts it, through `wide_msg`).
+const WATCH_WIDTH: usize = 120;
+
+/// `text` cut to `width` characters, the cut marked with `…`.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// How far a table is, 0 to 1: rows against the planning estimate while
+/// there is one and the table is not done, else jobs done of all.
+fn progress(t: &TableStatus) -> f64 {
+    let j = &t.jobs;
+    let live = j.total.saturating_sub(j.cancelled);
+    if live > 0 && j.done == live {
+        return 1.0;
+    }
+    match t.estimated_rows {
+        Some(e) if e > 0 => (t.rows_copied as f64 / e as f64).min(0.99),
+        _ if live > 0 => j.done as f64 / live as f64,
+        _ => 0.0,
+    }
+}
+
+/// One table's `--watch` line: name, a bar and its percentage (the same
+/// figure), jobs, rows, rate and ETA, at most `width` characters.
+fn bar_line(t: &TableStatus, name_width: usize, width: usize) -> String {
+    const BAR: usize = 20;
+    let p = progress(t);
+    let filled = ((p * BAR as f64).round() as usize).min(BAR);
+    let line = format!(
+        "  {:<name_width$} [{}{}] {:>3.0}%  {}/{} jobs, {} running, {} failed{} | {} rows | {} | ETA {}",
+        t.source,
+        "=".repeat(filled),
+        " ".repeat(BAR - filled),
+        p * 100.0,
+        t.jobs.done,
+        t.jobs.total,
+        t.jobs.running,
+        t.jobs.failed,
+        if t.jobs.orphaned > 0 {
+            format!(", {} orphaned", t.jobs.orphaned)
+        } else {
+            String::new()
+        },
+        thousands(t.rows_copied),
+        rate(t.rows_per_sec),
+        table_eta(t),
+    );
+    fit(&line, width)
 }
 
 #[cfg(test)]
@@ -451,6 +494,50 @@ mod tests {
             text.contains("ETA done, at 10% of the planning estimate of ~1,000,000 rows"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn watch_lines_fit_and_their_bar_is_their_percentage() {
+        let mut t = TableStatus {
+            source: "public.a_table_with_a_rather_long_name_for_a_watch_line".into(),
+            target: "target".into(),
+            jobs: JobCounts {
+                total: 10,
+                done: 2,
+                running: 3,
+                queued: 5,
+                ..Default::default()
+            },
+            rows_copied: 400_000,
+            estimated_rows: Some(1_000_000),
+            rows_per_sec: Some(1234.0),
+            wcu_per_sec: 10.0,
+            budget_wcu: Some(20.0),
+            eta_secs: Some(30_000.0),
+            rejects: 0,
+        };
+        let line = bar_line(&t, t.source.len(), WATCH_WIDTH);
+        assert!(line.chars().count() <= WATCH_WIDTH, "{line}");
+        // 40% of the rows: 8 of 20 cells, and "40%".
+        assert!(
+            line.contains(&format!("[{}{}]  40%", "=".repeat(8), " ".repeat(12))),
+            "{line}"
+        );
+        // Done, far below the estimate: a full bar and 100%.
+        t.jobs = JobCounts {
+            total: 10,
+            done: 10,
+            ..Default::default()
+        };
+        t.rows_copied = 100_000;
+        t.eta_secs = Some(0.0);
+        let line = bar_line(&t, 10, WATCH_WIDTH);
+        assert!(
+            line.contains(&format!("[{}] 100%", "=".repeat(20))),
+            "{line}"
+        );
+        assert!(line.chars().count() <= WATCH_WIDTH, "{line}");
+        assert_eq!(fit("abcdef", 4), "abc…");
     }
 
     #[test]

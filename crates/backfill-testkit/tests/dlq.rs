@@ -60,8 +60,8 @@ fn only_table(t: &str) -> Filter {
 }
 
 /// Two tables whose jobs all died: `a` because the worker's config lacks
-/// it, `b` because row 55 holds a NaN (no DynamoDB number), after its first
-/// 40 rows were written and checkpointed.
+/// it, `b` because row 55 holds a NaN (no DynamoDB number) and that worker
+/// allows no rejects, after its first 40 rows were written and checkpointed.
 struct DeadRun {
     /// The config with both tables (the fix for `a`).
     cfg: BackfillConfig,
@@ -97,6 +97,9 @@ async fn two_tables_of_dead_jobs(stack: &TestStack) -> Result<DeadRun> {
 
     let mut broken = cfg.clone();
     broken.tables = vec![tb];
+    // No reject allowed: the NaN row fails its job (as a wrong mapping does).
+    broken.worker.reject_allowance = 0;
+    broken.worker.max_reject_fraction = 0.0;
     let summary = work_until_idle(stack, &broken).await?;
     ensure!(summary.jobs_dead_lettered == 2, "{summary:?}");
     Ok(DeadRun {

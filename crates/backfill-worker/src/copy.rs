@@ -181,6 +181,8 @@ pub(crate) async fn copy_range(
     // The item key of every row of this attempt, with the row's key: two
     // rows that would be one item are caught here, not merged in DynamoDB.
     let mut claimed: HashMap<u128, KeyTuple> = HashMap::new();
+    // The first reject, to name in the error when there are too many.
+    let mut first_reject: Option<String> = None;
     let writer = async {
         loop {
             if cancel.is_cancelled() {
@@ -224,6 +226,15 @@ pub(crate) async fn copy_range(
             };
             let rows_in_items = (items.len() + pointers.len()) as u64;
             progress.rejects += rejects.len() as u64;
+            if first_reject.is_none() {
+                first_reject = rejects.first().map(|(key, problems)| {
+                    let why: Vec<String> = problems
+                        .iter()
+                        .map(|p| format!("column {}: {}", p.column, p.reason))
+                        .collect();
+                    format!("key {}, {}", backfill_job::display_key(key), why.join("; "))
+                });
+            }
             if let Err(e) = w.control.record_rejects(job, &w.worker_id, rejects).await {
                 break Err(e.into());
             }
@@ -235,6 +246,7 @@ pub(crate) async fn copy_range(
                     rejects: progress.rejects,
                     rows: progress.rows_read + rows_in_page,
                     limit,
+                    first: first_reject.clone().unwrap_or_default(),
                 });
             }
             // Only the items to read back are kept (as maps, to compare

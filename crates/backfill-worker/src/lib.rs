@@ -74,12 +74,13 @@ pub enum JobError {
     Offload(#[from] backfill_offload::OffloadError),
     #[error("table {table} has `oversize = \"s3\"` but this worker has no S3 offloader ([offload] section)")]
     NoOffloader { table: String },
-    #[error("table {table}: {rejects} of {rows} rows read cannot become items (more than the {limit} allowed by worker.max_reject_fraction and worker.reject_allowance): is the mapping wrong? `backfill rejects list` names them")]
+    #[error("table {table}: {rejects} of {rows} rows read cannot become items (more than the {limit} allowed by worker.max_reject_fraction and worker.reject_allowance): is the mapping wrong? The first: {first}; `backfill rejects list` names them all")]
     TooManyRejects {
         table: String,
         rejects: u64,
         rows: u64,
         limit: u64,
+        first: String,
     },
     #[error(
         "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
