@@ -11,10 +11,12 @@
 
 pub mod compare;
 pub mod fidelity;
+mod keys;
 pub mod number;
 pub mod shaped;
 pub mod size;
 
+pub use keys::JOIN_SEPARATOR;
 pub use shaped::{Shape, ShapedItem};
 
 use std::collections::HashMap;
@@ -212,7 +214,7 @@ impl ItemMapper {
                     (KeySource::Columns(cols), ty)
                 }
             };
-            let separators = separator_chars(&source);
+            let separators = keys::separator_chars(&source);
             if let KeySource::Template(parts) = &source {
                 if parts
                     .windows(2)
@@ -336,35 +338,6 @@ impl ItemMapper {
     /// The sort key attribute of the target, if any.
     pub fn sort_key(&self) -> Option<&KeyPlan> {
         self.sort.as_ref()
-    }
-
-    /// Key attributes joined from several columns whose parts are refused
-    /// when they contain the separator: (attribute, separator characters,
-    /// columns), for `plan` to warn about before the copy.
-    pub fn rejecting_joined_keys(&self) -> Vec<(String, String, Vec<String>)> {
-        std::iter::once(&self.partition)
-            .chain(self.sort.as_ref())
-            .filter(|k| !k.separators.is_empty() && k.ambiguous == AmbiguousKeys::Reject)
-            .map(|k| {
-                let cols: Vec<usize> = match &k.source {
-                    KeySource::Columns(c) => c.clone(),
-                    KeySource::Template(parts) => parts
-                        .iter()
-                        .filter_map(|p| match p {
-                            Part::Column(i) => Some(*i),
-                            Part::Literal(_) => None,
-                        })
-                        .collect(),
-                };
-                (
-                    k.attribute.clone(),
-                    k.separators.iter().collect(),
-                    cols.iter()
-                        .filter_map(|i| self.column_names.get(*i).cloned())
-                        .collect(),
-                )
-            })
-            .collect()
     }
 
     /// The attribute holding the version, when writes are conditional on it.
@@ -608,7 +581,7 @@ impl ItemMapper {
                 let mut out = String::new();
                 for (n, &i) in cols.iter().enumerate() {
                     if n > 0 {
-                        out.push_str(JOIN_SEPARATOR);
+                        out.push_str(keys::JOIN_SEPARATOR);
                     }
                     self.push_key_part(plan, &mut out, i, value_of(i)?)?;
                 }
@@ -650,84 +623,6 @@ impl ItemMapper {
             ));
         }
         Ok(av)
-    }
-}
-
-/// What joins the columns of a key given as `columns = [...]`.
-pub const JOIN_SEPARATOR: &str = "#";
-
-/// The characters of the literals that stand between a key's columns. A
-/// part free of them (or escaped) cannot run into its neighbour, so the key
-/// parses back into one tuple of parts: the key is injective.
-fn separator_chars(source: &KeySource) -> Vec<char> {
-    let mut out: Vec<char> = match source {
-        KeySource::Columns(cols) if cols.len() > 1 => JOIN_SEPARATOR.chars().collect(),
-        KeySource::Columns(_) => Vec::new(),
-        KeySource::Template(parts) => {
-            let first = parts.iter().position(|p| matches!(p, Part::Column(_)));
-            let last = parts.iter().rposition(|p| matches!(p, Part::Column(_)));
-            match (first, last) {
-                (Some(a), Some(b)) if a < b => parts[a..b]
-                    .iter()
-                    .filter_map(|p| match p {
-                        Part::Literal(l) => Some(l.chars()),
-                        Part::Column(_) => None,
-                    })
-                    .flatten()
-                    .collect(),
-                _ => Vec::new(),
-            }
-        }
-    };
-    out.sort_unstable();
-    out.dedup();
-    out
-}
-
-impl ItemMapper {
-    /// Appends one column's part of a joined key, refusing (or escaping) a
-    /// value that contains a separator character.
-    fn push_key_part(
-        &self,
-        plan: &KeyPlan,
-        out: &mut String,
-        column: usize,
-        v: &Value,
-    ) -> Result<(), (String, String)> {
-        let text = text_form(v);
-        if plan.separators.is_empty() {
-            out.push_str(&text);
-            return Ok(());
-        }
-        match plan.ambiguous {
-            // Escaped, every part parses back, whatever it holds.
-            AmbiguousKeys::Escape => {
-                escape_part(out, &text, &plan.separators);
-                Ok(())
-            }
-            AmbiguousKeys::Reject if !text.chars().any(|c| plan.separators.contains(&c)) => {
-                out.push_str(&text);
-                Ok(())
-            }
-            AmbiguousKeys::Reject => Err((
-                self.column_names.get(column).cloned().unwrap_or_default(),
-                format!(
-                    "ambiguous key: value {text:?} contains the separator {:?} of key attribute {}, so two rows could make one item (set `ambiguous_keys = \"escape\"` if the application escapes such values)",
-                    plan.separators.iter().collect::<String>(),
-                    plan.attribute
-                ),
-            )),
-        }
-    }
-}
-
-/// `\` before every backslash and separator character of `text`.
-fn escape_part(out: &mut String, text: &str, separators: &[char]) {
-    for c in text.chars() {
-        if c == '\\' || separators.contains(&c) {
-            out.push('\\');
-        }
-        out.push(c);
     }
 }
 
