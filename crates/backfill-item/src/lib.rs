@@ -403,24 +403,34 @@ impl ItemMapper {
 
     /// A 128-bit identity of the item's key (its key attributes' types and
     /// values): equal for two items DynamoDB would store as one. The worker
-    /// keeps one per row of a job to catch two rows that map to one item.
+    /// keeps one per row of a job to catch two rows that map to one item,
+    /// so it is FNV-1a over the key's bytes (one cheap pass; the keys are
+    /// the table's own, not chosen to collide, and a collision would only
+    /// make a row a reject, never lose one).
     pub fn shaped_key_id(&self, item: &ShapedItem) -> u128 {
-        use std::hash::{Hash, Hasher};
-        let mut halves = [0u64; 2];
-        for (seed, half) in halves.iter_mut().enumerate() {
-            let mut h = std::hash::DefaultHasher::new();
-            seed.hash(&mut h);
-            for &slot in &self.key_slots {
-                match self.shape.value_at(item, slot) {
-                    Some(AttributeValue::S(s)) => (0u8, s.as_bytes()).hash(&mut h),
-                    Some(AttributeValue::N(n)) => (1u8, n.as_bytes()).hash(&mut h),
-                    Some(AttributeValue::B(b)) => (2u8, b.as_ref()).hash(&mut h),
-                    _ => 3u8.hash(&mut h),
-                }
+        const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+        const PRIME: u128 = 0x0000000001000000000000000000013B;
+        let mut h = OFFSET;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u128::from(*b);
+                h = h.wrapping_mul(PRIME);
             }
-            *half = h.finish();
+        };
+        for &slot in &self.key_slots {
+            // Type tag and length first, so ("ab", "c") and ("a", "bc")
+            // differ, and so do S "1" and N "1".
+            let (tag, bytes): (u8, &[u8]) = match self.shape.value_at(item, slot) {
+                Some(AttributeValue::S(s)) => (0, s.as_bytes()),
+                Some(AttributeValue::N(n)) => (1, n.as_bytes()),
+                Some(AttributeValue::B(b)) => (2, b.as_ref()),
+                _ => (3, &[]),
+            };
+            eat(&[tag]);
+            eat(&(bytes.len() as u64).to_le_bytes());
+            eat(bytes);
         }
-        (u128::from(halves[0]) << 64) | u128::from(halves[1])
+        h
     }
 
     /// Maps `row`, handing each attribute's value to `put` (copied columns

@@ -44,6 +44,27 @@ fn reject_limit(cfg: &backfill_config::WorkerConfig, rows: u64) -> u64 {
     by_fraction.max(cfg.reject_allowance)
 }
 
+/// Item key ids of a job's rows (already hashes: hashed again by identity).
+type Claimed = HashMap<u128, KeyTuple, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A hasher for keys that are already uniform hashes: their low 64 bits.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
+    }
+}
+
 type Split = (
     Vec<KeyTuple>,
     Vec<ShapedItem>,
@@ -57,7 +78,7 @@ type Split = (
 fn split_rejects(
     mapper: &ItemMapper,
     page: Vec<SourceRow>,
-    claimed: &mut HashMap<u128, KeyTuple>,
+    claimed: &mut Claimed,
     table: &str,
 ) -> Result<Split, JobError> {
     let mut keys = Vec::with_capacity(page.len());
@@ -180,7 +201,7 @@ pub(crate) async fn copy_range(
     }
     // The item key of every row of this attempt, with the row's key: two
     // rows that would be one item are caught here, not merged in DynamoDB.
-    let mut claimed: HashMap<u128, KeyTuple> = HashMap::new();
+    let mut claimed: Claimed = HashMap::default();
     // The first reject, to name in the error when there are too many.
     let mut first_reject: Option<String> = None;
     let writer = async {
