@@ -282,3 +282,54 @@ async fn status_and_dlq_list_before_bootstrap_say_to_bootstrap() -> Result<()> {
     }
     stack.cleanup().await
 }
+
+/// `status` through the binary: a job recorded running by a worker that
+/// is gone is `orphaned`; with only a failed job left the run has no ETA;
+/// once the job is replayed its old error is no longer listed.
+#[tokio::test]
+async fn status_names_orphans_stalls_and_forgets_replayed_failures() -> Result<()> {
+    let stack = TestStack::new("out_status").await?;
+    let src = stack.source("t");
+    stack
+        .sql(&format!("CREATE TABLE {src} (id int PRIMARY KEY)"))
+        .await?;
+    let cfg = stack.config(vec![table(src.clone(), stack.target("t"), &["id"], None)]);
+    let path = write_config(&stack, &cfg, "status")?;
+    let job = |lo: i64, hi: i64| {
+        backfill_job::JobMessage::new(
+            "r",
+            &src,
+            vec!["id".into()],
+            backfill_job::KeyRange {
+                lo: Some(vec![backfill_job::KeyValue::Int(lo)]),
+                hi: Some(vec![backfill_job::KeyValue::Int(hi)]),
+            },
+        )
+    };
+    let (a, b) = (job(0, 10), job(10, 20));
+    stack.plan_jobs("r", &[a.clone(), b.clone()]).await?;
+    let control = stack.control();
+    // `a` was taken by a worker that never beat (it died).
+    control.claim(&a, "ghost-worker-1").await?;
+    control.record_failure(&b, "boom: the cause", true).await?;
+    let (_, out, err) = backfill(&path, &["status", "--run", "r"]).await?;
+    assert!(
+        out.contains("1 orphaned (their worker is gone"),
+        "{out}{err}"
+    );
+    assert!(out.contains("failed: "), "{out}");
+    assert!(out.contains("boom: the cause"), "{out}");
+
+    // `a` finishes: only the failed job is left, and nothing can move.
+    control.finish(&a, 10, "00", 0).await?;
+    let (code, out, _) = backfill(&path, &["status", "--run", "r"]).await?;
+    assert_eq!(code, 1, "a failed job: exit 1");
+    assert!(out.contains("ETA none: only failed jobs are left"), "{out}");
+
+    // After a replay the job is queued again and its error is not a failure.
+    control.reset_for_replay(&b, "me", "fixed").await?;
+    let (_, out, _) = backfill(&path, &["status", "--run", "r"]).await?;
+    assert!(!out.contains("boom: the cause"), "{out}");
+    assert!(!out.contains("ETA none"), "{out}");
+    stack.cleanup().await
+}

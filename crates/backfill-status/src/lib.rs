@@ -312,7 +312,14 @@ pub fn summarize(
         eta_secs,
         tables,
         workers_live: fleet.len(),
-        workers_busy: fleet.iter().filter(|w| w.busy).count(),
+        // A heartbeat says "busy" until the worker's next beat, so when the
+        // run has ended its last jobs' workers would still show busy; none
+        // is busy with an ended run.
+        workers_busy: if run.is_active() {
+            fleet.iter().filter(|w| w.busy).count()
+        } else {
+            0
+        },
         queue: None,
         dlq: None,
         failures,
@@ -543,6 +550,22 @@ mod tests {
         ];
         let s = summarize(&run, &jobs, &fleet, &HashMap::new(), at(100));
         assert!(s.jobs.is_stalled());
+        // An ended run's fleet line is current: no worker busy with it,
+        // even while the last heartbeats still say busy.
+        let mut ended = run.clone();
+        ended.state = backfill_control::RUN_FINISHED.into();
+        let busy = vec![WorkerBeat {
+            busy: true,
+            ..fleet[0].clone()
+        }];
+        assert_eq!(
+            summarize(&run, &jobs, &busy, &HashMap::new(), at(100)).workers_busy,
+            1
+        );
+        assert_eq!(
+            summarize(&ended, &jobs, &busy, &HashMap::new(), at(100)).workers_busy,
+            0
+        );
         assert_eq!(s.tables[0].eta_secs, None, "no ETA while nothing can move");
         assert_eq!(s.eta_secs, None);
     }
