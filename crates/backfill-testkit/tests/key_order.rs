@@ -6,13 +6,11 @@
 //! form instead of the column: negative and fractional numerics of several
 //! scales, BC dates, timestamps past the year 9999, collations other than C.
 
-use std::collections::BTreeMap;
-
 use anyhow::{Context, Result};
 use backfill_job::{KeyRange, KeyTuple};
 use backfill_source::reader::{PageQuery, SampleSpec};
 use backfill_source::{PgSource, TableRef};
-use backfill_testkit::TestStack;
+use backfill_testkit::{keys_by_range, TestStack};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
@@ -176,32 +174,6 @@ async fn create(stack: &TestStack, name: &str, kinds: &[Kind], rows: &[Vec<Strin
         .await
         .with_context(|| format!("loading {rows:?}"))?;
     Ok(())
-}
-
-/// Reads every range page by page; counts how often each key appears.
-async fn keys_by_range(
-    source: &PgSource,
-    t: &TableRef,
-    ranges: &[KeyRange],
-    page: u32,
-) -> Result<BTreeMap<String, usize>> {
-    let schema = source.describe(t).await?;
-    let mut seen = BTreeMap::new();
-    for r in ranges {
-        let q = PageQuery::new(&schema, r);
-        let mut after: Option<KeyTuple> = None;
-        loop {
-            let rows = source.read_page(&schema, &q, after.as_ref(), page).await?;
-            for row in &rows {
-                *seen.entry(format!("{:?}", row.key)).or_insert(0) += 1;
-            }
-            if rows.len() < page as usize {
-                break;
-            }
-            after = rows.last().map(|r| r.key.clone());
-        }
-    }
-    Ok(seen)
 }
 
 async fn check_cover(

@@ -2,41 +2,13 @@
 //! exactly once, whatever the keys look like, and problems are reported
 //! before anything is enqueued.
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
-use backfill_job::{KeyRange, KeyTuple, KeyValue};
+use backfill_job::{KeyRange, KeyValue};
 use backfill_source::reader::{PageQuery, SampleSpec};
 use backfill_source::{PgSource, TableRef};
-use backfill_testkit::{table, TestStack};
+use backfill_testkit::{keys_by_range, table, TestStack};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-
-/// Reads every range page by page and counts how often each key appears.
-async fn keys_by_range(
-    source: &PgSource,
-    t: &TableRef,
-    ranges: &[KeyRange],
-    page: u32,
-) -> Result<BTreeMap<String, usize>> {
-    let schema = source.describe(t).await?;
-    let mut seen = BTreeMap::new();
-    for r in ranges {
-        let q = PageQuery::new(&schema, r);
-        let mut after: Option<KeyTuple> = None;
-        loop {
-            let rows = source.read_page(&schema, &q, after.as_ref(), page).await?;
-            for row in &rows {
-                *seen.entry(format!("{:?}", row.key)).or_insert(0) += 1;
-            }
-            if rows.len() < page as usize {
-                break;
-            }
-            after = rows.last().map(|r| r.key.clone());
-        }
-    }
-    Ok(seen)
-}
 
 fn spec(rows_per_job: u64) -> SampleSpec {
     SampleSpec {
