@@ -105,16 +105,24 @@ impl ControlTable {
         ]))
     }
 
-    /// Every reject of a run, in job and key-hash order.
-    pub async fn rejects(&self, run_id: &str) -> Result<Vec<RejectRecord>, ControlError> {
-        let query = self
-            .client
+    /// The run's reject records whose sort key starts with `prefix`.
+    fn reject_query(
+        &self,
+        run_id: &str,
+        prefix: String,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
             .expression_attribute_values(":pk", s(run_pk(run_id)))
-            .expression_attribute_values(":r", s(REJECT_PREFIX))
-            .consistent_read(true);
+            .expression_attribute_values(":r", s(prefix))
+            .consistent_read(true)
+    }
+
+    /// Every reject of a run, in job and key-hash order.
+    pub async fn rejects(&self, run_id: &str) -> Result<Vec<RejectRecord>, ControlError> {
+        let query = self.reject_query(run_id, REJECT_PREFIX.to_string());
         self.query_all(query)
             .await?
             .iter()
@@ -134,14 +142,8 @@ impl ControlTable {
     /// How many rejects one job has recorded.
     pub async fn count_rejects(&self, run_id: &str, job_id: &str) -> Result<u64, ControlError> {
         let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :r)")
-            .expression_attribute_values(":pk", s(run_pk(run_id)))
-            .expression_attribute_values(":r", s(format!("{REJECT_PREFIX}{job_id}#")))
-            .select(aws_sdk_dynamodb::types::Select::Count)
-            .consistent_read(true);
+            .reject_query(run_id, format!("{REJECT_PREFIX}{job_id}#"))
+            .select(aws_sdk_dynamodb::types::Select::Count);
         let mut pages = query.into_paginator().send();
         let mut n = 0u64;
         while let Some(page) = pages.next().await {

@@ -9,6 +9,10 @@ use backfill_source::Value;
 
 use crate::{text_form, ItemMapper, KeyPlan, KeySource, Part};
 
+/// How the reason of a part that contains its separator begins (`plan`
+/// counts sampled rows by it).
+pub const AMBIGUOUS_KEY: &str = "ambiguous key";
+
 /// What joins the columns of a key given as `columns = [...]`.
 pub const JOIN_SEPARATOR: &str = "#";
 
@@ -97,7 +101,7 @@ impl ItemMapper {
             AmbiguousKeys::Reject => Err((
                 self.column_names.get(column).cloned().unwrap_or_default(),
                 format!(
-                    "ambiguous key: value {text:?} contains the separator {:?} of key attribute {}, so two rows could make one item (set `ambiguous_keys = \"escape\"` if the application escapes such values)",
+                    "{AMBIGUOUS_KEY}: value {text:?} contains the separator {:?} of key attribute {}, so two rows could make one item (set `ambiguous_keys = \"escape\"` if the application escapes such values)",
                     plan.separators.iter().collect::<String>(),
                     plan.attribute
                 ),

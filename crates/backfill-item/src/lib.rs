@@ -16,7 +16,7 @@ pub mod number;
 pub mod shaped;
 pub mod size;
 
-pub use keys::JOIN_SEPARATOR;
+pub use keys::{AMBIGUOUS_KEY, JOIN_SEPARATOR};
 pub use shaped::{Shape, ShapedItem};
 
 use std::collections::HashMap;

@@ -201,7 +201,7 @@ fn reject_notes(
         mapped.iter().filter_map(|r| r.as_ref().err()).collect();
     let ambiguous = failed
         .iter()
-        .filter(|e| e.to_string().contains("ambiguous key"))
+        .filter(|e| e.to_string().contains(backfill_item::AMBIGUOUS_KEY))
         .count();
     for (attribute, separators, columns) in mapper.rejecting_joined_keys() {
         notes.push(format!(

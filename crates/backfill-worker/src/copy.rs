@@ -65,6 +65,30 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+/// A row's mapping problems as its reject record keeps them.
+pub(crate) fn reject_problems(problems: Vec<backfill_item::RowProblem>) -> Vec<RejectProblem> {
+    problems
+        .into_iter()
+        .map(|p| RejectProblem {
+            column: p.column,
+            reason: p.reason,
+        })
+        .collect()
+}
+
+/// The reject of a row whose item is over 400 KB with nowhere to go.
+pub(crate) fn oversize_reject(table: &str, key: &KeyTuple, size: usize) -> Vec<RejectProblem> {
+    vec![RejectProblem {
+        column: "*".into(),
+        reason: JobError::Oversize {
+            table: table.to_string(),
+            key: backfill_job::display_key(key),
+            size,
+        }
+        .to_string(),
+    }]
+}
+
 type Split = (
     Vec<KeyTuple>,
     Vec<ShapedItem>,
@@ -108,16 +132,9 @@ fn split_rejects(
                     items.push(item);
                 }
             },
-            Err((key, MapError::Row { problems, .. })) => rejects.push((
-                key,
-                problems
-                    .into_iter()
-                    .map(|p| RejectProblem {
-                        column: p.column,
-                        reason: p.reason,
-                    })
-                    .collect(),
-            )),
+            Err((key, MapError::Row { problems, .. })) => {
+                rejects.push((key, reject_problems(problems)))
+            }
             Err((_, e)) => return Err(e.into()),
         }
     }
@@ -331,7 +348,6 @@ pub(crate) async fn copy_range(
             );
             let rows_now = rows_in_items.saturating_sub(written.skipped_newer as u64);
             w.metrics.rows_written(&job.table, rows_now);
-            w.count_written(rows_now);
             progress.skipped_newer += written.skipped_newer as u64;
             match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
                 Ok(n) => {
@@ -487,18 +503,9 @@ async fn fit_items(
             continue;
         }
         match tcfg.oversize {
-            backfill_config::Oversize::Fail => rejects.push((
-                key.clone(),
-                vec![RejectProblem {
-                    column: "*".into(),
-                    reason: JobError::Oversize {
-                        table: tcfg.source.clone(),
-                        key: backfill_job::display_key(key),
-                        size,
-                    }
-                    .to_string(),
-                }],
-            )),
+            backfill_config::Oversize::Fail => {
+                rejects.push((key.clone(), oversize_reject(&tcfg.source, key, size)))
+            }
             backfill_config::Oversize::S3 => {
                 let off = w.offloader.as_ref().ok_or_else(|| JobError::NoOffloader {
                     table: tcfg.source.clone(),

@@ -237,9 +237,6 @@ pub struct Worker {
     /// What `/metrics` shows, and what `/healthz` and `/readyz` answer.
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    /// Rows this worker has written, whatever became of their jobs (done,
-    /// handed back at shutdown, failed later): what its summary reports.
-    rows_written: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
@@ -275,13 +272,7 @@ impl Worker {
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
             metrics,
             health,
-            rows_written: std::sync::atomic::AtomicU64::new(0),
         }
-    }
-
-    /// Counts rows written (the page is in DynamoDB).
-    pub(crate) fn count_written(&self, rows: u64) {
-        self.rows_written.fetch_add(rows, Ordering::Relaxed);
     }
 
     /// The worker's metrics, for the metrics server (and its own fleet
@@ -569,7 +560,14 @@ impl Worker {
         self.drain(tasks, &mut summary).await;
         fleet_stop.cancel();
         let _ = fleet.await;
-        summary.rows_written = self.rows_written.load(Ordering::Relaxed);
+        // Rows written whatever became of their jobs (done, handed back at
+        // shutdown, failed later): the metrics count every page written.
+        summary.rows_written = self
+            .cfg
+            .tables
+            .iter()
+            .map(|t| self.metrics.rows_written_total(&t.source))
+            .sum();
         tracing::info!(worker = %self.worker_id, ?summary, "worker stopped");
         summary
     }

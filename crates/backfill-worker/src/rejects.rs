@@ -8,13 +8,14 @@
 //! cannot become an item keeps its record, with today's reasons.
 
 use backfill_config::{BackfillConfig, Oversize};
-use backfill_control::{AuditAction, AuditRecord, ControlTable, RejectProblem, RejectRecord};
+use backfill_control::{AuditAction, AuditRecord, ControlTable, RejectRecord};
 use backfill_dynamo::DynamoSink;
 use backfill_item::size::{item_size_upper_bound, MAX_ITEM_BYTES};
 use backfill_item::{ItemMapper, MapError};
 use backfill_offload::S3Offloader;
 use backfill_source::{PgSource, TableRef};
 
+use crate::copy::{oversize_reject, reject_problems};
 use crate::JobError;
 
 /// What one `rejects retry` did.
@@ -108,13 +109,7 @@ async fn retry_table(
             continue;
         };
         let problems = match mapper.map_row(&row) {
-            Err(MapError::Row { problems, .. }) => problems
-                .into_iter()
-                .map(|p| RejectProblem {
-                    column: p.column,
-                    reason: p.reason,
-                })
-                .collect(),
+            Err(MapError::Row { problems, .. }) => reject_problems(problems),
             Err(e) => return Err(e.into()),
             Ok(item) => {
                 let size = item_size_upper_bound(&item);
@@ -156,15 +151,7 @@ async fn retry_table(
                         report.written += 1;
                         continue;
                     }
-                    None => vec![RejectProblem {
-                        column: "*".into(),
-                        reason: JobError::Oversize {
-                            table: table.to_string(),
-                            key: r.key_display(),
-                            size,
-                        }
-                        .to_string(),
-                    }],
+                    None => oversize_reject(table, &r.key, size),
                 }
             }
         };
