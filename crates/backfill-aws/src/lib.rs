@@ -1,20 +1,33 @@
 //! AWS SDK clients, built once from the config and passed down, and the one
-//! place that decides whether a failed AWS call may be retried.
+//! place that decides whether a failed AWS call may be retried, and retries it.
+//!
+//! Every client (DynamoDB, SQS, S3) is built here with the SDK's own retries
+//! switched off (`RetryConfig::disabled()`), as vector builds its clients:
+//! retrying is done in one layer of ours ([`retry`], and the batch writer's
+//! loop that knows partial results), so every throttle reaches the write
+//! limiter and the metrics on the attempt that got it, not after the SDK has
+//! quietly spent its own three attempts under each of ours.
 
 use std::time::Duration;
 
+use aws_config::retry::RetryConfig;
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_types::region::Region;
+use aws_types::SdkConfig;
 use backfill_config::AwsConfig;
+
+mod retry;
+pub use retry::{retry, retry_observed, RetryPolicy};
 
 /// The clients every role uses.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 /// Credentials used only when talking to a local emulator.
@@ -36,33 +49,94 @@ impl AwsClients {
         Self::build(cfg, Some(creds)).await
     }
 
+    /// Clients of one local emulator (every service at `endpoint`), with
+    /// test credentials, built exactly as production builds its clients:
+    /// tests and benchmarks run the client the fleet runs.
+    pub async fn for_emulator(endpoint: &str) -> Self {
+        let cfg = AwsConfig {
+            region: "us-east-1".to_string(),
+            endpoint_url: Some(endpoint.to_string()),
+            dynamodb_endpoint_url: None,
+            sqs_endpoint_url: None,
+            s3_endpoint_url: None,
+            attempt_timeout_secs: 60,
+        };
+        let creds = StaticCredentials {
+            access_key_id: "test".to_string(),
+            secret_access_key: "test".to_string(),
+        };
+        Self::build(&cfg, Some(creds)).await
+    }
+
     async fn build(cfg: &AwsConfig, creds: Option<StaticCredentials>) -> Self {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(cfg.region.clone()))
-            .timeout_config(timeouts(cfg));
-        if let Some(c) = creds {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id,
-                c.secret_access_key,
-                None,
-                None,
-                "static",
-            ));
-        }
-        let shared = loader.load().await;
-        let mut ddb = aws_sdk_dynamodb::config::Builder::from(&shared);
-        if let Some(url) = cfg.dynamodb_endpoint() {
-            ddb = ddb.endpoint_url(url);
-        }
-        let mut sqs = aws_sdk_sqs::config::Builder::from(&shared);
-        if let Some(url) = cfg.sqs_endpoint() {
-            sqs = sqs.endpoint_url(url);
-        }
+        let shared = shared_config(cfg, creds).await;
         AwsClients {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(ddb.build()),
-            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            dynamodb: dynamodb_client(&shared, cfg.dynamodb_endpoint()),
+            sqs: sqs_client(&shared, cfg.sqs_endpoint()),
+            s3: s3_client_from(&shared, cfg.s3_endpoint()),
         }
     }
+}
+
+/// The configuration every client starts from: region, credentials, the
+/// attempt timeout, and no SDK retries (ours retry; see the module doc).
+pub async fn shared_config(cfg: &AwsConfig, creds: Option<StaticCredentials>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(cfg.region.clone()))
+        .timeout_config(timeouts(cfg))
+        .retry_config(RetryConfig::disabled());
+    if let Some(c) = creds {
+        loader = loader.credentials_provider(Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            None,
+            None,
+            "static",
+        ));
+    }
+    loader.load().await
+}
+
+/// A DynamoDB client from `shared`, pointed at `endpoint` when one is given.
+pub fn dynamodb_client(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_dynamodb::Client {
+    let mut b = aws_sdk_dynamodb::config::Builder::from(shared);
+    if let Some(url) = endpoint {
+        b = b.endpoint_url(url);
+    }
+    aws_sdk_dynamodb::Client::from_conf(b.build())
+}
+
+/// An SQS client from `shared`, pointed at `endpoint` when one is given.
+pub fn sqs_client(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_sqs::Client {
+    let mut b = aws_sdk_sqs::config::Builder::from(shared);
+    if let Some(url) = endpoint {
+        b = b.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(b.build())
+}
+
+/// An S3 client from `shared`. With an `endpoint` (an emulator) addressing
+/// is path-style, since an emulator on `127.0.0.1` has no per-bucket host
+/// names.
+pub fn s3_client_from(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::config::Builder::from(shared);
+    if let Some(url) = endpoint {
+        b = b.endpoint_url(url).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+/// An S3 client for `cfg.region`, built like every other client (no SDK
+/// retries, the attempt timeout). `endpoint`, or else `cfg.s3_endpoint()`,
+/// points it at an emulator; `creds` replaces the default credential chain,
+/// for emulators only.
+pub async fn s3_client(
+    cfg: &AwsConfig,
+    endpoint: Option<&str>,
+    creds: Option<StaticCredentials>,
+) -> aws_sdk_s3::Client {
+    let shared = shared_config(cfg, creds).await;
+    s3_client_from(&shared, endpoint.or(cfg.s3_endpoint()))
 }
 
 /// The SDK's timeouts from the config: each attempt of a call is bounded

@@ -40,18 +40,17 @@ pub async fn resolve_budget(
     match (t.write_budget_wcu, t.write_budget_fraction) {
         (Some(w), _) => Ok(Some(w)),
         (None, Some(f)) => {
-            let d = client
-                .describe_table()
-                .table_name(&t.target)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "table {}: DescribeTable: {}",
-                        t.target,
-                        backfill_aws::describe(&e)
-                    )
-                })?;
+            let d = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                client.describe_table().table_name(&t.target).send()
+            })
+            .await
+            .map_err(|e| {
+                format!(
+                    "table {}: DescribeTable: {}",
+                    t.target,
+                    backfill_aws::describe(&e)
+                )
+            })?;
             let provisioned = d
                 .table()
                 .and_then(|x| x.provisioned_throughput())

@@ -517,7 +517,7 @@ fn work_summary(s: &backfill_worker::WorkSummary, secs: f64) -> String {
 /// The S3 offloader of the `[offload]` section, if there is one.
 async fn offloader(cfg: &BackfillConfig) -> Option<backfill_offload::S3Offloader> {
     let o = cfg.offload.as_ref()?;
-    let client = backfill_offload::s3_client(&cfg.aws, cfg.aws.s3_endpoint(), None).await;
+    let client = backfill_aws::s3_client(&cfg.aws, None, None).await;
     Some(backfill_offload::S3Offloader::new(
         client, &o.bucket, &o.prefix,
     ))
@@ -703,12 +703,11 @@ async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitCode> {
     }
     if fresh {
         for u in [&url, &dlq_url] {
-            aws.sqs
-                .purge_queue()
-                .queue_url(u)
-                .send()
-                .await
-                .with_context(|| format!("purging {u}"))?;
+            backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                aws.sqs.purge_queue().queue_url(u).send()
+            })
+            .await
+            .with_context(|| format!("purging {u}"))?;
         }
         println!("purged both queues");
     }

@@ -281,17 +281,25 @@ impl ControlTable {
         &self.table
     }
 
-    /// Every item a query finds, page after page (the SDK's paginator).
+    /// Every item a query finds, page after page (the SDK's paginator). A
+    /// page that fails retryably reads the whole listing again: these are
+    /// one run's records, and a listing half read is no answer.
     pub(crate) async fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
     ) -> Result<Vec<Item>, ControlError> {
-        let mut pages = query.into_paginator().items().send();
-        let mut out = Vec::new();
-        while let Some(item) = pages.next().await {
-            out.push(item.map_err(|e| self.err("Query", &e))?);
-        }
-        Ok(out)
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            let mut pages = query.clone().into_paginator().items().send();
+            async move {
+                let mut out = Vec::new();
+                while let Some(item) = pages.next().await {
+                    out.push(item?);
+                }
+                Ok(out)
+            }
+        })
+        .await
+        .map_err(|e| self.err("Query", &e))
     }
 
     fn err<E, R>(
@@ -313,16 +321,17 @@ impl ControlTable {
 
     /// The run's record, if the run was planned before.
     pub async fn get_run(&self, run_id: &str) -> Result<Option<RunRecord>, ControlError> {
-        let resp = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(run_id)))
-            .key("sk", s(RUN_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.err("GetItem", &e))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(RUN_SK))
+                .consistent_read(true)
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("GetItem", &e))?;
         resp.item
             .map(|item| self.run_record(run_id, &item))
             .transpose()
@@ -362,18 +371,26 @@ impl ControlTable {
     /// Every run in the table, newest first.
     pub async fn runs(&self) -> Result<Vec<RunRecord>, ControlError> {
         let mut out = Vec::new();
-        let mut pages = self
+        let scan = self
             .client
             .scan()
             .table_name(&self.table)
             .filter_expression("sk = :run")
             .expression_attribute_values(":run", s(RUN_SK))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|e| self.err("Scan", &e))?;
+            .consistent_read(true);
+        let items = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            let mut pages = scan.clone().into_paginator().items().send();
+            async move {
+                let mut items = Vec::new();
+                while let Some(item) = pages.next().await {
+                    items.push(item?);
+                }
+                Ok(items)
+            }
+        })
+        .await
+        .map_err(|e| self.err("Scan", &e))?;
+        for item in items {
             let pk = get_s(&item, "pk").unwrap_or_default();
             if let Some(run_id) = pk.strip_prefix("RUN#") {
                 out.push(self.run_record(run_id, &item)?);
@@ -440,7 +457,7 @@ impl ControlTable {
         if let Some(c) = &plan.config {
             put = put.item("config", s(c.clone()));
         }
-        match put.send().await {
+        match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || put.clone().send()).await {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Err(ControlError::RunBeingProduced {
                 run_id: run_id.to_string(),
@@ -451,14 +468,16 @@ impl ControlTable {
 
     async fn delete_jobs(&self, run_id: &str) -> Result<(), ControlError> {
         for rec in self.jobs(run_id).await? {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(run_id)))
-                .key("sk", s(job_sk(&rec.job.job_id)))
-                .send()
-                .await
-                .map_err(|e| self.err("DeleteItem", &e))?;
+            backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(run_pk(run_id)))
+                    .key("sk", s(job_sk(&rec.job.job_id)))
+                    .send()
+            })
+            .await
+            .map_err(|e| self.err("DeleteItem", &e))?;
         }
         Ok(())
     }
@@ -518,16 +537,17 @@ impl ControlTable {
 
     /// One job of a run, if the control table has it.
     pub async fn job(&self, run_id: &str, job_id: &str) -> Result<Option<JobRecord>, ControlError> {
-        let resp = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(run_id)))
-            .key("sk", s(job_sk(job_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.err("GetItem", &e))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(job_sk(job_id)))
+                .consistent_read(true)
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("GetItem", &e))?;
         match resp.item {
             None => Ok(None),
             Some(item) => Ok(Some(self.job_record(run_id, &item)?.1)),
@@ -537,20 +557,21 @@ impl ControlTable {
     /// Marks planned jobs as sent to the queue.
     pub async fn mark_queued(&self, run_id: &str, job_ids: &[&str]) -> Result<(), ControlError> {
         for id in job_ids {
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(run_id)))
-                .key("sk", s(job_sk(id)))
-                .update_expression("SET #s = :queued, updated_at = :now")
-                .condition_expression("#s = :planned")
-                .expression_attribute_names("#s", "state")
-                .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
-                .expression_attribute_values(":planned", s(JobState::Planned.as_str()))
-                .expression_attribute_values(":now", s(now()))
-                .send()
-                .await;
+            let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(run_pk(run_id)))
+                    .key("sk", s(job_sk(id)))
+                    .update_expression("SET #s = :queued, updated_at = :now")
+                    .condition_expression("#s = :planned")
+                    .expression_attribute_names("#s", "state")
+                    .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
+                    .expression_attribute_values(":planned", s(JobState::Planned.as_str()))
+                    .expression_attribute_values(":now", s(now()))
+                    .send()
+            })
+            .await;
             match r {
                 Ok(_) => {}
                 // Already past `planned` (a worker took it): nothing to do.
@@ -566,25 +587,28 @@ impl ControlTable {
     /// enqueueing stays `finished`, and a cancelled one stays cancelled.
     /// Returns whether the state was set.
     pub async fn set_run_state(&self, run_id: &str, state: &str) -> Result<bool, ControlError> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(run_id)))
-            .key("sk", s(RUN_SK))
-            // The first state after `planned` is the producer starting to
-            // enqueue: the run's start.
-            .update_expression(
-                "SET #s = :s, updated_at = :now, started_at = if_not_exists(started_at, :now)",
-            )
-            .condition_expression("attribute_exists(pk) AND #s <> :finished AND #s <> :cancelled")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":s", s(state))
-            .expression_attribute_values(":finished", s(RUN_FINISHED))
-            .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
-            .expression_attribute_values(":now", s(now()))
-            .send()
-            .await;
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(run_id)))
+                .key("sk", s(RUN_SK))
+                // The first state after `planned` is the producer starting to
+                // enqueue: the run's start.
+                .update_expression(
+                    "SET #s = :s, updated_at = :now, started_at = if_not_exists(started_at, :now)",
+                )
+                .condition_expression(
+                    "attribute_exists(pk) AND #s <> :finished AND #s <> :cancelled",
+                )
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":s", s(state))
+                .expression_attribute_values(":finished", s(RUN_FINISHED))
+                .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(true),
             Err(e) if is_condition_failed(&e) => match self.get_run(run_id).await? {
@@ -604,7 +628,7 @@ impl ControlTable {
     /// its next checkpoint if it holds it (the checkpoint fails). Returns
     /// how many jobs were cancelled now. Cancelling twice is harmless.
     pub async fn cancel_run(&self, run_id: &str, by: &str, why: &str) -> Result<u64, ControlError> {
-        let r = self
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || self
             .client
             .update_item()
             .table_name(&self.table)
@@ -620,7 +644,7 @@ impl ControlTable {
             .expression_attribute_values(":by", s(by))
             .expression_attribute_values(":why", s(why))
             .expression_attribute_values(":now", s(now()))
-            .send()
+            .send())
             .await;
         match r {
             Ok(_) => {}
@@ -637,20 +661,21 @@ impl ControlTable {
             if matches!(rec.state, JobState::Done | JobState::Cancelled) {
                 continue;
             }
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(run_id)))
-                .key("sk", s(job_sk(&rec.job.job_id)))
-                .update_expression("SET #s = :cancelled, updated_at = :now")
-                .condition_expression("#s <> :done")
-                .expression_attribute_names("#s", "state")
-                .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
-                .expression_attribute_values(":done", s(JobState::Done.as_str()))
-                .expression_attribute_values(":now", s(now()))
-                .send()
-                .await;
+            let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(run_pk(run_id)))
+                    .key("sk", s(job_sk(&rec.job.job_id)))
+                    .update_expression("SET #s = :cancelled, updated_at = :now")
+                    .condition_expression("#s <> :done")
+                    .expression_attribute_names("#s", "state")
+                    .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
+                    .expression_attribute_values(":done", s(JobState::Done.as_str()))
+                    .expression_attribute_values(":now", s(now()))
+                    .send()
+            })
+            .await;
             match r {
                 Ok(_) => cancelled += 1,
                 // Finished in the meantime: it stays done.
@@ -665,7 +690,7 @@ impl ControlTable {
     /// Only a job the control table holds (a planned one) can be claimed: a
     /// claim never creates a record, so a made-up message cannot make one.
     pub async fn claim(&self, job: &JobMessage, worker: &str) -> Result<Claim, ControlError> {
-        let r = self
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || self
             .client
             .update_item()
             .table_name(&self.table)
@@ -684,7 +709,7 @@ impl ControlTable {
             .expression_attribute_values(":zero", AttributeValue::N("0".into()))
             .expression_attribute_values(":one", AttributeValue::N("1".into()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
+            .send())
             .await;
         match r {
             Ok(out) => {
@@ -746,26 +771,27 @@ impl ControlTable {
             sk: job_sk(&job.job_id),
             reason: e.to_string(),
         })?;
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&job.run_id)))
-            .key("sk", s(job_sk(&job.job_id)))
-            .update_expression(
-                "SET ck_key = :k, ck_rows = :r, ck_count = :c, ck_sum = :h, updated_at = :now",
-            )
-            .condition_expression("worker = :w AND #s = :running")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":k", s(key))
-            .expression_attribute_values(":r", AttributeValue::N(ck.rows.to_string()))
-            .expression_attribute_values(":c", AttributeValue::N(ck.digest_count.to_string()))
-            .expression_attribute_values(":h", s(format!("{:032x}", ck.digest_sum)))
-            .expression_attribute_values(":w", s(worker))
-            .expression_attribute_values(":running", s(JobState::Running.as_str()))
-            .expression_attribute_values(":now", s(now()))
-            .send()
-            .await;
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&job.run_id)))
+                .key("sk", s(job_sk(&job.job_id)))
+                .update_expression(
+                    "SET ck_key = :k, ck_rows = :r, ck_count = :c, ck_sum = :h, updated_at = :now",
+                )
+                .condition_expression("worker = :w AND #s = :running")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":k", s(key.clone()))
+                .expression_attribute_values(":r", AttributeValue::N(ck.rows.to_string()))
+                .expression_attribute_values(":c", AttributeValue::N(ck.digest_count.to_string()))
+                .expression_attribute_values(":h", s(format!("{:032x}", ck.digest_sum)))
+                .expression_attribute_values(":w", s(worker))
+                .expression_attribute_values(":running", s(JobState::Running.as_str()))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => match self.job_state(job).await? {
@@ -792,7 +818,7 @@ impl ControlTable {
         digest: &str,
         rejects: u64,
     ) -> Result<(), ControlError> {
-        let r = self
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || self
             .client
             .update_item()
             .table_name(&self.table)
@@ -809,7 +835,7 @@ impl ControlTable {
             .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
             .expression_attribute_values(":now", s(now()))
             .condition_expression("attribute_exists(#s) AND #s <> :done")
-            .send()
+            .send())
             .await;
         match r {
             Ok(_) => {}
@@ -820,20 +846,21 @@ impl ControlTable {
     }
 
     async fn count_finished(&self, job: &JobMessage, rows: u64) -> Result<(), ControlError> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&job.run_id)))
-            .key("sk", s(RUN_SK))
-            .update_expression("ADD jobs_done :one, rows_copied :rows SET updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
-            .expression_attribute_values(":now", s(now()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
-            .await;
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&job.run_id)))
+                .key("sk", s(RUN_SK))
+                .update_expression("ADD jobs_done :one, rows_copied :rows SET updated_at = :now")
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":rows", AttributeValue::N(rows.to_string()))
+                .expression_attribute_values(":now", s(now()))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                .send()
+        })
+        .await;
         let run = match r {
             Ok(out) => out.attributes.unwrap_or_default(),
             // A job enqueued by hand, with no run record: nothing to count.
@@ -843,20 +870,21 @@ impl ControlTable {
         if get_n(&run, "jobs_done") < get_n(&run, "jobs_planned") {
             return Ok(());
         }
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&job.run_id)))
-            .key("sk", s(RUN_SK))
-            .update_expression("SET #s = :finished, finished_at = :now, updated_at = :now")
-            .condition_expression("#s <> :finished AND #s <> :cancelled")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":finished", s(RUN_FINISHED))
-            .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
-            .expression_attribute_values(":now", s(now()))
-            .send()
-            .await;
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&job.run_id)))
+                .key("sk", s(RUN_SK))
+                .update_expression("SET #s = :finished, finished_at = :now, updated_at = :now")
+                .condition_expression("#s <> :finished AND #s <> :cancelled")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":finished", s(RUN_FINISHED))
+                .expression_attribute_values(":cancelled", s(RUN_CANCELLED))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+        })
+        .await;
         match r {
             Ok(_) => {
                 tracing::info!(run = %job.run_id, "every job of the run is done: run finished");
@@ -880,23 +908,24 @@ impl ControlTable {
         } else {
             JobState::Queued
         };
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&job.run_id)))
-            .key("sk", s(job_sk(&job.job_id)))
-            .update_expression(
-                "SET #s = :state, last_error = :e, last_error_at = :now, updated_at = :now",
-            )
-            .condition_expression("attribute_exists(#s) AND #s <> :done")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_values(":state", s(state.as_str()))
-            .expression_attribute_values(":done", s(JobState::Done.as_str()))
-            .expression_attribute_values(":e", s(error.chars().take(4000).collect::<String>()))
-            .expression_attribute_values(":now", s(now()))
-            .send()
-            .await;
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&job.run_id)))
+                .key("sk", s(job_sk(&job.job_id)))
+                .update_expression(
+                    "SET #s = :state, last_error = :e, last_error_at = :now, updated_at = :now",
+                )
+                .condition_expression("attribute_exists(#s) AND #s <> :done")
+                .expression_attribute_names("#s", "state")
+                .expression_attribute_values(":state", s(state.as_str()))
+                .expression_attribute_values(":done", s(JobState::Done.as_str()))
+                .expression_attribute_values(":e", s(error.chars().take(4000).collect::<String>()))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failed(&e) => Ok(()),
@@ -959,21 +988,23 @@ impl ControlTable {
             .iter()
             .map(|(t, r)| (t.clone(), AttributeValue::N(format!("{r:.3}"))))
             .collect();
-        self.client
-            .put_item()
-            .item("wcu", AttributeValue::M(wcu))
-            .table_name(&self.table)
-            .item("pk", s(FLEET_PK))
-            .item("sk", s(format!("WORKER#{worker}")))
-            .item("heartbeat_ms", AttributeValue::N(now.to_string()))
-            .item("busy", AttributeValue::Bool(busy))
-            .item(
-                "expires_at",
-                AttributeValue::N((now / 1000 + expiry_secs * 10).to_string()),
-            )
-            .send()
-            .await
-            .map_err(|e| self.err("PutItem", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .put_item()
+                .item("wcu", AttributeValue::M(wcu.clone()))
+                .table_name(&self.table)
+                .item("pk", s(FLEET_PK))
+                .item("sk", s(format!("WORKER#{worker}")))
+                .item("heartbeat_ms", AttributeValue::N(now.to_string()))
+                .item("busy", AttributeValue::Bool(busy))
+                .item(
+                    "expires_at",
+                    AttributeValue::N((now / 1000 + expiry_secs * 10).to_string()),
+                )
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("PutItem", &e))?;
         Ok(())
     }
 
@@ -1026,14 +1057,16 @@ impl ControlTable {
     /// Removes a stopping worker at once, so its share goes to the others
     /// at their next heartbeat instead of after the expiry.
     pub async fn deregister(&self, worker: &str) -> Result<(), ControlError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(FLEET_PK))
-            .key("sk", s(format!("WORKER#{worker}")))
-            .send()
-            .await
-            .map_err(|e| self.err("DeleteItem", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(FLEET_PK))
+                .key("sk", s(format!("WORKER#{worker}")))
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("DeleteItem", &e))?;
         Ok(())
     }
 }

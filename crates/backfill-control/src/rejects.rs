@@ -144,25 +144,32 @@ impl ControlTable {
         let query = self
             .reject_query(run_id, format!("{REJECT_PREFIX}{job_id}#"))
             .select(aws_sdk_dynamodb::types::Select::Count);
-        let mut pages = query.into_paginator().send();
-        let mut n = 0u64;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("Query", &e))?;
-            n += page.count.max(0) as u64;
-        }
-        Ok(n)
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            let mut pages = query.clone().into_paginator().send();
+            async move {
+                let mut n = 0u64;
+                while let Some(page) = pages.next().await {
+                    n += page?.count.max(0) as u64;
+                }
+                Ok(n)
+            }
+        })
+        .await
+        .map_err(|e| self.err("Query", &e))
     }
 
     /// Replaces a reject's problems (a retry that still fails, for a new reason).
     pub async fn update_reject(&self, r: &RejectRecord) -> Result<(), ControlError> {
         let item = self.reject_item(r)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| self.err("PutItem", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("PutItem", &e))?;
         Ok(())
     }
 
@@ -170,32 +177,34 @@ impl ControlTable {
     /// deleted and its job counts one reject fewer. Deleting a record that
     /// is already gone changes no count, so two retries cannot both count.
     pub async fn resolve_reject(&self, r: &RejectRecord) -> Result<(), ControlError> {
-        let deleted = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&r.run_id)))
-            .key("sk", s(r.sk()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| self.err("DeleteItem", &e))?;
+        let deleted = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&r.run_id)))
+                .key("sk", s(r.sk()))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+                .send()
+        })
+        .await
+        .map_err(|e| self.err("DeleteItem", &e))?;
         if deleted.attributes.is_none() {
             return Ok(());
         }
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&r.run_id)))
-            .key("sk", s(job_sk(&r.job_id)))
-            .update_expression("ADD rejects :minus SET updated_at = :now")
-            .condition_expression("attribute_exists(pk) AND rejects > :zero")
-            .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .expression_attribute_values(":now", s(now()))
-            .send()
-            .await;
+        let res = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(run_pk(&r.run_id)))
+                .key("sk", s(job_sk(&r.job_id)))
+                .update_expression("ADD rejects :minus SET updated_at = :now")
+                .condition_expression("attribute_exists(pk) AND rejects > :zero")
+                .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":now", s(now()))
+                .send()
+        })
+        .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if super::is_condition_failed(&e) => Ok(()),

@@ -95,7 +95,7 @@ impl ControlTable {
         by: &str,
         why: &str,
     ) -> Result<ReplayReset, ControlError> {
-        let r = self
+        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || self
             .client
             .update_item()
             .table_name(&self.table)
@@ -120,7 +120,7 @@ impl ControlTable {
             .expression_attribute_values(":body", s(job.to_body()))
             .expression_attribute_values(":table", s(job.table.clone()))
             .return_values(ReturnValue::AllOld)
-            .send()
+            .send())
             .await;
         match r {
             Ok(out) => {
@@ -179,14 +179,15 @@ impl ControlTable {
                     item.insert(k.to_string(), s(v.chars().take(4000).collect::<String>()));
                 }
             }
-            let r = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(sk)")
-                .send()
-                .await;
+            let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression("attribute_not_exists(sk)")
+                    .send()
+            })
+            .await;
             match r {
                 Ok(_) => return Ok(AuditRecord { at, ..rec.clone() }),
                 Err(e)

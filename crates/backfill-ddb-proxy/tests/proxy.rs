@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
@@ -22,20 +20,16 @@ use serde_json::{json, Value};
 
 type Item = HashMap<String, AttributeValue>;
 
-fn client(endpoint: &str) -> Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(endpoint)
-        // The SDK would otherwise retry throttled calls itself.
-        .retry_config(RetryConfig::disabled())
-        .build();
-    Client::from_conf(conf)
+/// A client of `endpoint` built as production builds it: the SDK retries
+/// nothing, so each throttle the proxy answers reaches the test.
+async fn client(endpoint: &str) -> Client {
+    backfill_aws::AwsClients::for_emulator(endpoint)
+        .await
+        .dynamodb
 }
 
-fn upstream() -> Client {
-    client(&default_upstream())
+async fn upstream() -> Client {
+    client(&default_upstream()).await
 }
 
 async fn proxy(wcu: f64, burst_secs: f64, mode: Mode) -> ProxyHandle {
@@ -53,7 +47,7 @@ async fn proxy(wcu: f64, burst_secs: f64, mode: Mode) -> ProxyHandle {
 /// A fresh table `id` (S) at dynalite itself, active.
 async fn table(prefix: &str) -> String {
     let name = format!("ddbproxy-{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let ddb = upstream();
+    let ddb = upstream().await;
     ddb.create_table()
         .table_name(&name)
         .attribute_definitions(
@@ -85,11 +79,16 @@ async fn table(prefix: &str) -> String {
 }
 
 async fn drop_table(name: &str) {
-    let _ = upstream().delete_table().table_name(name).send().await;
+    let _ = upstream()
+        .await
+        .delete_table()
+        .table_name(name)
+        .send()
+        .await;
 }
 
 async fn count(name: &str) -> u64 {
-    let ddb = upstream();
+    let ddb = upstream().await;
     let mut total = 0u64;
     let mut start = None;
     loop {
@@ -200,7 +199,7 @@ fn put_request(item: Item) -> WriteRequest {
 async fn proxy_wcu_equals_what_dynalite_reports() {
     let name = table("wcu").await;
     let p = proxy(1_000_000.0, 300.0, Mode::Forward).await;
-    let ddb = client(&p.url);
+    let ddb = client(&p.url).await;
     let mut reported = 0.0;
 
     // A 0.5 KB put costs 1, a 5.5 KB put 6; items at the kilobyte
@@ -272,7 +271,7 @@ async fn batch_over_budget_returns_the_rest_as_unprocessed_items() {
     // 10 WCU/s and 1 s of burst: the bucket holds 10. Items of 9 KB cost 9,
     // so one fits and the next needs most of a second of refill.
     let p = proxy(10.0, 1.0, Mode::Forward).await;
-    let ddb = client(&p.url);
+    let ddb = client(&p.url).await;
     let items: Vec<Value> = (0..3)
         .map(|i| sized_item(&format!("cut-{i}"), 9 * 1024, false))
         .collect();
@@ -369,7 +368,7 @@ async fn hammering_is_held_to_the_budget() {
     let stats = Arc::new(Stats::default());
     let mut tasks = Vec::new();
     for w in 0..6 {
-        let ddb = client(&p.url);
+        let ddb = client(&p.url).await;
         let name = name.clone();
         let stats = stats.clone();
         tasks.push(tokio::spawn(async move {
@@ -471,7 +470,7 @@ struct Stats {
 async fn blackhole_answers_writes_without_forwarding() {
     let name = table("blackhole").await;
     let p = proxy(1_000_000.0, 300.0, Mode::Blackhole).await;
-    let ddb = client(&p.url);
+    let ddb = client(&p.url).await;
 
     let out = ddb
         .put_item()
@@ -574,7 +573,7 @@ async fn throttling_and_bad_input_have_dynamodbs_error_shapes() {
     assert_eq!((status, body.as_str()), (400, THROTTLED_BODY));
 
     // The SDK sees the typed error.
-    let ddb = client(&p.url);
+    let ddb = client(&p.url).await;
     let err = ddb
         .update_item()
         .table_name(&name)
@@ -804,7 +803,7 @@ async fn injected_faults_hit_their_share_and_half_of_each_batch() {
     })
     .await
     .unwrap();
-    let ddb = client(&p.url);
+    let ddb = client(&p.url).await;
     let writes: Vec<WriteRequest> = (0..5)
         .map(|i| put_request(to_item(&sized_item(&format!("half-{i}"), 100, false))))
         .collect();

@@ -147,23 +147,9 @@ impl WriteOutcome {
     }
 }
 
-/// How persistently a write is retried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 15,
-            base_delay: Duration::from_millis(25),
-            max_delay: Duration::from_secs(5),
-        }
-    }
-}
+/// How persistently a write is retried: the one policy type of the retry
+/// layer (`backfill_aws`), whose default is the data path's.
+pub use backfill_aws::RetryPolicy;
 
 /// Writes items to DynamoDB tables.
 #[derive(Debug, Clone)]
@@ -335,61 +321,61 @@ impl DynamoSink {
             items: 1,
             ..Default::default()
         };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            self.admit(estimated).await;
-            let mut req = self
-                .client
-                .put_item()
-                .table_name(table)
-                .set_item(Some(item.clone()))
-                .return_consumed_capacity(ReturnConsumedCapacity::Total)
-                .expression_attribute_names("#k", key_attribute);
-            req = match &version {
-                Some(v) => req
-                    .condition_expression("attribute_not_exists(#k) OR #v < :v")
-                    .expression_attribute_names("#v", version_attribute)
-                    .expression_attribute_values(":v", v.clone()),
-                None => req.condition_expression("attribute_not_exists(#k)"),
-            };
-            match req.send().await {
-                Ok(resp) => {
-                    let consumed = resp
-                        .consumed_capacity()
-                        .and_then(|c| c.capacity_units())
-                        .unwrap_or(0.0);
-                    outcome.consumed_wcu += consumed;
-                    self.settle(estimated, consumed, false).await;
-                    return Ok(outcome);
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
-                    // A failed condition still consumes capacity (at least 1 WCU).
-                    self.settle(estimated, 1.0, false).await;
-                    outcome.skipped_newer = 1;
-                    return Ok(outcome);
-                }
-                Err(e) => {
-                    let retryable = is_retryable(&e);
-                    if is_throttling(&e) {
-                        outcome.throttled += 1;
-                        self.settle(0, 0.0, true).await;
-                    }
-                    if !retryable || attempt >= self.retry.max_attempts {
-                        return Err(service_error(table, "PutItem", &e));
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(table)
+            .set_item(Some(item))
+            .return_consumed_capacity(ReturnConsumedCapacity::Total)
+            .expression_attribute_names("#k", key_attribute);
+        req = match version {
+            Some(v) => req
+                .condition_expression("attribute_not_exists(#k) OR #v < :v")
+                .expression_attribute_names("#v", version_attribute)
+                .expression_attribute_values(":v", v),
+            None => req.condition_expression("attribute_not_exists(#k)"),
+        };
+        let limiter = self.limiter.as_deref();
+        let result = backfill_aws::retry_observed(
+            self.retry,
+            || async {
+                self.admit(estimated).await;
+                req.clone().send().await
+            },
+            // Heard on the attempt that got it, so the limiter slows at once.
+            |e, again| {
+                if is_throttling(e) {
+                    outcome.throttled += 1;
+                    if let Some(l) = limiter {
+                        l.on_throttle();
                     }
                 }
+                if again {
+                    outcome.retries += 1;
+                }
+            },
+        )
+        .await;
+        match result {
+            Ok(resp) => {
+                let consumed = resp
+                    .consumed_capacity()
+                    .and_then(|c| c.capacity_units())
+                    .unwrap_or(0.0);
+                outcome.consumed_wcu += consumed;
+                self.settle(estimated, consumed, false).await;
+                Ok(outcome)
             }
-            outcome.retries += 1;
-            tokio::time::sleep(backoff_delay(
-                attempt - 1,
-                self.retry.base_delay,
-                self.retry.max_delay,
-            ))
-            .await;
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                // A failed condition still consumes capacity (at least 1 WCU).
+                self.settle(estimated, 1.0, false).await;
+                outcome.skipped_newer = 1;
+                Ok(outcome)
+            }
+            Err(e) => Err(service_error(table, "PutItem", &e)),
         }
     }
 
@@ -565,40 +551,36 @@ impl DynamoSink {
                     message: e.to_string(),
                     retryable: false,
                 })?;
-            let mut attempt = 0u32;
+            // Each request is retried by the retry layer; this loop only
+            // resends the keys DynamoDB left unprocessed, a capped number of
+            // rounds.
+            let mut round = 0u32;
             loop {
-                attempt += 1;
-                match self
-                    .client
-                    .batch_get_item()
-                    .request_items(table, pending.clone())
-                    .send()
-                    .await
-                {
-                    Ok(resp) => {
-                        if let Some(mut r) = resp.responses {
-                            found.extend(r.remove(table).unwrap_or_default());
-                        }
-                        match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
-                            Some(left) if !left.keys().is_empty() => pending = left,
-                            _ => break,
-                        }
-                    }
-                    Err(e) => {
-                        if !is_retryable(&e) || attempt >= self.retry.max_attempts {
-                            return Err(service_error(table, "BatchGetItem", &e));
-                        }
-                    }
+                round += 1;
+                let resp = backfill_aws::retry(self.retry, || {
+                    self.client
+                        .batch_get_item()
+                        .request_items(table, pending.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| service_error(table, "BatchGetItem", &e))?;
+                if let Some(mut r) = resp.responses {
+                    found.extend(r.remove(table).unwrap_or_default());
                 }
-                if attempt >= self.retry.max_attempts {
+                match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                    Some(left) if !left.keys().is_empty() => pending = left,
+                    _ => break,
+                }
+                if round >= self.retry.max_attempts {
                     return Err(SinkError::Unprocessed {
                         table: table.to_string(),
                         remaining: pending.keys().len(),
-                        attempts: attempt,
+                        attempts: round,
                     });
                 }
                 tokio::time::sleep(backoff_delay(
-                    attempt - 1,
+                    round - 1,
                     self.retry.base_delay,
                     self.retry.max_delay,
                 ))
@@ -629,8 +611,7 @@ impl DynamoSink {
                 req = req.expression_attribute_names(n, *a);
             }
         }
-        let resp = req
-            .send()
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || req.clone().send())
             .await
             .map_err(|e| service_error(table, "Scan", &e))?;
         let next = resp.last_evaluated_key.filter(|k| !k.is_empty());
@@ -643,15 +624,16 @@ impl DynamoSink {
         let mut count = 0u64;
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
-            let resp = self
-                .client
-                .scan()
-                .table_name(table)
-                .select(Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| service_error(table, "Scan", &e))?;
+            let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .scan()
+                    .table_name(table)
+                    .select(Select::Count)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+            })
+            .await
+            .map_err(|e| service_error(table, "Scan", &e))?;
             count += resp.count().max(0) as u64;
             match resp.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -663,7 +645,11 @@ impl DynamoSink {
     /// Deletes a table and waits until it is gone; `false` when there was none.
     /// For local demos only.
     pub async fn delete_table(&self, table: &str) -> Result<bool, SinkError> {
-        match self.client.delete_table().table_name(table).send().await {
+        match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client.delete_table().table_name(table).send()
+        })
+        .await
+        {
             Ok(_) => {}
             Err(e)
                 if e.as_service_error()
@@ -674,7 +660,11 @@ impl DynamoSink {
             Err(e) => return Err(service_error(table, "DeleteTable", &e)),
         }
         for _ in 0..300 {
-            match self.client.describe_table().table_name(table).send().await {
+            match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client.describe_table().table_name(table).send()
+            })
+            .await
+            {
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|s| s.is_resource_not_found_exception()) =>
@@ -702,7 +692,11 @@ impl DynamoSink {
         partition: (&str, ScalarAttributeType),
         sort: Option<(&str, ScalarAttributeType)>,
     ) -> Result<(), SinkError> {
-        let exists = match self.client.describe_table().table_name(table).send().await {
+        let exists = match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client.describe_table().table_name(table).send()
+        })
+        .await
+        {
             Ok(_) => true,
             Err(e)
                 if e.as_service_error()
@@ -737,7 +731,8 @@ impl DynamoSink {
                             .expect("name and type are set"),
                     );
             }
-            match req.send().await {
+            match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || req.clone().send()).await
+            {
                 Ok(_) => {}
                 Err(e)
                     if e.as_service_error()
@@ -746,13 +741,11 @@ impl DynamoSink {
             }
         }
         for _ in 0..300 {
-            let d = self
-                .client
-                .describe_table()
-                .table_name(table)
-                .send()
-                .await
-                .map_err(|e| service_error(table, "DescribeTable", &e))?;
+            let d = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client.describe_table().table_name(table).send()
+            })
+            .await
+            .map_err(|e| service_error(table, "DescribeTable", &e))?;
             if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
                 return Ok(());
             }

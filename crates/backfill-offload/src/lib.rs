@@ -17,13 +17,9 @@
 
 use std::collections::HashMap;
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_types::region::Region;
-use backfill_config::AwsConfig;
 use backfill_item::Item;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -91,38 +87,6 @@ impl OffloadError {
             OffloadError::Invalid { .. } | OffloadError::Corrupt { .. } => false,
         }
     }
-}
-
-/// Builds an S3 client for `cfg.region`.
-///
-/// `endpoint`, or else `cfg.endpoint_url` (the one endpoint for every
-/// service), points it at an emulator; path-style addressing is then used,
-/// since an emulator on `127.0.0.1` has no per-bucket host names. `creds`
-/// (access key id, secret) replaces the default credential chain, for
-/// emulators only.
-pub async fn s3_client(
-    cfg: &AwsConfig,
-    endpoint: Option<&str>,
-    creds: Option<(String, String)>,
-) -> aws_sdk_s3::Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(cfg.region.clone()))
-        .timeout_config(backfill_aws::timeouts(cfg));
-    if let Some((access_key_id, secret_access_key)) = creds {
-        loader = loader.credentials_provider(Credentials::new(
-            access_key_id,
-            secret_access_key,
-            None,
-            None,
-            "static",
-        ));
-    }
-    let shared = loader.load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared);
-    if let Some(url) = endpoint.or(cfg.endpoint_url.as_deref()) {
-        builder = builder.endpoint_url(url).force_path_style(true);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
 }
 
 /// Writes items too large for DynamoDB to one S3 bucket and resolves the
@@ -193,7 +157,7 @@ impl S3Offloader {
                 );
             }
         }
-        match req.send().await {
+        match backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || req.clone().send()).await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -246,25 +210,27 @@ impl S3Offloader {
         let body = canonical_json(item).map_err(invalid)?.into_bytes();
         let digest = Sha256::digest(&body);
         let size = body.len();
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&object)
-            .content_type("application/json")
-            // S3 checks the body against this before storing it, so a
-            // corrupted upload fails here instead of at some later read.
-            .checksum_sha256(BASE64.encode(digest))
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| OffloadError::Storage {
-                table: target_table.to_string(),
-                key: display_key(key),
-                operation: "PutObject",
-                object: format!("s3://{}/{object}", self.bucket),
-                message: backfill_aws::describe(&e),
-                retryable: backfill_aws::is_retryable(&e),
-            })?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object)
+                .content_type("application/json")
+                // S3 checks the body against this before storing it, so a
+                // corrupted upload fails here instead of at some later read.
+                .checksum_sha256(BASE64.encode(digest))
+                .body(ByteStream::from(body.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| OffloadError::Storage {
+            table: target_table.to_string(),
+            key: display_key(key),
+            operation: "PutObject",
+            object: format!("s3://{}/{object}", self.bucket),
+            message: backfill_aws::describe(&e),
+            retryable: backfill_aws::is_retryable(&e),
+        })?;
         let mut pointer = key.clone();
         pointer.insert(
             POINTER_ATTRIBUTE.to_string(),
@@ -306,14 +272,15 @@ impl S3Offloader {
             message,
             retryable,
         };
-        let resp = self
-            .client
-            .get_object()
-            .bucket(&location.bucket)
-            .key(&location.object)
-            .send()
-            .await
-            .map_err(|e| storage(backfill_aws::describe(&e), backfill_aws::is_retryable(&e)))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .get_object()
+                .bucket(&location.bucket)
+                .key(&location.object)
+                .send()
+        })
+        .await
+        .map_err(|e| storage(backfill_aws::describe(&e), backfill_aws::is_retryable(&e)))?;
         // A body cut off mid-stream is a transport failure like any other.
         let body = resp
             .body

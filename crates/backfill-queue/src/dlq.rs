@@ -52,19 +52,20 @@ impl JobQueue {
         wait_secs: i32,
         hold_secs: i32,
     ) -> Result<Vec<DlqMessage>, QueueError> {
-        let resp = self
-            .client
-            .receive_message()
-            .queue_url(&self.dlq_url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait_secs.clamp(0, 20))
-            .visibility_timeout(hold_secs)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| service_error(&self.dlq_url, "ReceiveMessage", &e))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .max_number_of_messages(max.clamp(1, 10))
+                .wait_time_seconds(wait_secs.clamp(0, 20))
+                .visibility_timeout(hold_secs)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .message_attribute_names("All")
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.dlq_url, "ReceiveMessage", &e))?;
         let received_at = Instant::now();
         Ok(resp
             .messages
@@ -130,14 +131,16 @@ impl JobQueue {
 
     /// Hides a DLQ message for `secs` more seconds from now (0 releases it).
     pub async fn hold_dead(&self, receipt_handle: &str, secs: i32) -> Result<(), QueueError> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.dlq_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map_err(|e| service_error(&self.dlq_url, "ChangeMessageVisibility", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .change_message_visibility()
+                .queue_url(&self.dlq_url)
+                .receipt_handle(receipt_handle)
+                .visibility_timeout(secs)
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.dlq_url, "ChangeMessageVisibility", &e))?;
         Ok(())
     }
 
@@ -169,14 +172,15 @@ impl JobQueue {
                         .ok()
                 })
                 .collect::<Vec<_>>();
-            let resp = self
-                .client
-                .change_message_visibility_batch()
-                .queue_url(&self.dlq_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(|e| service_error(&self.dlq_url, "ChangeMessageVisibilityBatch", &e))?;
+            let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+                self.client
+                    .change_message_visibility_batch()
+                    .queue_url(&self.dlq_url)
+                    .set_entries(Some(entries.clone()))
+                    .send()
+            })
+            .await
+            .map_err(|e| service_error(&self.dlq_url, "ChangeMessageVisibilityBatch", &e))?;
             refused += resp.failed().len();
         }
         Ok(refused)
@@ -184,27 +188,30 @@ impl JobQueue {
 
     /// Deletes a message from the DLQ for good.
     pub async fn delete_dead(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.dlq_url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map_err(|e| service_error(&self.dlq_url, "DeleteMessage", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .delete_message()
+                .queue_url(&self.dlq_url)
+                .receipt_handle(receipt_handle)
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.dlq_url, "DeleteMessage", &e))?;
         Ok(())
     }
 
     /// Sends one body to the job queue; returns the new message's id.
     pub async fn send_body(&self, body: &str) -> Result<String, QueueError> {
-        let resp = self
-            .client
-            .send_message()
-            .queue_url(&self.url)
-            .message_body(body)
-            .set_message_attributes(self.signature_attributes(&self.url, body))
-            .send()
-            .await
-            .map_err(|e| service_error(&self.url, "SendMessage", &e))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .send_message()
+                .queue_url(&self.url)
+                .message_body(body)
+                .set_message_attributes(self.signature_attributes(&self.url, body))
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.url, "SendMessage", &e))?;
         Ok(resp.message_id.unwrap_or_default())
     }
 }

@@ -226,6 +226,8 @@ impl JobQueue {
                         .expect("id and body are set")
                 })
                 .collect::<Vec<_>>();
+            // This loop is the retry layer here: it resends only the
+            // entries SQS refused.
             let resp = match self
                 .client
                 .send_message_batch()
@@ -274,6 +276,7 @@ impl JobQueue {
         wait_secs: i32,
         visibility_secs: i32,
     ) -> Result<Vec<ReceivedMessage>, QueueError> {
+        // One attempt: the worker's receive loop backs off and polls again.
         let resp = self
             .client
             .receive_message()
@@ -314,26 +317,30 @@ impl JobQueue {
 
     /// Acknowledges a message: it is done and will not come back.
     pub async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map_err(|e| service_error(&self.url, "DeleteMessage", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(receipt_handle)
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.url, "DeleteMessage", &e))?;
         Ok(())
     }
 
     /// Hides a message for `secs` more seconds from now (0 hands it back at once).
     pub async fn set_visibility(&self, receipt_handle: &str, secs: i32) -> Result<(), QueueError> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(secs)
-            .send()
-            .await
-            .map_err(|e| service_error(&self.url, "ChangeMessageVisibility", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .change_message_visibility()
+                .queue_url(&self.url)
+                .receipt_handle(receipt_handle)
+                .visibility_timeout(secs)
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.url, "ChangeMessageVisibility", &e))?;
         Ok(())
     }
 
@@ -374,14 +381,16 @@ impl JobQueue {
         } else {
             &msg.body
         };
-        self.client
-            .send_message()
-            .queue_url(&self.dlq_url)
-            .message_body(body)
-            .set_message_attributes(Some(attrs))
-            .send()
-            .await
-            .map_err(|e| service_error(&self.dlq_url, "SendMessage", &e))?;
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .send_message()
+                .queue_url(&self.dlq_url)
+                .message_body(body)
+                .set_message_attributes(Some(attrs.clone()))
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(&self.dlq_url, "SendMessage", &e))?;
         self.delete(&msg.receipt_handle).await
     }
 
@@ -392,16 +401,17 @@ impl JobQueue {
 
     /// Approximate counts of any queue (the DLQ, for instance).
     pub async fn depth_of(&self, url: &str) -> Result<QueueDepth, QueueError> {
-        let resp = self
-            .client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(|e| service_error(url, "GetQueueAttributes", &e))?;
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            self.client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+        })
+        .await
+        .map_err(|e| service_error(url, "GetQueueAttributes", &e))?;
         let get = |n: QueueAttributeName| {
             resp.attributes()
                 .and_then(|a| a.get(&n))
@@ -426,40 +436,46 @@ pub async fn create_queues(
     max_receive_count: u32,
     visibility_timeout_secs: u32,
 ) -> Result<(String, String), QueueError> {
-    let dlq_url = client
-        .create_queue()
-        .queue_name(dlq_name)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
-        .send()
-        .await
-        .map_err(|e| service_error(dlq_name, "CreateQueue", &e))?
-        .queue_url
-        .unwrap_or_default();
-    let dlq_arn = client
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| service_error(&dlq_url, "GetQueueAttributes", &e))?
-        .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .unwrap_or_default();
+    let dlq_url = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+        client
+            .create_queue()
+            .queue_name(dlq_name)
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .send()
+    })
+    .await
+    .map_err(|e| service_error(dlq_name, "CreateQueue", &e))?
+    .queue_url
+    .unwrap_or_default();
+    let dlq_arn = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+        client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+    })
+    .await
+    .map_err(|e| service_error(&dlq_url, "GetQueueAttributes", &e))?
+    .attributes
+    .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+    .unwrap_or_default();
     let redrive =
         format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"{max_receive_count}"}}"#);
-    let url = client
-        .create_queue()
-        .queue_name(name)
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            visibility_timeout_secs.to_string(),
-        )
-        .send()
-        .await
-        .map_err(|e| service_error(name, "CreateQueue", &e))?
-        .queue_url
-        .unwrap_or_default();
+    let url = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+        client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::RedrivePolicy, redrive.clone())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility_timeout_secs.to_string(),
+            )
+            .send()
+    })
+    .await
+    .map_err(|e| service_error(name, "CreateQueue", &e))?
+    .queue_url
+    .unwrap_or_default();
     Ok((url, dlq_url))
 }
 

@@ -242,12 +242,7 @@ async fn bad_rows_are_rejects_and_good_rows_are_written() -> Result<()> {
         bucket: backfill_testkit::unique("rejects").replace('_', "-"),
         prefix: "big/".into(),
     });
-    let s3 = backfill_offload::s3_client(
-        &cfg.aws,
-        cfg.aws.s3_endpoint(),
-        Some(("test".into(), "test".into())),
-    )
-    .await;
+    let s3 = stack.aws.s3.clone();
     let o = cfg.offload.clone().expect("offload");
     let off = backfill_offload::S3Offloader::new(s3, &o.bucket, &o.prefix);
     off.ensure_bucket().await?;

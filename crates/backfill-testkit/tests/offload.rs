@@ -269,12 +269,7 @@ async fn fixture() -> Result<Fixture> {
     let env = TestEnv::from_env();
     let aws = env.aws().await;
     // moto serves S3 on the same port as SQS.
-    let s3 = backfill_offload::s3_client(
-        &env.aws_config(),
-        Some(&env.sqs_url),
-        Some(("test".into(), "test".into())),
-    )
-    .await;
+    let s3 = aws.s3.clone();
     // Bucket names allow neither underscores nor capitals.
     let bucket = unique("backfill-offload").replace('_', "-");
     let offloader = S3Offloader::new(s3.clone(), &bucket, "items/");

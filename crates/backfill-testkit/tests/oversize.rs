@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use aws_sdk_dynamodb::types::{AttributeValue as A, ScalarAttributeType as T};
 use backfill_config::{BackfillConfig, OffloadConfig, Oversize};
-use backfill_offload::{s3_client, S3Offloader};
+use backfill_offload::S3Offloader;
 use backfill_source::PgSource;
 use backfill_testkit::{table, unique, TestStack};
 use backfill_verify::{Verifier, VerifyOptions};
@@ -30,12 +30,8 @@ async fn setup(stack: &TestStack) -> Result<(String, String)> {
 
 async fn offloader(stack: &TestStack, cfg: &BackfillConfig) -> Result<S3Offloader> {
     let o = cfg.offload.as_ref().expect("offload configured");
-    let client = s3_client(
-        &cfg.aws,
-        cfg.aws.s3_endpoint(),
-        Some(("test".into(), "test".into())),
-    )
-    .await;
+    // The stack's clients are built as production builds them.
+    let client = stack.aws.s3.clone();
     let off = S3Offloader::new(client, &o.bucket, &o.prefix);
     off.ensure_bucket().await?;
     let _ = stack;

@@ -8,25 +8,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use aws_sdk_dynamodb::config::retry::RetryConfig;
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType as T};
 use backfill_ddb_proxy::{start, Faults, ProxyConfig};
 use backfill_dynamo::{DynamoSink, Item, RetryPolicy};
 use backfill_testkit::TestStack;
-
-/// A client of `endpoint` that never retries by itself, so every failure
-/// reaches the sink's own retry loop.
-fn client(endpoint: &str) -> aws_sdk_dynamodb::Client {
-    let conf = aws_sdk_dynamodb::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled())
-        .build();
-    aws_sdk_dynamodb::Client::from_conf(conf)
-}
 
 fn item(i: u32) -> Item {
     use aws_sdk_dynamodb::primitives::Blob;
@@ -89,7 +74,9 @@ async fn batches_that_fail_whole_are_resent_from_their_bytes() -> Result<()> {
     })
     .await?;
     let sink = DynamoSink::new(
-        client(&proxy.url),
+        backfill_aws::AwsClients::for_emulator(&proxy.url)
+            .await
+            .dynamodb,
         RetryPolicy {
             max_attempts: 40,
             base_delay: Duration::from_millis(1),
@@ -116,6 +103,64 @@ async fn batches_that_fail_whole_are_resent_from_their_bytes() -> Result<()> {
     for (want, got) in items.iter().zip(&found) {
         let diffs = backfill_item::compare::diff_items(want, got);
         ensure!(diffs.is_empty(), "item {:?}: {diffs:?}", want.get("id"));
+    }
+    proxy.shutdown().await;
+    stack.cleanup().await
+}
+
+/// The SDK retries nothing underneath the sink: each throttle the capacity
+/// proxy answers is one request the proxy saw, and the write limiter hears
+/// of it on the attempt that got it, not after a hidden round of retries.
+#[tokio::test]
+async fn a_throttle_reaches_the_limiter_on_the_first_attempt() -> Result<()> {
+    use std::sync::Arc;
+
+    use backfill_capacity::WriteLimiter;
+    use backfill_ddb_proxy::Mode;
+
+    let stack = TestStack::new("first-throttle").await?;
+    let target = stack.target("t");
+    stack.create_target(&target, ("id", T::N), None).await?;
+    // No burst and a rate below one item's cost: the proxy admits nothing,
+    // so every write it sees is throttled by its own budget.
+    let proxy = start(ProxyConfig {
+        burst_secs: 0.0,
+        mode: Mode::Forward,
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 1.0)
+    })
+    .await?;
+    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
+        .await
+        .dynamodb;
+    for attempts in [1u32, 3] {
+        let before = proxy.counters.throttled_requests();
+        let limiter = Arc::new(WriteLimiter::new(&target, 1000.0));
+        let sink = DynamoSink::new(
+            client.clone(),
+            RetryPolicy {
+                max_attempts: attempts,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+            },
+        )
+        .limited(limiter.clone());
+        let err = sink
+            .put_items(&target, vec![item(1)], 1)
+            .await
+            .expect_err("the proxy admits nothing");
+        ensure!(err.is_retryable(), "a throttle stays retryable: {err}");
+        let seen = proxy.counters.throttled_requests() - before;
+        ensure!(
+            seen == u64::from(attempts),
+            "{attempts} attempts of ours made {seen} requests: the SDK retried underneath"
+        );
+        // Halved once per throttle, each heard as it happened.
+        let want = 1000.0 * 0.5f64.powi(attempts as i32);
+        ensure!(
+            (limiter.rate() - want).abs() < 1e-6,
+            "after {attempts} throttled attempts the limiter admits {} WCU/s, not {want}",
+            limiter.rate()
+        );
     }
     proxy.shutdown().await;
     stack.cleanup().await
