@@ -105,3 +105,47 @@ async fn a_heartbeat_keeps_a_long_job_from_other_workers() -> Result<()> {
     assert_eq!(stack.sink().count_items(&target).await?, 4000);
     stack.cleanup().await
 }
+
+/// A job's heartbeat dies with the job: when the task holding a message
+/// panics, the message is no longer kept hidden and comes back within one
+/// visibility timeout (a detached heartbeat would hide it for as long as
+/// the process lives).
+#[tokio::test]
+async fn a_panicked_job_lets_its_message_return_within_the_visibility_timeout() -> Result<()> {
+    use backfill_worker::VisibilityHeartbeat;
+
+    let stack = TestStack::new("panic-beat").await?;
+    let q = stack.queue();
+    q.send_raw(&stack.queue_url, vec!["job".into()]).await?;
+    let visibility = 2u32;
+    let got = q.receive(1, 1, visibility as i32).await?;
+    anyhow::ensure!(got.len() == 1, "the message was not received");
+    let (queue, receipt) = (q.clone(), got[0].receipt_handle.clone());
+    let job = tokio::spawn(async move {
+        let _beat = VisibilityHeartbeat::start(queue, receipt, visibility);
+        // Long enough for the heartbeat to have extended the message once.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        panic!("a job that panics mid-copy");
+    });
+    let panicked = job.await.expect_err("the job panics");
+    anyhow::ensure!(panicked.is_panic(), "{panicked}");
+    let died = std::time::Instant::now();
+    // The last extension (at ~0.67 s intervals) hid it for 2 s from then.
+    let mut back = None;
+    while died.elapsed() < Duration::from_secs(6) {
+        if let Some(m) = q.receive(1, 1, 30).await?.into_iter().next() {
+            back = Some(m);
+            break;
+        }
+    }
+    let m = back.ok_or_else(|| {
+        anyhow::anyhow!("the message was still hidden 6 s after its job panicked")
+    })?;
+    anyhow::ensure!(m.receive_count == 2, "receive count {}", m.receive_count);
+    anyhow::ensure!(
+        died.elapsed() <= Duration::from_secs(u64::from(visibility) + 2),
+        "came back only after {:?}",
+        died.elapsed()
+    );
+    stack.cleanup().await
+}

@@ -16,14 +16,28 @@
 //! `unknown_version`, `forged`), and is never recorded against a job: a
 //! forged message must not be able to mark a real job failed.
 //!
-//! Failure policy, decided in one place ([`JobError::is_retryable`]):
+//! Layout: `admission` (which messages are jobs), `fleet` (budgets and the
+//! fleet heartbeat), `gate` (the source's pause gate), `copy` (a range,
+//! page by page), `heartbeat` (a job's message kept hidden while it runs),
+//! `policy` (what follows a failure, a pure function), `error` and
+//! `outcome` (what a job's end is), `rejects` (rows that cannot be items).
+//!
+//! Failure policy, decided in one place ([`policy`], over
+//! [`JobError::is_retryable`]):
 //! - retryable (throttling, network, Postgres unavailable): the message is
 //!   left to come back after its visibility timeout;
 //! - permanent (malformed message, table gone, a row that cannot become an
 //!   item, DynamoDB refusing the request): the job goes to the DLQ at once
 //!   with the reason in message attributes, and the original is deleted.
 
+mod admission;
 mod copy;
+mod error;
+mod fleet;
+mod gate;
+pub mod heartbeat;
+mod outcome;
+pub mod policy;
 mod rejects;
 
 use std::collections::HashMap;
@@ -33,83 +47,26 @@ use std::time::{Duration, Instant};
 
 use backfill_capacity::WriteLimiter;
 use backfill_config::BackfillConfig;
-use backfill_control::{Claim, ControlError, ControlTable, Rejection, RunRecord};
-use backfill_dynamo::{DynamoSink, SinkError};
-use backfill_item::MapError;
+use backfill_control::{Claim, ControlTable, RunRecord};
+use backfill_dynamo::DynamoSink;
 use backfill_job::JobMessage;
-use backfill_metrics::{Health, JobOutcome, Metrics};
+use backfill_metrics::{Health, Metrics};
 use backfill_offload::S3Offloader;
-use backfill_queue::{DeadLetter, JobQueue, QueueError, ReceivedMessage};
+use backfill_queue::{DeadLetter, JobQueue, ReceivedMessage};
 use backfill_source::{PgSource, SourceError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use policy::{Action, DeadLetterKind};
+
 pub use copy::CopyProgress;
+pub use error::JobError;
+pub use heartbeat::VisibilityHeartbeat;
+use outcome::Outcome;
+pub use outcome::WorkSummary;
 pub use rejects::{retry_rejects, RetryPath, RetryReport, RetryRequest};
-
-/// Why a job could not be copied.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("table {0} is not in this worker's configuration")]
-    UnknownTable(String),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Map(#[from] MapError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error(transparent)]
-    Control(#[from] ControlError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-    #[error("table {table}, key {key}: the item is {size} bytes, over DynamoDB's 400 KB limit (set `oversize = \"s3\"` to offload such items)")]
-    Oversize {
-        table: String,
-        key: String,
-        size: usize,
-    },
-    #[error(transparent)]
-    Offload(#[from] backfill_offload::OffloadError),
-    #[error("table {table} has `oversize = \"s3\"` but this worker has no S3 offloader ([offload] section)")]
-    NoOffloader { table: String },
-    #[error("table {table}: {rejects} of {rows} rows read cannot become items (more than the {limit} allowed by worker.max_reject_fraction and worker.reject_allowance): is the mapping wrong? The first: {first}; `backfill rejects list` names them all")]
-    TooManyRejects {
-        table: String,
-        rejects: u64,
-        rows: u64,
-        limit: u64,
-        first: String,
-    },
-    #[error(
-        "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
-    )]
-    Verify {
-        table: String,
-        mismatches: usize,
-        detail: String,
-    },
-}
-
-impl JobError {
-    /// Whether trying the same job again later may succeed.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            JobError::UnknownTable(_)
-            | JobError::Map(_)
-            | JobError::Verify { .. }
-            | JobError::TooManyRejects { .. }
-            | JobError::Oversize { .. }
-            | JobError::NoOffloader { .. } => false,
-            JobError::Offload(e) => e.is_retryable(),
-            JobError::Source(e) => e.is_retryable(),
-            JobError::Sink(e) => e.is_retryable(),
-            JobError::Control(e) => e.is_retryable(),
-            JobError::Queue(e) => e.is_retryable(),
-        }
-    }
-}
 
 /// How `run` ends.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,93 +77,6 @@ pub struct WorkOptions {
     /// Take at most this many jobs, finish them and exit: a run-to-completion
     /// pod (KEDA ScaledJob) copies its share and leaves.
     pub max_jobs: Option<u64>,
-}
-
-/// Why a received message is not taken as a job.
-#[derive(Debug)]
-enum Refusal {
-    /// It never will be: to the DLQ at once, as it is.
-    Permanent {
-        kind: &'static str,
-        reason: String,
-        /// What the message claims to be, when it parsed: context for the
-        /// DLQ's attributes, not trusted.
-        job: Option<JobMessage>,
-    },
-    /// The control table could not answer: the message comes back if that
-    /// may change, to the DLQ if not.
-    Unavailable(ControlError),
-}
-
-/// What happened to one received message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Done {
-        rows: u64,
-        rows_read: u64,
-    },
-    /// Another delivery had finished the job already.
-    Duplicate,
-    DeadLettered,
-    /// Left on the queue to be retried after its visibility timeout.
-    Retry,
-    /// Handed back at shutdown.
-    Released,
-    /// Dropped because its run was cancelled.
-    Cancelled,
-}
-
-/// Totals of one `run`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkSummary {
-    /// Why the worker could not start (a budget it could not resolve).
-    pub fatal: Option<String>,
-    pub jobs_done: u64,
-    pub jobs_duplicate: u64,
-    pub jobs_dead_lettered: u64,
-    pub jobs_retried: u64,
-    pub jobs_released: u64,
-    /// Jobs dropped because their run was cancelled.
-    pub jobs_cancelled: u64,
-    /// Rows of finished jobs, checkpointed ones included.
-    pub rows_copied: u64,
-    /// Rows this worker read from the source (a resumed job skips what its
-    /// checkpoint covers).
-    pub rows_read: u64,
-    /// Rows this worker wrote, in finished jobs or not (a job handed back
-    /// at shutdown keeps its written rows, behind its checkpoint).
-    pub rows_written: u64,
-}
-
-impl WorkSummary {
-    fn record(&mut self, o: Outcome) {
-        match o {
-            Outcome::Done { rows, rows_read } => {
-                self.rows_read += rows_read;
-                self.jobs_done += 1;
-                self.rows_copied += rows;
-            }
-            Outcome::Duplicate => self.jobs_duplicate += 1,
-            Outcome::DeadLettered => self.jobs_dead_lettered += 1,
-            Outcome::Retry => self.jobs_retried += 1,
-            Outcome::Released => self.jobs_released += 1,
-            Outcome::Cancelled => self.jobs_cancelled += 1,
-        }
-    }
-}
-
-impl Outcome {
-    /// The `outcome` label of the job metrics.
-    fn metric(self) -> JobOutcome {
-        match self {
-            Outcome::Done { .. } => JobOutcome::Done,
-            Outcome::Duplicate => JobOutcome::Duplicate,
-            Outcome::DeadLettered => JobOutcome::DeadLettered,
-            Outcome::Retry => JobOutcome::Retried,
-            Outcome::Released => JobOutcome::Released,
-            Outcome::Cancelled => JobOutcome::Cancelled,
-        }
-    }
 }
 
 /// A worker process's shared state: clients built once, config read once.
@@ -286,152 +156,10 @@ impl Worker {
         &self.health
     }
 
-    /// Waits while the source's `pause_query` is above `pause_above` (the
-    /// gh-ost idea: the backfill never adds load to a lagging or busy
-    /// primary or replica). Evaluated at most every `pause_check_secs`;
-    /// `false` if cancelled while waiting.
-    pub(crate) async fn source_open(&self, cancel: &CancellationToken) -> bool {
-        let src = &self.cfg.source;
-        let (Some(sql), Some(limit)) = (&src.pause_query, src.pause_above) else {
-            return true;
-        };
-        let every = Duration::from_secs(src.pause_check_secs);
-        // One evaluation at a time for the whole worker.
-        let mut last_open = self.gate.lock().await;
-        loop {
-            if last_open.is_some_and(|t| t.elapsed() < every) {
-                return true;
-            }
-            match self.source.gauge(sql).await {
-                Ok(v) if v <= limit => {
-                    *last_open = Some(Instant::now());
-                    return true;
-                }
-                Ok(v) => tracing::warn!(
-                    value = v,
-                    limit,
-                    "source above its pause threshold: reading paused"
-                ),
-                Err(e) => tracing::warn!(error = %e, "source pause query failed: reading paused"),
-            }
-            *last_open = None;
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = cancel.cancelled() => return false,
-            }
-        }
-    }
-
     /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
     pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
         self.offloader = Some(offloader);
         self
-    }
-
-    /// The sink for writes to `target`: limited to this worker's share when
-    /// the target has a budget.
-    pub(crate) fn sink_for(&self, target: &str) -> DynamoSink {
-        match self.limiters.lock().expect("limiters lock").get(target) {
-            Some((_, l)) => self.sink.limited(l.clone()),
-            None => self.sink.clone(),
-        }
-    }
-
-    /// WCU per second per target since the previous call. The totals are
-    /// the metrics' counters, so `/metrics` and the fleet heartbeat (which
-    /// `status` reads) never disagree.
-    fn consumed_rates(&self) -> HashMap<String, f64> {
-        let now: HashMap<String, f64> = self
-            .cfg
-            .tables
-            .iter()
-            .map(|t| (t.target.clone(), self.metrics.wcu_consumed_total(&t.target)))
-            .collect();
-        let mut last = self.consumed_at_beat.lock().expect("consumed lock");
-        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
-        let rates = now
-            .iter()
-            .map(|(t, total)| {
-                let before = last.1.get(t).copied().unwrap_or(0.0);
-                (t.clone(), ((total - before) / secs).max(0.0))
-            })
-            .collect();
-        *last = (Instant::now(), now);
-        rates
-    }
-
-    /// This worker's current write rate for `target` (WCU/s), if it has a budget.
-    pub fn write_rate(&self, target: &str) -> Option<f64> {
-        self.limiters
-            .lock()
-            .expect("limiters lock")
-            .get(target)
-            .map(|(_, l)| l.rate())
-    }
-
-    /// Resolves every table's fleet budget (a fraction of provisioned
-    /// capacity is read with DescribeTable) and builds its limiter at the
-    /// whole budget; the first heartbeat divides it by the live workers.
-    async fn resolve_budgets(&self) -> Result<(), String> {
-        let mut out = HashMap::new();
-        for t in &self.cfg.tables {
-            let Some(budget) = backfill_capacity::resolve_budget(self.sink.client(), t).await?
-            else {
-                continue;
-            };
-            tracing::info!(target = %t.target, budget_wcu = budget, "fleet write budget");
-            self.metrics.set_budget(&t.target, budget);
-            out.insert(
-                t.target.clone(),
-                (budget, Arc::new(WriteLimiter::new(&t.target, budget))),
-            );
-        }
-        *self.limiters.lock().expect("limiters lock") = out;
-        Ok(())
-    }
-
-    /// One heartbeat in the control table, and each budget re-divided by the
-    /// live workers.
-    async fn fleet_beat(&self) {
-        let expiry = self.cfg.capacity.worker_expiry_secs;
-        let busy = self.in_hand.load(Ordering::Relaxed) > 0
-            || self.last_busy.lock().expect("last_busy lock").elapsed()
-                < Duration::from_secs(expiry);
-        let rates = self.consumed_rates();
-        let beat = async {
-            self.control
-                .heartbeat(&self.worker_id, expiry, busy, &rates)
-                .await?;
-            self.control.live_workers(expiry).await
-        };
-        match beat.await {
-            Ok(fleet) => {
-                let divide = fleet.divisor(busy);
-                for (target, (budget, l)) in self.limiters.lock().expect("limiters lock").iter() {
-                    let share = backfill_capacity::share(*budget, divide);
-                    l.set_share(share);
-                    self.metrics.set_budget_share(target, share);
-                }
-                self.health.set_heartbeat_sent();
-            }
-            Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
-        }
-    }
-
-    /// Heartbeats every few seconds until cancelled; then deregisters so the
-    /// others take the freed share at once.
-    async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            self.health.tick();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(self.cfg.capacity.heartbeat_secs)) => {}
-                _ = cancel.cancelled() => break,
-            }
-            self.fleet_beat().await;
-        }
-        if let Err(e) = self.control.deregister(&self.worker_id).await {
-            tracing::warn!(error = %e, "deregistering from the fleet failed");
-        }
     }
 
     pub fn id(&self) -> &str {
@@ -634,95 +362,6 @@ impl Worker {
         outcome
     }
 
-    /// Takes a message as a job only if it is one: not oversized, signed
-    /// when signing is on, well formed, and planned in the control table
-    /// exactly so (run, table, key columns, range).
-    async fn admit(&self, msg: &ReceivedMessage) -> Result<JobMessage, Refusal> {
-        let refuse = |kind, reason: String, job| Refusal::Permanent { kind, reason, job };
-        let at_fault =
-            |reason: &dyn std::fmt::Display| format!("message {}: {reason}", msg.message_id);
-        // The size first: nothing else is worth computing over a huge body.
-        if msg.body.len() > backfill_job::MAX_BODY_BYTES {
-            let e = backfill_job::JobError::Oversized {
-                bytes: msg.body.len(),
-                max: backfill_job::MAX_BODY_BYTES,
-            };
-            return Err(refuse(e.kind(), at_fault(&e), None));
-        }
-        if let Some(signer) = self.queue.signer() {
-            if let Err(e) = signer.verify(&msg.body, msg.signature.as_deref()) {
-                let claimed = JobMessage::from_body(&msg.body).ok();
-                return Err(refuse("forged", at_fault(&e), claimed));
-            }
-        }
-        let job =
-            JobMessage::from_body(&msg.body).map_err(|e| refuse(e.kind(), at_fault(&e), None))?;
-        let run = self
-            .run_record(&job.run_id)
-            .await
-            .map_err(Refusal::Unavailable)?;
-        let planned = self
-            .control
-            .job(&job.run_id, &job.job_id)
-            .await
-            .map_err(Refusal::Unavailable)?;
-        let checked = backfill_control::check_planned(
-            self.control.table_name(),
-            &job,
-            run.as_deref(),
-            planned.as_ref().map(|r| &r.job),
-        );
-        checked.map_err(|e: Rejection| refuse("forged", at_fault(&e), Some(job.clone())))?;
-        Ok(job)
-    }
-
-    /// The run's record, read once per run and process.
-    async fn run_record(&self, run_id: &str) -> Result<Option<Arc<RunRecord>>, ControlError> {
-        if let Some(r) = self.runs.lock().expect("runs lock").get(run_id) {
-            return Ok(Some(r.clone()));
-        }
-        let Some(run) = self.control.get_run(run_id).await? else {
-            return Ok(None);
-        };
-        let run = Arc::new(run);
-        self.runs
-            .lock()
-            .expect("runs lock")
-            .insert(run_id.to_string(), run.clone());
-        Ok(Some(run))
-    }
-
-    /// A refused message goes to the DLQ as it is; one the control table
-    /// could not vouch for comes back, until its last receive.
-    async fn refuse(&self, msg: &ReceivedMessage, refusal: Refusal) -> Outcome {
-        match refusal {
-            Refusal::Permanent { kind, reason, job } => {
-                self.dead_letter(msg, job.as_ref(), &reason, kind).await
-            }
-            // A corrupt record or a request DynamoDB refuses will not change
-            // on the next receive.
-            Refusal::Unavailable(e) if !e.is_retryable() => {
-                let reason = format!(
-                    "message {}: cannot check it against the control table: {e}",
-                    msg.message_id
-                );
-                self.dead_letter(msg, None, &reason, "permanent").await
-            }
-            Refusal::Unavailable(e) if msg.receive_count < self.cfg.queue.max_receive_count => {
-                tracing::warn!(error = %e, receive_count = msg.receive_count, "cannot check the message against the control table, will be retried");
-                Outcome::Retry
-            }
-            Refusal::Unavailable(e) => {
-                let reason = format!(
-                    "message {}: gave up after {} receives: cannot check it against the control table: {e}",
-                    msg.message_id, msg.receive_count
-                );
-                self.dead_letter(msg, None, &reason, "retries_exhausted")
-                    .await
-            }
-        }
-    }
-
     async fn handle_job(
         &self,
         msg: ReceivedMessage,
@@ -763,18 +402,16 @@ impl Worker {
             }
             Err(e) => return self.after_failure(&msg, &job, JobError::Control(e)).await,
         };
-        let heartbeat = self.spawn_heartbeat(&msg);
+        // Dropped when the copy ends, however it ends (a panic or an abort
+        // at shutdown included), so the message is never kept hidden for a
+        // job that is gone.
+        let heartbeat = VisibilityHeartbeat::start(
+            self.queue.clone(),
+            msg.receipt_handle.clone(),
+            self.cfg.queue.visibility_timeout_secs,
+        );
         let result = copy::copy_range(self, &job, &cancel, checkpoint).await;
-        heartbeat.abort();
-        if let Err(JobError::Control(ControlError::Superseded { .. })) = &result {
-            // Another delivery owns the job now; its worker acknowledges it.
-            tracing::info!("job claimed by another worker: stopping without acknowledging");
-            return Outcome::Duplicate;
-        }
-        if let Err(JobError::Control(ControlError::Cancelled { .. })) = &result {
-            tracing::info!("the job's run was cancelled while it was copied: dropping the job");
-            return self.drop_cancelled(&msg).await;
-        }
+        drop(heartbeat);
         match result {
             Ok(CopyProgress {
                 rows,
@@ -824,7 +461,27 @@ impl Worker {
                 }
                 Outcome::Released
             }
-            Err(e) => self.after_failure(&msg, &job, e).await,
+            Err(e) => {
+                let max = self.cfg.queue.max_receive_count;
+                match policy::after_error(&e, msg.receive_count, max) {
+                    Action::LeaveToOwner => {
+                        // Another delivery owns the job now; its worker acknowledges it.
+                        tracing::info!(
+                            "job claimed by another worker: stopping without acknowledging"
+                        );
+                        Outcome::Duplicate
+                    }
+                    Action::DropCancelled => {
+                        tracing::info!(
+                            "the job's run was cancelled while it was copied: dropping the job"
+                        );
+                        self.drop_cancelled(&msg).await
+                    }
+                    Action::Retry | Action::DeadLetter(_) => {
+                        self.after_failure(&msg, &job, e).await
+                    }
+                }
+            }
         }
     }
 
@@ -845,26 +502,28 @@ impl Worker {
     /// so the reason travels with the job.
     async fn after_failure(&self, msg: &ReceivedMessage, job: &JobMessage, e: JobError) -> Outcome {
         let reason = e.to_string();
-        let last_receive = msg.receive_count >= self.cfg.queue.max_receive_count;
-        if e.is_retryable() && !last_receive {
-            tracing::warn!(error = %reason, receive_count = msg.receive_count, "job failed, will be retried");
-            if let Err(ce) = self.control.record_failure(job, &reason, false).await {
-                tracing::warn!(error = %ce, "recording the failure failed");
+        let max = self.cfg.queue.max_receive_count;
+        let kind = match policy::after_failure(e.is_retryable(), msg.receive_count, max) {
+            Action::DeadLetter(kind) => kind,
+            _ => {
+                tracing::warn!(error = %reason, receive_count = msg.receive_count, "job failed, will be retried");
+                if let Err(ce) = self.control.record_failure(job, &reason, false).await {
+                    tracing::warn!(error = %ce, "recording the failure failed");
+                }
+                return Outcome::Retry;
             }
-            return Outcome::Retry;
-        }
-        let (kind, reason) = if e.is_retryable() {
-            (
-                "retries_exhausted",
-                format!("gave up after {} receives: {reason}", msg.receive_count),
-            )
-        } else {
-            ("permanent", reason)
+        };
+        let reason = match kind {
+            DeadLetterKind::RetriesExhausted => {
+                format!("gave up after {} receives: {reason}", msg.receive_count)
+            }
+            DeadLetterKind::Permanent => reason,
         };
         if let Err(ce) = self.control.record_failure(job, &reason, true).await {
             tracing::warn!(error = %ce, "recording the failure failed");
         }
-        self.dead_letter(msg, Some(job), &reason, kind).await
+        self.dead_letter(msg, Some(job), &reason, kind.as_str())
+            .await
     }
 
     async fn dead_letter(
@@ -892,26 +551,6 @@ impl Worker {
                 Outcome::Retry
             }
         }
-    }
-
-    /// Keeps a long job hidden from other workers: every third of the
-    /// visibility timeout, the timeout starts again.
-    fn spawn_heartbeat(&self, msg: &ReceivedMessage) -> tokio::task::JoinHandle<()> {
-        let queue = self.queue.clone();
-        let receipt = msg.receipt_handle.clone();
-        let visibility = self.cfg.queue.visibility_timeout_secs;
-        tokio::spawn(
-            async move {
-                let period = Duration::from_secs_f64((f64::from(visibility) / 3.0).max(0.5));
-                loop {
-                    tokio::time::sleep(period).await;
-                    if let Err(e) = queue.set_visibility(&receipt, visibility as i32).await {
-                        tracing::warn!(error = %e, "extending the job's visibility failed");
-                    }
-                }
-            }
-            .in_current_span(),
-        )
     }
 }
 

@@ -1,0 +1,71 @@
+//! Why a job could not be copied, and whether trying again may help: the
+//! one place a job's failure is classified (the failure policy in
+//! [`crate::policy`] decides what follows from it).
+
+use backfill_control::ControlError;
+use backfill_dynamo::SinkError;
+use backfill_item::MapError;
+use backfill_queue::QueueError;
+use backfill_source::SourceError;
+
+/// Why a job could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("table {0} is not in this worker's configuration")]
+    UnknownTable(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("table {table}, key {key}: the item is {size} bytes, over DynamoDB's 400 KB limit (set `oversize = \"s3\"` to offload such items)")]
+    Oversize {
+        table: String,
+        key: String,
+        size: usize,
+    },
+    #[error(transparent)]
+    Offload(#[from] backfill_offload::OffloadError),
+    #[error("table {table} has `oversize = \"s3\"` but this worker has no S3 offloader ([offload] section)")]
+    NoOffloader { table: String },
+    #[error("table {table}: {rejects} of {rows} rows read cannot become items (more than the {limit} allowed by worker.max_reject_fraction and worker.reject_allowance): is the mapping wrong? The first: {first}; `backfill rejects list` names them all")]
+    TooManyRejects {
+        table: String,
+        rejects: u64,
+        rows: u64,
+        limit: u64,
+        first: String,
+    },
+    #[error(
+        "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
+    )]
+    Verify {
+        table: String,
+        mismatches: usize,
+        detail: String,
+    },
+}
+
+impl JobError {
+    /// Whether trying the same job again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            JobError::UnknownTable(_)
+            | JobError::Map(_)
+            | JobError::Verify { .. }
+            | JobError::TooManyRejects { .. }
+            | JobError::Oversize { .. }
+            | JobError::NoOffloader { .. } => false,
+            JobError::Offload(e) => e.is_retryable(),
+            JobError::Source(e) => e.is_retryable(),
+            JobError::Sink(e) => e.is_retryable(),
+            JobError::Control(e) => e.is_retryable(),
+            JobError::Queue(e) => e.is_retryable(),
+        }
+    }
+}
