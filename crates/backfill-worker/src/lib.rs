@@ -40,7 +40,7 @@ use backfill_job::JobMessage;
 use backfill_metrics::{Health, JobOutcome, Metrics};
 use backfill_offload::S3Offloader;
 use backfill_queue::{DeadLetter, JobQueue, QueueError, ReceivedMessage};
-use backfill_source::{PgSource, SourceError};
+use backfill_source::{PgSource, SchemaError, SourceError};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +90,15 @@ pub enum JobError {
         mismatches: usize,
         detail: String,
     },
+}
+
+/// A key that cannot bound ranges, or is not the job's, fails the job as
+/// the source error it was before the schema checks moved to
+/// `backfill-model`: same message, never retryable.
+impl From<SchemaError> for JobError {
+    fn from(e: SchemaError) -> Self {
+        JobError::Source(SourceError::from(e))
+    }
 }
 
 impl JobError {
