@@ -2,7 +2,7 @@
 //! before any job runs (docs/TYPES.md is the full table).
 
 use backfill_config::{TableConfig, TypeOverride, Unrepresentable};
-use backfill_source::{ColumnKind, TableSchema};
+use backfill_model::{ColumnKind, TableSchema};
 
 /// One note per copied column whose values may not all have a faithful
 /// form, saying what will happen to them under this table's config.

@@ -5,7 +5,7 @@
 //! (`ambiguous_keys = "reject"`) or is escaped (`"escape"`).
 
 use backfill_config::AmbiguousKeys;
-use backfill_source::Value;
+use backfill_model::Value;
 
 use crate::{text_form, ItemMapper, KeyPlan, KeySource, Part};
 
@@ -125,7 +125,7 @@ mod tests {
     use aws_sdk_dynamodb::types::AttributeValue;
     use backfill_config::{AmbiguousKeys, KeyAttribute, TableConfig};
     use backfill_job::KeyValue;
-    use backfill_source::{ColumnKind, ColumnSchema, SourceRow, TableRef, TableSchema, Value};
+    use backfill_model::{ColumnKind, ColumnSchema, SourceRow, TableRef, TableSchema, Value};
 
     use crate::{ItemMapper, MapError};
 

@@ -28,7 +28,7 @@ use backfill_config::{
     TypeOverride, Unrepresentable,
 };
 use backfill_job::{display_key, KeyTuple};
-use backfill_source::{ColumnKind, SourceRow, TableSchema, Value};
+use backfill_model::{ColumnKind, SourceRow, TableSchema, Value};
 
 /// A DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -753,7 +753,7 @@ mod tests {
     use super::*;
     use backfill_config::KeyAttribute;
     use backfill_job::KeyValue;
-    use backfill_source::{ColumnSchema, TableRef};
+    use backfill_model::{ColumnSchema, TableRef};
 
     fn schema(cols: &[(&str, ColumnKind)]) -> TableSchema {
         TableSchema {

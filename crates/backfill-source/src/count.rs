@@ -7,8 +7,7 @@
 
 use backfill_job::KeyTuple;
 
-use crate::schema::TableSchema;
-use crate::{quote_ident, PgSource, SourceError};
+use crate::{quote_ident, PgSource, SourceError, TableSchema};
 
 impl PgSource {
     /// Rows whose key is after `after` (exclusive; from the start when

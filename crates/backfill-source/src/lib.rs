@@ -5,13 +5,19 @@
 //! [`reader`] builds and runs the keyset queries (row-value comparisons over
 //! the key tuple, which Postgres turns into index conditions). Every session
 //! is read-only and uses UTC and ISO styles, so text forms are stable.
+//!
+//! What it reads into (rows, values, table schemas) is plain data from
+//! `backfill-model`, re-exported here; this crate is what touches sqlx.
 
 pub mod count;
 pub mod reader;
 pub mod schema;
 
-pub use reader::{SourceRow, Value};
-pub use schema::{ColumnKind, ColumnSchema, TableRef, TableSchema};
+// The plain data this crate reads into lives in `backfill-model`, so that
+// the mapper and the layers below the worker need not link sqlx.
+pub use backfill_model::{
+    quote_ident, ColumnKind, ColumnSchema, SchemaError, SourceRow, TableRef, TableSchema, Value,
+};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
@@ -25,18 +31,9 @@ pub enum SourceError {
     TableNotFound { table: String },
     #[error("table {table} has no usable key: {reason}")]
     NoUsableKey { table: String, reason: String },
-    #[error("table {table}: key column {column} has type {pg_type}, which cannot bound a key range (supported: integer, numeric, text, uuid, date, timestamp)")]
-    UnsupportedKeyType {
-        table: String,
-        column: String,
-        pg_type: String,
-    },
-    #[error("table {table}: the job's key columns ({job}) are not the table's key ({actual})")]
-    KeyMismatch {
-        table: String,
-        job: String,
-        actual: String,
-    },
+    /// A key that cannot bound ranges, or is not the job's: never retryable.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     #[error("table {table}: cannot decode column {column}: {reason}")]
     Decode {
         table: String,
@@ -180,7 +177,24 @@ fn install_tls_provider() {
     });
 }
 
-/// Quotes an identifier for SQL, doubling embedded quotes.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_error_is_a_permanent_source_error_with_its_own_message() {
+        let e = SchemaError::KeyMismatch {
+            table: "public.t".into(),
+            job: "id".into(),
+            actual: "id, at".into(),
+        };
+        let text = e.to_string();
+        let e = SourceError::from(e);
+        assert!(!e.is_retryable());
+        assert_eq!(e.to_string(), text);
+        assert_eq!(
+            text,
+            "table public.t: the job's key columns (id) are not the table's key (id, at)"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use backfill_control::ControlError;
 use backfill_dynamo::SinkError;
 use backfill_item::MapError;
 use backfill_queue::QueueError;
-use backfill_source::SourceError;
+use backfill_source::{SchemaError, SourceError};
 
 /// Why a job could not be copied.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,15 @@ pub enum JobError {
         mismatches: usize,
         detail: String,
     },
+}
+
+/// A key that cannot bound ranges, or is not the job's, fails the job as
+/// the source error it was before the schema checks moved to
+/// `backfill-model`: same message, never retryable.
+impl From<SchemaError> for JobError {
+    fn from(e: SchemaError) -> Self {
+        JobError::Source(SourceError::from(e))
+    }
 }
 
 impl JobError {
