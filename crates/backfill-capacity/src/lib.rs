@@ -30,40 +30,30 @@ pub fn estimate_wcu(item: &Item) -> u64 {
     write_capacity_units(item_size_upper_bound(item))
 }
 
+/// Whether a table's budget is a fraction of its provisioned write
+/// capacity, which the caller must read (DescribeTable) for
+/// [`resolve_budget`]. This crate reads nothing itself.
+pub fn needs_provisioned(t: &backfill_config::TableConfig) -> bool {
+    t.write_budget_wcu.is_none() && t.write_budget_fraction.is_some()
+}
+
 /// A table's fleet write budget in WCU/s: `write_budget_wcu`, or
-/// `write_budget_fraction` of its provisioned write capacity (read with
-/// DescribeTable); `None` when the table has no budget.
-pub async fn resolve_budget(
-    client: &aws_sdk_dynamodb::Client,
+/// `write_budget_fraction` of `provisioned_wcu` (the table's provisioned
+/// write capacity; `None` or 0 for an on-demand table); `None` when the
+/// table has no budget.
+pub fn resolve_budget(
     t: &backfill_config::TableConfig,
+    provisioned_wcu: Option<i64>,
 ) -> Result<Option<f64>, String> {
     match (t.write_budget_wcu, t.write_budget_fraction) {
         (Some(w), _) => Ok(Some(w)),
-        (None, Some(f)) => {
-            let d = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
-                client.describe_table().table_name(&t.target).send()
-            })
-            .await
-            .map_err(|e| {
-                format!(
-                    "table {}: DescribeTable: {}",
-                    t.target,
-                    backfill_aws::describe(&e)
-                )
-            })?;
-            let provisioned = d
-                .table()
-                .and_then(|x| x.provisioned_throughput())
-                .and_then(|p| p.write_capacity_units())
-                .unwrap_or(0);
-            if provisioned <= 0 {
-                return Err(format!(
-                    "table {}: write_budget_fraction needs provisioned capacity, and the table is on demand; set write_budget_wcu",
-                    t.target
-                ));
-            }
-            Ok(Some(provisioned as f64 * f))
-        }
+        (None, Some(f)) => match provisioned_wcu {
+            Some(p) if p > 0 => Ok(Some(p as f64 * f)),
+            _ => Err(format!(
+                "table {}: write_budget_fraction needs provisioned capacity, and the table is on demand; set write_budget_wcu",
+                t.target
+            )),
+        },
         (None, None) => Ok(None),
     }
 }
@@ -203,6 +193,40 @@ impl WriteLimiter {
 mod tests {
     use super::*;
     use aws_sdk_dynamodb::types::AttributeValue;
+
+    fn table(wcu: Option<f64>, fraction: Option<f64>) -> backfill_config::TableConfig {
+        let mut t: backfill_config::TableConfig = serde_json::from_value(serde_json::json!({
+            "source": "public.orders",
+            "target": "orders",
+            "partition_key": { "columns": ["id"] },
+        }))
+        .expect("a minimal table config");
+        t.write_budget_wcu = wcu;
+        t.write_budget_fraction = fraction;
+        t
+    }
+
+    #[test]
+    fn a_budget_is_given_or_a_fraction_of_provisioned_capacity() {
+        let fixed = table(Some(500.0), Some(0.5));
+        assert!(!needs_provisioned(&fixed), "a given budget wins");
+        assert_eq!(resolve_budget(&fixed, None), Ok(Some(500.0)));
+        let half = table(None, Some(0.5));
+        assert!(needs_provisioned(&half));
+        assert_eq!(resolve_budget(&half, Some(4000)), Ok(Some(2000.0)));
+        let none = table(None, None);
+        assert!(!needs_provisioned(&none));
+        assert_eq!(resolve_budget(&none, None), Ok(None));
+        // On demand (no provisioned figure, or 0): a fraction of nothing is
+        // refused, naming the table and the key to set instead.
+        for on_demand in [None, Some(0), Some(-1)] {
+            let e = resolve_budget(&half, on_demand).expect_err("on demand");
+            assert!(
+                e.contains("table orders") && e.contains("write_budget_wcu"),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn share_divides_the_budget() {

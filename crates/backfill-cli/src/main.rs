@@ -346,7 +346,7 @@ async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
             let wcu = t.wcu_needed();
             total_wcu += wcu;
             let budget = match cfg.table(&t.source) {
-                Some(tc) => backfill_capacity::resolve_budget(&aws.dynamodb, tc).await,
+                Some(tc) => backfill_dynamo::write_budget(&aws.dynamodb, tc).await,
                 None => Err("not configured".into()),
             };
             match budget {

@@ -370,7 +370,7 @@ pub async fn gather(
     for t in &cfg.tables {
         // A budget that cannot be read is shown as unknown, not an error:
         // status must work while DynamoDB is unhappy.
-        if let Ok(Some(b)) = backfill_capacity::resolve_budget(dynamodb, t).await {
+        if let Ok(Some(b)) = backfill_dynamo::write_budget(dynamodb, t).await {
             budgets.insert(t.target.clone(), b);
         }
     }

@@ -62,8 +62,7 @@ impl Worker {
     pub(crate) async fn resolve_budgets(&self) -> Result<(), String> {
         let mut out = HashMap::new();
         for t in &self.cfg.tables {
-            let Some(budget) = backfill_capacity::resolve_budget(self.sink.client(), t).await?
-            else {
+            let Some(budget) = backfill_dynamo::write_budget(self.sink.client(), t).await? else {
                 continue;
             };
             tracing::info!(target = %t.target, budget_wcu = budget, "fleet write budget");

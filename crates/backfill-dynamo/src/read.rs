@@ -1,0 +1,117 @@
+//! Reads: items back by key (the inline verification) and scans.
+
+use aws_sdk_dynamodb::types::Select;
+use backfill_aws::backoff_delay;
+
+use crate::{service_error, DynamoSink, Item, SinkError};
+
+impl DynamoSink {
+    /// Reads items back by key (BatchGetItem, 100 keys a request, strongly
+    /// consistent), resending unprocessed keys with backoff until every key
+    /// is answered. Returns the items found; a key with no item is absent.
+    pub async fn get_items(&self, table: &str, keys: Vec<Item>) -> Result<Vec<Item>, SinkError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
+            let mut pending = KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| SinkError::Service {
+                    table: table.to_string(),
+                    op: "BatchGetItem",
+                    message: e.to_string(),
+                    retryable: false,
+                })?;
+            // Each request is retried by the retry layer; this loop only
+            // resends the keys DynamoDB left unprocessed, a capped number of
+            // rounds.
+            let mut round = 0u32;
+            loop {
+                round += 1;
+                let resp = backfill_aws::retry(self.retry, || {
+                    self.client
+                        .batch_get_item()
+                        .request_items(table, pending.clone())
+                        .send()
+                })
+                .await
+                .map_err(|e| service_error(table, "BatchGetItem", &e))?;
+                if let Some(mut r) = resp.responses {
+                    found.extend(r.remove(table).unwrap_or_default());
+                }
+                match resp.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                    Some(left) if !left.keys().is_empty() => pending = left,
+                    _ => break,
+                }
+                if round >= self.retry.max_attempts {
+                    return Err(SinkError::Unprocessed {
+                        table: table.to_string(),
+                        remaining: pending.keys().len(),
+                        attempts: round,
+                    });
+                }
+                tokio::time::sleep(backoff_delay(
+                    round - 1,
+                    self.retry.base_delay,
+                    self.retry.max_delay,
+                ))
+                .await;
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page of a table's items (a `Scan` page), from `start`; returns the
+    /// items and where the next page starts (`None` at the end).
+    pub async fn scan_page(
+        &self,
+        table: &str,
+        start: Option<Item>,
+        projection: Option<&[&str]>,
+    ) -> Result<(Vec<Item>, Option<Item>), SinkError> {
+        let mut req = self
+            .client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start);
+        if let Some(attrs) = projection {
+            let names: Vec<String> = (0..attrs.len()).map(|i| format!("#p{i}")).collect();
+            req = req.projection_expression(names.join(", "));
+            for (n, a) in names.iter().zip(attrs) {
+                req = req.expression_attribute_names(n, *a);
+            }
+        }
+        let resp = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || req.clone().send())
+            .await
+            .map_err(|e| service_error(table, "Scan", &e))?;
+        let next = resp.last_evaluated_key.filter(|k| !k.is_empty());
+        Ok((resp.items.unwrap_or_default(), next))
+    }
+
+    /// Items in a table, by a paginated `Scan` with `Select=COUNT`. For
+    /// verification of small and demo tables; it reads the whole table.
+    pub async fn count_items(&self, table: &str) -> Result<u64, SinkError> {
+        // A page that fails retryably counts the table again: a count half
+        // made is no answer.
+        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+            let mut pages = self
+                .client
+                .scan()
+                .table_name(table)
+                .select(Select::Count)
+                .into_paginator()
+                .send();
+            async move {
+                let mut count = 0u64;
+                while let Some(page) = pages.next().await {
+                    count += page?.count().max(0) as u64;
+                }
+                Ok(count)
+            }
+        })
+        .await
+        .map_err(|e| service_error(table, "Scan", &e))
+    }
+}
