@@ -7,7 +7,8 @@
 use backfill_config::AmbiguousKeys;
 use backfill_model::Value;
 
-use crate::{text_form, ItemMapper, KeyPlan, KeySource, Part};
+use crate::key_plan::{KeySource, Part};
+use crate::{text_form, ItemMapper, KeyPlan};
 
 /// How the reason of a part that contains its separator begins (`plan`
 /// counts sampled rows by it).

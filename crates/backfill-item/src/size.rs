@@ -186,7 +186,7 @@ mod tests {
                 _ => 0,
             }
         }
-        for t in crate::compare::tests::number_texts() {
+        for t in crate::compare::number_texts() {
             assert_eq!(significant_digits(&t), reference(&t), "{t:?}");
         }
     }

@@ -1,0 +1,41 @@
+//! `[capacity]`: how the fleet shares its write budgets, and their price.
+//!
+//! Fleet-wide, unlike `[worker]`: every worker must agree on these.
+
+use serde::Deserialize;
+
+/// How the fleet shares its write budgets, and what capacity costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Seconds between a worker's heartbeats in the control table.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// A worker whose heartbeat is older than this stops counting.
+    #[serde(default = "default_worker_expiry_secs")]
+    pub worker_expiry_secs: u64,
+    /// Price of one WCU for one hour of provisioned capacity, for `plan`'s cost estimate.
+    #[serde(default = "default_price_per_wcu_hour")]
+    pub price_per_wcu_hour: f64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    2
+}
+fn default_worker_expiry_secs() -> u64 {
+    10
+}
+fn default_price_per_wcu_hour() -> f64 {
+    // us-east-1 provisioned write capacity, per WCU-hour.
+    0.00065
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        CapacityConfig {
+            heartbeat_secs: default_heartbeat_secs(),
+            worker_expiry_secs: default_worker_expiry_secs(),
+            price_per_wcu_hour: default_price_per_wcu_hour(),
+        }
+    }
+}
