@@ -17,6 +17,9 @@ use backfill_item::size::{item_size_upper_bound, write_capacity_units};
 use backfill_item::Item;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+mod fleet;
+pub use fleet::FleetCount;
+
 /// Lowest share of the budget AIMD backs off to.
 const MIN_FACTOR: f64 = 0.05;
 /// Multiplicative decrease on a throttle.

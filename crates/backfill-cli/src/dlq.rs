@@ -95,7 +95,7 @@ pub async fn run(cfg: &BackfillConfig, args: DlqArgs) -> Result<ExitCode> {
     // Replays are signed like the producer's jobs, so workers that require
     // signatures take them.
     let queue = crate::job_queue(cfg, &aws)?;
-    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let dlq = Dlq::new(queue, control);
     match args.command {
         DlqCommand::List { filter, json } => list(&dlq, filter.filter(), json).await,

@@ -410,7 +410,7 @@ async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
     let source = connect_source(cfg).await?;
     let aws = AwsClients::from_config(&cfg.aws).await;
     let queue = job_queue(cfg, &aws)?;
-    let control = ControlTable::new(sink(cfg, &aws), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let report = backfill_producer::produce(cfg, &source, &queue, &control, run).await?;
     println!(
         "run {}: {} jobs, {} enqueued now, {} enqueued before{}",
@@ -440,7 +440,7 @@ async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitCode> {
     let aws = AwsClients::from_config(&cfg.aws).await;
     let queue = job_queue(&cfg, &aws)?;
     let sink = sink(&cfg, &aws);
-    let control = ControlTable::new(sink.clone(), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let offloader = offloader(&cfg).await;
     let mut worker = Worker::new(Arc::new(cfg), source, sink, queue, control);
     if let Some(o) = offloader {

@@ -62,7 +62,7 @@ async fn run_id(control: &ControlTable, run: Option<String>) -> Result<String> {
 
 pub async fn run(cfg: &BackfillConfig, args: RejectsArgs) -> Result<ExitCode> {
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     match args.command {
         RejectsCommand::List { filter, json } => {
             let run = run_id(&control, filter.run).await?;

@@ -26,7 +26,7 @@ pub struct StatusOptions {
 
 pub async fn status(cfg: &BackfillConfig, opts: StatusOptions) -> Result<ExitCode> {
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let queue = JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url);
     let read = || {
         backfill_status::gather(
@@ -75,7 +75,7 @@ pub async fn status(cfg: &BackfillConfig, opts: StatusOptions) -> Result<ExitCod
 /// 0 while healthy or finished, 1 when jobs failed or the run was cancelled:
 /// scripts can wait on `status --watch` and know how it ended.
 fn exit_code(s: &RunStatus) -> ExitCode {
-    if s.jobs.failed > 0 || s.state == backfill_control::RUN_CANCELLED {
+    if s.jobs.failed > 0 || s.state == backfill_control::RunState::Cancelled {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -84,7 +84,7 @@ fn exit_code(s: &RunStatus) -> ExitCode {
 
 pub async fn cancel(cfg: &BackfillConfig, run: &str, by: &str, reason: &str) -> Result<ExitCode> {
     let aws = AwsClients::from_config(&cfg.aws).await;
-    let control = ControlTable::new(crate::sink(cfg, &aws), &cfg.control.table);
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let cancelled = control.cancel_run(run, by, reason).await?;
     println!(
         "run {run} cancelled by {by} ({reason}): {cancelled} unfinished jobs marked cancelled; \
@@ -404,7 +404,7 @@ mod tests {
     fn plain_lines_name_every_figure() {
         let s = RunStatus {
             run_id: "demo".into(),
-            state: "produced".into(),
+            state: backfill_control::RunState::Produced,
             created_at: "2026-11-25T10:00:00.000Z".into(),
             started_at: None,
             finished_at: None,

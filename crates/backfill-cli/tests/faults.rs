@@ -163,7 +163,7 @@ impl Scenario {
     }
 
     fn control(&self) -> ControlTable {
-        ControlTable::new(self.sink(), &self.truth.control.table)
+        ControlTable::new(self.aws.dynamodb.clone(), &self.truth.control.table)
     }
 
     /// Writes the workers' config and produces the run over the real servers.

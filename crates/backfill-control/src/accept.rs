@@ -111,7 +111,7 @@ mod tests {
     fn run(tables: &[&str]) -> RunRecord {
         RunRecord {
             run_id: "r".into(),
-            state: "produced".into(),
+            state: crate::RunState::Produced,
             jobs_planned: 1,
             jobs_done: 0,
             rows_copied: 0,

@@ -9,12 +9,10 @@
 //! counts them; a job that finished with any shows as `done_with_rejects`
 //! until `rejects retry` has written them all.
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use backfill_dynamo::Item;
 use backfill_job::{display_key, JobMessage, KeyTuple};
 use sha2::{Digest, Sha256};
 
-use super::{get_s, job_sk, now, run_pk, s, ControlError, ControlTable};
+use crate::{get_s, job_sk, n, now, run_pk, s, ControlError, ControlTable, Item, Update};
 
 const REJECT_PREFIX: &str = "REJECT#";
 
@@ -87,7 +85,7 @@ impl ControlTable {
             })
             .map(|r| self.reject_item(&r))
             .collect::<Result<_, _>>()?;
-        self.sink.put_items(&self.table, items, 4).await?;
+        self.put_all(items).await?;
         Ok(())
     }
 
@@ -161,15 +159,8 @@ impl ControlTable {
     /// Replaces a reject's problems (a retry that still fails, for a new reason).
     pub async fn update_reject(&self, r: &RejectRecord) -> Result<(), ControlError> {
         let item = self.reject_item(r)?;
-        backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item.clone()))
-                .send()
-        })
-        .await
-        .map_err(|e| self.err("PutItem", &e))?;
+        self.put(item, None, backfill_aws::RetryPolicy::CALL)
+            .await?;
         Ok(())
     }
 
@@ -191,25 +182,18 @@ impl ControlTable {
         if deleted.attributes.is_none() {
             return Ok(());
         }
-        let res = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(run_pk(&r.run_id)))
-                .key("sk", s(job_sk(&r.job_id)))
-                .update_expression("ADD rejects :minus SET updated_at = :now")
-                .condition_expression("attribute_exists(pk) AND rejects > :zero")
-                .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
-                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-                .expression_attribute_values(":now", s(now()))
-                .send()
-        })
-        .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if super::is_condition_failed(&e) => Ok(()),
-            Err(e) => Err(self.err("UpdateItem", &e)),
-        }
+        let update = Update {
+            pk: run_pk(&r.run_id),
+            sk: job_sk(&r.job_id),
+            set: "ADD rejects :minus SET updated_at = :now",
+            condition: "attribute_exists(pk) AND rejects > :zero",
+            names: &[],
+            values: vec![(":minus", n(-1)), (":zero", n(0)), (":now", s(now()))],
+            returns: None,
+        };
+        // A job gone or already at zero: there is nothing to count down.
+        self.update(update).await?;
+        Ok(())
     }
 }
 

@@ -9,10 +9,12 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::ReturnValue;
 use backfill_job::JobMessage;
 
-use super::{get_n, get_s, job_sk, now, run_pk, s, ControlError, ControlTable, JobState};
+use crate::{
+    get_n, get_s, job_sk, n, now, run_pk, s, ControlError, ControlTable, JobState, Update, Written,
+};
 
 /// The partition of audit records for DLQ messages that are not jobs.
 pub const DLQ_AUDIT_PK: &str = "DLQ";
@@ -95,55 +97,41 @@ impl ControlTable {
         by: &str,
         why: &str,
     ) -> Result<ReplayReset, ControlError> {
-        let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(run_pk(&job.run_id)))
-            .key("sk", s(job_sk(&job.job_id)))
-            .update_expression(
-                "SET #s = :queued, attempts = :zero, replays = if_not_exists(replays, :zero) + :one, \
+        let update = Update {
+            pk: run_pk(&job.run_id),
+            sk: job_sk(&job.job_id),
+            set: "SET #s = :queued, attempts = :zero, replays = if_not_exists(replays, :zero) + :one, \
                  last_replay_at = :now, last_replay_by = :by, last_replay_why = :why, updated_at = :now, \
                  body = if_not_exists(body, :body), #t = if_not_exists(#t, :table)",
-            )
-            .condition_expression("attribute_exists(#s) AND #s <> :done AND #s <> :cancelled")
-            .expression_attribute_names("#s", "state")
-            .expression_attribute_names("#t", "table")
-            .expression_attribute_values(":queued", s(JobState::Queued.as_str()))
-            .expression_attribute_values(":done", s(JobState::Done.as_str()))
-            .expression_attribute_values(":cancelled", s(JobState::Cancelled.as_str()))
-            .expression_attribute_values(":zero", AttributeValue::N("0".into()))
-            .expression_attribute_values(":one", AttributeValue::N("1".into()))
-            .expression_attribute_values(":now", s(now()))
-            .expression_attribute_values(":by", s(by))
-            .expression_attribute_values(":why", s(why))
-            .expression_attribute_values(":body", s(job.to_body()))
-            .expression_attribute_values(":table", s(job.table.clone()))
-            .return_values(ReturnValue::AllOld)
-            .send())
-            .await;
-        match r {
-            Ok(out) => {
-                let old = out.attributes.unwrap_or_default();
-                Ok(ReplayReset::Reset {
-                    attempts_before: get_n(&old, "attempts"),
-                    replays: get_n(&old, "replays") + 1,
-                })
-            }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-            {
-                match self.job(&job.run_id, &job.job_id).await? {
-                    Some(r) => Ok(ReplayReset::Refused { state: r.state }),
-                    None => Err(ControlError::NoSuchJob {
-                        table: self.table.clone(),
-                        run_id: job.run_id.clone(),
-                        job_id: job.job_id.clone(),
-                    }),
-                }
-            }
-            Err(e) => Err(self.err("UpdateItem", &e)),
+            condition: "attribute_exists(#s) AND #s <> :done AND #s <> :cancelled",
+            names: &[("#s", "state"), ("#t", "table")],
+            values: vec![
+                (":queued", s(JobState::Queued.as_str())),
+                (":done", s(JobState::Done.as_str())),
+                (":cancelled", s(JobState::Cancelled.as_str())),
+                (":zero", n(0)),
+                (":one", n(1)),
+                (":now", s(now())),
+                (":by", s(by)),
+                (":why", s(why)),
+                (":body", s(job.to_body())),
+                (":table", s(job.table.clone())),
+            ],
+            returns: Some(ReturnValue::AllOld),
+        };
+        match self.update(update).await? {
+            Written::Applied(old) => Ok(ReplayReset::Reset {
+                attempts_before: get_n(&old, "attempts"),
+                replays: get_n(&old, "replays") + 1,
+            }),
+            Written::ConditionFailed => match self.job(&job.run_id, &job.job_id).await? {
+                Some(r) => Ok(ReplayReset::Refused { state: r.state }),
+                None => Err(ControlError::NoSuchJob {
+                    table: self.table.clone(),
+                    run_id: job.run_id.clone(),
+                    job_id: job.job_id.clone(),
+                }),
+            },
         }
     }
 
@@ -179,25 +167,26 @@ impl ControlTable {
                     item.insert(k.to_string(), s(v.chars().take(4000).collect::<String>()));
                 }
             }
-            let r = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item.clone()))
-                    .condition_expression("attribute_not_exists(sk)")
-                    .send()
-            })
-            .await;
-            match r {
-                Ok(_) => return Ok(AuditRecord { at, ..rec.clone() }),
-                Err(e)
-                    if attempt < 3
-                        && e.as_service_error()
-                            .is_some_and(|x| x.is_conditional_check_failed_exception()) =>
-                {
-                    attempt += 1;
+            let put = self.put(
+                item,
+                Some("attribute_not_exists(sk)"),
+                backfill_aws::RetryPolicy::CALL,
+            );
+            match put.await {
+                Ok(Written::Applied(_)) => return Ok(AuditRecord { at, ..rec.clone() }),
+                Ok(Written::ConditionFailed) if attempt < 3 => attempt += 1,
+                Ok(Written::ConditionFailed) => {
+                    return Err(ControlError::Service {
+                        table: self.table.clone(),
+                        op: "PutItem",
+                        message: format!(
+                            "audit record of {subject}: its key was taken {} times",
+                            attempt + 1
+                        ),
+                        retryable: false,
+                    })
                 }
-                Err(e) => return Err(self.err("PutItem", &e)),
+                Err(e) => return Err(e),
             }
         }
     }

@@ -6,7 +6,7 @@
 //! the same jobs and enqueues only those never enqueued ([`produce`]).
 
 use backfill_config::BackfillConfig;
-use backfill_control::{ControlError, ControlTable, JobState, RunPlan, RunTable, RUN_CANCELLED};
+use backfill_control::{ControlError, ControlTable, JobState, RunPlan, RunState, RunTable};
 use backfill_job::{JobMessage, KeyRange};
 use backfill_queue::{JobQueue, QueueError};
 use backfill_source::reader::SampleSpec;
@@ -242,7 +242,7 @@ pub async fn produce(
     run_id: &str,
 ) -> Result<ProduceReport, ProducerError> {
     let existing = control.get_run(run_id).await?;
-    if let Some(run) = existing.as_ref().filter(|r| r.state == RUN_CANCELLED) {
+    if let Some(run) = existing.as_ref().filter(|r| r.state == RunState::Cancelled) {
         return Err(ProducerError::Cancelled {
             run_id: run_id.to_string(),
             detail: run
@@ -302,13 +302,13 @@ pub async fn produce(
     // Shuffled so that the fleet spreads over tables and key ranges (and
     // so over DynamoDB partitions) instead of walking each table in order.
     pending.shuffle(&mut rand::rng());
-    control.set_run_state(run_id, "producing").await?;
+    control.set_run_state(run_id, RunState::Producing).await?;
     for chunk in pending.chunks(backfill_queue::MAX_SEND_BATCH) {
         queue.send_jobs(chunk).await?;
         let ids: Vec<&str> = chunk.iter().map(|j| j.job_id.as_str()).collect();
         control.mark_queued(run_id, &ids).await?;
     }
-    control.set_run_state(run_id, "produced").await?;
+    control.set_run_state(run_id, RunState::Produced).await?;
     tracing::info!(
         run_id,
         enqueued = pending.len(),

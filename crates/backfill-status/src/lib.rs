@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use backfill_config::BackfillConfig;
 use backfill_control::{
-    Annotation, ControlError, ControlTable, JobRecord, JobState, RunRecord, WorkerBeat,
+    Annotation, ControlError, ControlTable, JobRecord, JobState, RunRecord, RunState, WorkerBeat,
 };
 use backfill_queue::{JobQueue, QueueDepth};
 use serde::Serialize;
@@ -135,7 +135,7 @@ impl From<QueueDepth> for QueueCounts {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStatus {
     pub run_id: String,
-    pub state: String,
+    pub state: RunState,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -158,10 +158,7 @@ pub struct RunStatus {
 impl RunStatus {
     /// Whether the run has ended (finished or cancelled).
     pub fn is_over(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            backfill_control::RUN_FINISHED | backfill_control::RUN_CANCELLED
-        )
+        self.state.has_ended()
     }
 }
 
@@ -300,7 +297,7 @@ pub fn summarize(
     failures.truncate(5);
     RunStatus {
         run_id: run.run_id.clone(),
-        state: run.state.clone(),
+        state: run.state,
         created_at: run.created_at.clone(),
         started_at: run.started_at.clone(),
         finished_at: run.finished_at.clone(),
@@ -423,7 +420,7 @@ mod tests {
     fn run(tables: Vec<RunTable>) -> RunRecord {
         RunRecord {
             run_id: "r".into(),
-            state: "produced".into(),
+            state: RunState::Produced,
             jobs_planned: 4,
             jobs_done: 0,
             rows_copied: 0,
@@ -553,7 +550,7 @@ mod tests {
         // An ended run's fleet line is current: no worker busy with it,
         // even while the last heartbeats still say busy.
         let mut ended = run.clone();
-        ended.state = backfill_control::RUN_FINISHED.into();
+        ended.state = RunState::Finished;
         let busy = vec![WorkerBeat {
             busy: true,
             ..fleet[0].clone()

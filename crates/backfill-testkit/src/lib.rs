@@ -207,7 +207,7 @@ impl TestStack {
     }
 
     pub fn control(&self) -> ControlTable {
-        ControlTable::new(self.sink(), &self.control_table)
+        ControlTable::new(self.aws.dynamodb.clone(), &self.control_table)
     }
 
     /// Stores `jobs` as run `run_id`'s plan, as `produce` would, for tests

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_config::BackfillConfig;
-use backfill_control::JobState;
+use backfill_control::{JobState, RunState};
 use backfill_source::PgSource;
 use backfill_testkit::{table, TestStack};
 use backfill_worker::{WorkOptions, Worker};
@@ -48,7 +48,7 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
     let control = stack.control();
     let report = backfill_producer::produce(&cfg, &source, &stack.queue(), &control, "r").await?;
     let run = control.get_run("r").await?.expect("run stored");
-    assert_eq!(run.state, "produced");
+    assert_eq!(run.state, RunState::Produced);
     assert_eq!(run.tables.len(), 1);
     assert_eq!(run.tables[0].source, src);
     assert_eq!(run.tables[0].jobs as usize, report.jobs_total);
@@ -72,7 +72,7 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
     assert_eq!(summary.rows_copied, 1200);
 
     let run = control.get_run("r").await?.expect("run stored");
-    assert_eq!(run.state, "finished");
+    assert_eq!(run.state, RunState::Finished);
     assert!(run.started_at.is_some());
     assert!(run.finished_at.is_some());
     assert_eq!(run.jobs_done, run.jobs_planned);
@@ -81,7 +81,10 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
     // Producing a finished run again enqueues nothing and does not reopen it.
     let again = backfill_producer::produce(&cfg, &source, &stack.queue(), &control, "r").await?;
     assert_eq!(again.enqueued, 0);
-    assert_eq!(control.get_run("r").await?.expect("run").state, "finished");
+    assert_eq!(
+        control.get_run("r").await?.expect("run").state,
+        RunState::Finished
+    );
 
     let status = backfill_status::gather(
         &cfg,
@@ -172,7 +175,7 @@ async fn cancel_stops_a_run_and_its_queue_drains() -> Result<()> {
     assert!(summary.jobs_cancelled >= 1, "{summary:?}");
 
     let run = control.get_run("r").await?.expect("run");
-    assert_eq!(run.state, "cancelled");
+    assert_eq!(run.state, RunState::Cancelled);
     let note = run.cancelled.expect("who cancelled is recorded");
     assert_eq!(
         (note.by.as_str(), note.why.as_str()),
