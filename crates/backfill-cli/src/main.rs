@@ -5,22 +5,21 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use backfill_aws::AwsClients;
 use backfill_config::BackfillConfig;
-use backfill_control::ControlTable;
 use backfill_dynamo::{DynamoSink, RetryPolicy};
-use backfill_item::ItemMapper;
 use backfill_queue::JobQueue;
-use backfill_source::{PgSource, TableRef};
-use backfill_worker::{WorkOptions, Worker};
+use backfill_source::PgSource;
+use backfill_worker::WorkOptions;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
+mod bootstrap;
+mod plan;
 mod status;
+mod verify;
+mod work;
 use status::human_duration;
 mod dlq;
 mod errors;
@@ -235,13 +234,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
     let cfg = cfg.clone();
     match command {
-        Command::Plan { run } => plan(&cfg, &run).await,
-        Command::Produce { run } => produce(&cfg, &run).await,
+        Command::Plan { run } => plan::plan(&cfg, &run).await,
+        Command::Produce { run } => plan::produce(&cfg, &run).await,
         Command::Work {
             until_idle,
             max_jobs,
         } => {
-            work(
+            work::work(
                 cfg,
                 WorkOptions {
                     until_idle,
@@ -260,12 +259,12 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             elapsed_secs,
         } => {
             if counts {
-                verify_counts(&cfg, elapsed_secs).await
+                verify::verify_counts(&cfg, elapsed_secs).await
             } else {
-                verify(&cfg, table, sample, since, limit, max_reads_per_sec).await
+                verify::verify(&cfg, table, sample, since, limit, max_reads_per_sec).await
             }
         }
-        Command::Bootstrap { fresh } => bootstrap(&cfg, fresh).await,
+        Command::Bootstrap { fresh } => bootstrap::bootstrap(&cfg, fresh).await,
         Command::Status {
             run,
             watch,
@@ -292,14 +291,14 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
     }
 }
 
-async fn connect_source(cfg: &BackfillConfig) -> Result<PgSource> {
+pub(crate) async fn connect_source(cfg: &BackfillConfig) -> Result<PgSource> {
     PgSource::connect(cfg.source.url.expose(), cfg.source.max_connections)
         .await
         .with_context(|| format!("source {}", cfg.source.redacted_url()))
 }
 
 /// The job queue, signing what it sends when `queue.signing_key_env` is set.
-fn job_queue(cfg: &BackfillConfig, aws: &AwsClients) -> Result<JobQueue> {
+pub(crate) fn job_queue(cfg: &BackfillConfig, aws: &AwsClients) -> Result<JobQueue> {
     let signer = match cfg.queue.signing_key()? {
         Some(key) => Some(
             backfill_job::signing::MessageSigner::new(key.expose().as_bytes())
@@ -310,7 +309,7 @@ fn job_queue(cfg: &BackfillConfig, aws: &AwsClients) -> Result<JobQueue> {
     Ok(JobQueue::new(aws.sqs.clone(), &cfg.queue.url, &cfg.queue.dlq_url).with_signer(signer))
 }
 
-fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
+pub(crate) fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
     DynamoSink::new(
         aws.dynamodb.clone(),
         RetryPolicy {
@@ -320,417 +319,11 @@ fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
     )
 }
 
-async fn plan(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
-    let source = connect_source(cfg).await?;
-    let plan = backfill_producer::plan(cfg, &source, run).await?;
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    println!("plan for run {run}:");
-    let mut total_rows = 0;
-    let mut total_jobs = 0;
-    let mut total_wcu = 0.0;
-    let mut total_cost = 0.0;
-    let mut longest_hours: f64 = 0.0;
-    for t in &plan.tables {
-        if t.problems.is_empty() {
-            println!(
-                "  {} -> {}: {} jobs, ~{} rows (catalog: {}; sampled {} rows, {:.3}% of pages)",
-                t.source,
-                t.target,
-                t.jobs.len(),
-                t.estimated_rows,
-                t.catalog_rows
-                    .map_or("never analysed".to_string(), |r| format!("~{r}")),
-                t.sampled_rows,
-                t.sample_percent
-            );
-            let wcu = t.wcu_needed();
-            total_wcu += wcu;
-            let budget = match cfg.table(&t.source) {
-                Some(tc) => backfill_dynamo::write_budget(&aws.dynamodb, tc).await,
-                None => Err("not configured".into()),
-            };
-            match budget {
-                Ok(Some(b)) => {
-                    let hours = wcu / b / 3600.0;
-                    // Provisioned capacity is billed by the started hour.
-                    let cost = b * hours.ceil().max(1.0) * cfg.capacity.price_per_wcu_hour;
-                    longest_hours = longest_hours.max(hours);
-                    total_cost += cost;
-                    println!(
-                        "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; at {b:.0} WCU/s: {}; extra capacity ~${cost:.2} at ${}/WCU-hour, billed by the hour",
-                        t.avg_item_bytes,
-                        t.wcu_per_item,
-                        wcu,
-                        human_duration(hours * 3600.0),
-                        cfg.capacity.price_per_wcu_hour
-                    );
-                }
-                Ok(None) => println!(
-                    "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; no write budget set: the copy runs as fast as the fleet writes",
-                    t.avg_item_bytes, t.wcu_per_item, wcu
-                ),
-                Err(e) => println!(
-                    "    items ~{:.0} B, {:.2} WCU each: {:.0} WCU; budget unknown: {e}",
-                    t.avg_item_bytes, t.wcu_per_item, wcu
-                ),
-            }
-            for n in &t.notes {
-                println!("    type note: {n}");
-            }
-            total_rows += t.estimated_rows;
-            total_jobs += t.jobs.len();
-        } else {
-            println!("  {} -> {}: NOT COPYABLE", t.source, t.target);
-            for p in &t.problems {
-                println!("    problem: {p}");
-            }
-        }
-    }
-    if longest_hours > 0.0 {
-        println!(
-            "total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; at the budgets: {}, extra capacity ~${total_cost:.2}",
-            human_duration(longest_hours * 3600.0)
-        );
-    } else {
-        println!("total: {total_jobs} jobs, ~{total_rows} rows, ~{total_wcu:.0} WCU; no write budget set");
-    }
-    let problems = plan.problems();
-    if problems.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        println!(
-            "{} problem(s): `produce` will refuse to start",
-            problems.len()
-        );
-        Ok(ExitCode::from(2))
-    }
-}
-
-async fn produce(cfg: &BackfillConfig, run: &str) -> Result<ExitCode> {
-    let source = connect_source(cfg).await?;
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    let queue = job_queue(cfg, &aws)?;
-    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
-    let report = backfill_producer::produce(cfg, &source, &queue, &control, run).await?;
-    println!(
-        "run {}: {} jobs, {} enqueued now, {} enqueued before{}",
-        report.run_id,
-        report.jobs_total,
-        report.enqueued,
-        report.already_enqueued,
-        if report.reused_plan {
-            " (stored plan reused)"
-        } else {
-            ""
-        }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitCode> {
-    let listen = cfg.metrics.listen_addr()?;
-    let source = connect_source(&cfg).await?;
-    let problems = backfill_worker::preflight(&cfg, &source).await?;
-    if !problems.is_empty() {
-        anyhow::bail!(
-            "the configured tables do not match the source; no job was taken:\n  {}",
-            problems.join("\n  ")
-        );
-    }
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    let queue = job_queue(&cfg, &aws)?;
-    let sink = sink(&cfg, &aws);
-    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
-    let offloader = offloader(&cfg).await;
-    let mut worker = Worker::new(Arc::new(cfg), source, sink, queue, control);
-    if let Some(o) = offloader {
-        worker = worker.with_offloader(o);
-    }
-    let worker = Arc::new(worker);
-    // Its own token, not the signal's: through the shutdown grace period
-    // /readyz says "shutting down" and the last counts stay scrapeable,
-    // and the server stops only once the worker has returned.
-    let metrics_stop = CancellationToken::new();
-    let server = match listen {
-        Some(addr) => {
-            let (bound, task) = backfill_metrics::serve(
-                addr,
-                worker.metrics().clone(),
-                worker.health().clone(),
-                metrics_stop.clone(),
-            )
-            .await?;
-            tracing::info!(address = %bound, "metrics and health endpoints listening (/metrics, /healthz, /readyz)");
-            Some(task)
-        }
-        None => {
-            tracing::info!("metrics.listen is empty: no metrics or health endpoints");
-            None
-        }
-    };
-    let cancel = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(cancel.clone()));
-    let started = Instant::now();
-    let summary = worker.run(cancel, opts).await;
-    metrics_stop.cancel();
-    if let Some(task) = server {
-        if let Err(e) = task.await {
-            tracing::warn!(error = %e, "the metrics server task failed");
-        }
-    }
-    if let Some(e) = &summary.fatal {
-        anyhow::bail!("the worker could not start: {e}");
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!("{}", work_summary(&summary, secs));
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The worker's last line: what it wrote (handed-back jobs included) and
-/// what became of its jobs, naming only the outcomes that happened.
-fn work_summary(s: &backfill_worker::WorkSummary, secs: f64) -> String {
-    let mut out = format!(
-        "worker: {} rows written in {secs:.1}s ({:.0} rows/s); {} jobs done ({} rows in them, {} read by this worker)",
-        s.rows_written,
-        s.rows_written as f64 / secs.max(1e-9),
-        s.jobs_done,
-        s.rows_copied,
-        s.rows_read,
-    );
-    for (n, what) in [
-        (
-            s.jobs_released,
-            "handed back to the queue at shutdown (they resume from their checkpoints)",
-        ),
-        (s.jobs_dead_lettered, "dead-lettered"),
-        (s.jobs_retried, "left to be retried"),
-        (s.jobs_duplicate, "duplicates of finished jobs"),
-        (s.jobs_cancelled, "dropped because their run was cancelled"),
-    ] {
-        if n > 0 {
-            out.push_str(&format!(", {n} {what}"));
-        }
-    }
-    out
-}
-
 /// The S3 offloader of the `[offload]` section, if there is one.
-async fn offloader(cfg: &BackfillConfig) -> Option<backfill_offload::S3Offloader> {
+pub(crate) async fn offloader(cfg: &BackfillConfig) -> Option<backfill_offload::S3Offloader> {
     let o = cfg.offload.as_ref()?;
     let client = backfill_aws::s3_client(&cfg.aws, None, None).await;
     Some(backfill_offload::S3Offloader::new(
         client, &o.bucket, &o.prefix,
     ))
-}
-
-/// Cancels on SIGTERM (Kubernetes scale-in) or Ctrl-C.
-async fn shutdown_on_signal(cancel: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    cancel.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown requested: finishing or handing back the jobs in hand");
-    cancel.cancel();
-}
-
-async fn verify(
-    cfg: &BackfillConfig,
-    table: Option<String>,
-    sample: Option<f64>,
-    since: Option<String>,
-    limit: u32,
-    max_reads_per_sec: u32,
-) -> Result<ExitCode> {
-    let tables: Vec<&backfill_config::TableConfig> = match &table {
-        Some(name) => vec![cfg
-            .table(name)
-            .with_context(|| format!("table {name} is not in the config"))?],
-        None => cfg.tables.iter().collect(),
-    };
-    let source = connect_source(cfg).await?;
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    let opts = backfill_verify::VerifyOptions {
-        max_reads_per_sec: std::num::NonZeroU32::new(max_reads_per_sec)
-            .context("--max-reads-per-sec must be at least 1")?,
-        ..Default::default()
-    };
-    let mut verifier = backfill_verify::Verifier::new(source, sink(cfg, &aws), opts);
-    if let Some(o) = offloader(cfg).await {
-        verifier = verifier.with_offloader(o);
-    }
-    let mut clean = true;
-    for t in tables {
-        let report = if sample.is_some() || since.is_some() {
-            verifier
-                .audit(
-                    t,
-                    sample,
-                    since.as_deref(),
-                    limit,
-                    std::time::Duration::from_secs(2),
-                )
-                .await?
-        } else {
-            verifier.verify_table(t).await?
-        };
-        clean &= report.is_clean();
-        println!(
-            "{} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different, {} unmappable, {} collisions{}{}",
-            report.source,
-            report.target,
-            report.rows_checked,
-            report.items_scanned,
-            report.newer_in_target,
-            report.missing_count,
-            report.extra_count,
-            report.different_count,
-            report.unmappable_count,
-            report.collision_count,
-            if report.count_mismatch_count > 0 {
-                format!(", {} spans whose row count disagrees with the source", report.count_mismatch_count)
-            } else {
-                String::new()
-            },
-            if report.is_clean() {
-                ""
-            } else {
-                "  DIFFERENCES"
-            }
-        );
-        for (k, why) in &report.unmappable {
-            println!("  unmappable {k}: {why}");
-        }
-        for c in &report.collisions {
-            println!("  collision {c}");
-        }
-        for m in &report.count_mismatches {
-            println!("  count    {m}");
-        }
-        for k in &report.missing {
-            println!("  missing  {k}");
-        }
-        for k in &report.extra {
-            println!("  extra    {k}");
-        }
-        for (k, diffs) in &report.different {
-            for d in diffs {
-                println!("  differs  {k}: {d}");
-            }
-        }
-    }
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-async fn verify_counts(cfg: &BackfillConfig, elapsed_secs: Option<f64>) -> Result<ExitCode> {
-    let source = connect_source(cfg).await?;
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    let sink = sink(cfg, &aws);
-    let mut all_match = true;
-    let mut total = 0;
-    for t in &cfg.tables {
-        let rows = source.count_rows(&TableRef::parse(&t.source)).await?;
-        let items = sink.count_items(&t.target).await?;
-        let verdict = if rows == items { "match" } else { "MISMATCH" };
-        all_match &= rows == items;
-        total += items;
-        println!(
-            "{} -> {}: source rows {rows}, target items {items}: {verdict}",
-            t.source, t.target
-        );
-    }
-    if let Some(secs) = elapsed_secs {
-        println!(
-            "copied {total} items in {secs:.1} s: {:.0} rows/s",
-            total as f64 / secs.max(1e-9)
-        );
-    }
-    Ok(if all_match {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitCode> {
-    use aws_sdk_dynamodb::types::ScalarAttributeType as T;
-    let aws = AwsClients::from_config(&cfg.aws).await;
-    let sink = sink(cfg, &aws);
-    if fresh {
-        for t in &cfg.tables {
-            if sink.delete_table(&t.target).await? {
-                println!("deleted target table {}", t.target);
-            }
-        }
-    }
-    let name = backfill_queue::queue_name_from_url(&cfg.queue.url);
-    let dlq_name = backfill_queue::queue_name_from_url(&cfg.queue.dlq_url);
-    let (url, dlq_url) = backfill_queue::create_queues(
-        &aws.sqs,
-        name,
-        dlq_name,
-        cfg.queue.max_receive_count,
-        cfg.queue.visibility_timeout_secs,
-    )
-    .await?;
-    println!(
-        "queue {url} (redrive to {dlq_url} after {} receives)",
-        cfg.queue.max_receive_count
-    );
-    if url != cfg.queue.url || dlq_url != cfg.queue.dlq_url {
-        anyhow::bail!(
-            "the queues were created at {url} and {dlq_url}, not at queue.url and queue.dlq_url of the config"
-        );
-    }
-    if fresh {
-        for u in [&url, &dlq_url] {
-            backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
-                aws.sqs.purge_queue().queue_url(u).send()
-            })
-            .await
-            .with_context(|| format!("purging {u}"))?;
-        }
-        println!("purged both queues");
-    }
-    sink.ensure_table(&cfg.control.table, ("pk", T::S), Some(("sk", T::S)))
-        .await?;
-    println!("control table {}", cfg.control.table);
-    if let Some(o) = offloader(cfg).await {
-        o.ensure_bucket().await?;
-        println!("offload bucket {}", o.bucket());
-    }
-    let source = connect_source(cfg).await?;
-    for t in &cfg.tables {
-        let schema = source.describe(&TableRef::parse(&t.source)).await?;
-        let mapper = ItemMapper::new(t, &schema)?;
-        let pk = mapper.partition_key();
-        let sk = mapper.sort_key();
-        sink.ensure_table(
-            &t.target,
-            (&pk.attribute, pk.attribute_type.clone()),
-            sk.map(|k| (k.attribute.as_str(), k.attribute_type.clone())),
-        )
-        .await?;
-        println!("target table {} for {}", t.target, t.source);
-    }
-    Ok(ExitCode::SUCCESS)
 }
