@@ -86,6 +86,39 @@ pub struct TestStack {
     pub queue_url: String,
     pub dlq_url: String,
     pub control_table: String,
+    /// Whether `cleanup` ran; if not, dropping the stack drops its schema
+    /// (a failed test's tables do not pile up in the shared database).
+    cleaned: bool,
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // Drop cannot await, and the test's runtime may be gone: a thread
+        // of its own with a connection of its own.
+        let (url, schema) = (self.env.pg_url.clone(), self.schema.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(drop_schema(&url, &schema))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("test stack {}: could not drop its schema", self.name);
+        }
+    }
+}
+
+async fn drop_schema(pg_url: &str, schema: &str) -> Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(pg_url).await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await?;
+    Ok(())
 }
 
 impl TestStack {
@@ -140,6 +173,7 @@ impl TestStack {
             queue_url,
             dlq_url,
             control_table,
+            cleaned: false,
         })
     }
 
@@ -247,10 +281,11 @@ impl TestStack {
     }
 
     /// Drops the test's schema; emulator resources die with the emulator.
-    pub async fn cleanup(self) -> Result<()> {
+    pub async fn cleanup(mut self) -> Result<()> {
         sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
             .execute(&self.pg)
             .await?;
+        self.cleaned = true;
         Ok(())
     }
 }
@@ -438,6 +473,22 @@ pub async fn keys_by_range(
         }
     }
     Ok(seen)
+}
+
+/// Polls `condition` every 50 ms until it holds or `within` has passed, and
+/// says whether it held: a test waits for a state, not for a fixed time
+/// that is too long on a fast machine and too short on a loaded one.
+pub async fn eventually(within: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

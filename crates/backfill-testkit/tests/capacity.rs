@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_source::PgSource;
-use backfill_testkit::{table, TestStack};
+use backfill_testkit::{eventually, table, TestStack};
 use backfill_worker::{WorkOptions, Worker};
 use tokio_util::sync::CancellationToken;
 
@@ -67,10 +67,17 @@ async fn two_workers_share_the_budget_and_stay_under_it() -> Result<()> {
         })
         .collect();
     // Once both have heartbeated, each takes half of the budget.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    for w in &workers {
-        assert_eq!(w.write_rate(&target), Some(BUDGET / 2.0));
-    }
+    let rates = || {
+        workers
+            .iter()
+            .map(|w| w.write_rate(&target))
+            .collect::<Vec<_>>()
+    };
+    let halves = eventually(Duration::from_secs(10), || {
+        rates().iter().all(|r| *r == Some(BUDGET / 2.0))
+    })
+    .await;
+    assert!(halves, "two workers, not half each: {:?}", rates());
     let mut rows = 0;
     for r in runs {
         let s = r.await?;
@@ -142,18 +149,28 @@ async fn a_stopped_worker_hands_its_share_to_the_others() -> Result<()> {
             ..Default::default()
         },
     ));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        a.write_rate(&target),
-        Some(300.0),
-        "three workers: a third each"
+    let thirds = eventually(Duration::from_secs(10), || {
+        a.write_rate(&target) == Some(300.0)
+    })
+    .await;
+    assert!(
+        thirds,
+        "three workers, not a third each: {:?}",
+        a.write_rate(&target)
     );
     stop_c.cancel();
     rc.await?;
     // Scale-in: within a heartbeat or two the others take the freed share.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(a.write_rate(&target), Some(450.0));
-    assert_eq!(b.write_rate(&target), Some(450.0));
+    let halves = eventually(Duration::from_secs(10), || {
+        a.write_rate(&target) == Some(450.0) && b.write_rate(&target) == Some(450.0)
+    })
+    .await;
+    assert!(
+        halves,
+        "after one left: {:?} and {:?}",
+        a.write_rate(&target),
+        b.write_rate(&target)
+    );
     ra.abort();
     rb.abort();
     stack.cleanup().await

@@ -397,3 +397,22 @@ async fn a_column_altered_after_describe_fails_the_read_by_name() -> Result<()> 
     );
     stack.cleanup().await
 }
+
+/// A test that fails before `cleanup` leaves nothing behind: dropping its
+/// stack drops its schema.
+#[tokio::test]
+async fn a_stack_dropped_without_cleanup_drops_its_schema() -> Result<()> {
+    let stack = TestStack::new("dropped").await?;
+    let (pg, schema) = (stack.pg.clone(), stack.schema.clone());
+    let src = stack.source("t");
+    stack
+        .sql(&format!("CREATE TABLE {src} (id int PRIMARY KEY)"))
+        .await?;
+    drop(stack);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(&schema)
+        .fetch_one(&pg)
+        .await?;
+    anyhow::ensure!(left == 0, "schema {schema} outlived its stack");
+    Ok(())
+}
