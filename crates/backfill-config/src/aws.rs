@@ -3,10 +3,10 @@
 //! Its own section because every AWS client is built from it alone, in
 //! one place (backfill-aws), whatever service it talks to.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where the AWS services are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AwsConfig {
     pub region: String,

@@ -2,10 +2,10 @@
 //!
 //! Fleet-wide, unlike `[worker]`: every worker must agree on these.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How the fleet shares its write budgets, and what capacity costs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CapacityConfig {
     /// Seconds between a worker's heartbeats in the control table.

@@ -4,13 +4,13 @@
 //! and the checks on a key are kept together, apart from the rest of the
 //! table mapping.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, ConfigError};
 
 /// A DynamoDB key attribute built from one or more source columns, or from
 /// a template such as `USER#{user_id}` (single-table designs).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAttribute {
     /// Source columns; several are joined with `#` into a string.

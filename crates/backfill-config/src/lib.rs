@@ -24,7 +24,7 @@ mod testing;
 mod validate;
 mod worker;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use aws::AwsConfig;
 pub use capacity::CapacityConfig;
@@ -41,7 +41,7 @@ pub use tables::{AmbiguousKeys, NullPolicy, Oversize, TableConfig, TypeOverride,
 pub use worker::WorkerConfig;
 
 /// The whole configuration of producer and worker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackfillConfig {
     pub source: SourceConfig,

@@ -3,12 +3,12 @@
 //! Its own module because its address is parsed (and checked) here, for
 //! validation and for the server alike.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, ConfigError};
 
 /// The worker's HTTP server for `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// `host:port` the server listens on; an empty string runs no server.

@@ -2,10 +2,10 @@
 //!
 //! Read only by `plan` and `start`; the workers never see it.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How the producer splits tables.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerConfig {
     /// Rows a job should cover, about.

@@ -3,13 +3,13 @@
 //! The signing key is read here, from the variable the section names,
 //! so that the key itself never passes through the file or the snapshot.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{invalid, ConfigError};
 use crate::secret::Secret;
 
 /// The SQS job queue and its dead-letter queue.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     pub url: String,

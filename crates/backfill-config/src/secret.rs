@@ -22,6 +22,14 @@ impl Secret {
     }
 }
 
+/// In a config snapshot a secret is shown as `redact_url` shows it: a URL
+/// with its password replaced, anything else hidden whole.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")

@@ -3,12 +3,12 @@
 //! A section of its own because it is the one section that holds a secret
 //! (the URL's password) and the one the workers' read throttle reads.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::{redact_url, Secret};
 
 /// The PostgreSQL server the history is read from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// `postgres://user:password@host:port/db`; a secret because of the password.

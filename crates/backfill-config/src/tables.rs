@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::key::KeyAttribute;
 
 /// One table to copy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// `schema.table` or `table` (schema `public`) in Postgres.
@@ -63,7 +63,7 @@ pub struct TableConfig {
 }
 
 /// What happens to an item over DynamoDB's 400 KB limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Oversize {
     /// The job fails, naming the key and the size.
@@ -74,7 +74,7 @@ pub enum Oversize {
 }
 
 /// A per-column override of the DynamoDB form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TypeOverride {
     /// S: the value's text form (jsonb as its JSON text, numeric as its digits).
@@ -86,7 +86,7 @@ pub enum TypeOverride {
 }
 
 /// What a SQL NULL becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NullPolicy {
     /// The attribute is left out of the item.
@@ -98,7 +98,7 @@ pub enum NullPolicy {
 
 /// What a joined key does with a part that contains its separator
 /// (docs/MAPPING.md, "Keys from several columns").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AmbiguousKeys {
     /// The row is a reject naming the column: the application's own keys
@@ -111,7 +111,7 @@ pub enum AmbiguousKeys {
 }
 
 /// What a value without a DynamoDB form becomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unrepresentable {
     /// The job fails, naming table, key and column.

@@ -3,10 +3,10 @@
 //! The knobs of one worker process (pages, concurrency, verification,
 //! reject limits), apart from the fleet-wide ones in `[capacity]`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How a worker takes and copies jobs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Jobs copied at once by one worker process.

@@ -272,8 +272,10 @@ pub async fn produce(
                     wcu_per_item: t.wcu_per_item,
                 })
                 .collect(),
-            // Debug output redacts the source URL's secret.
-            config: Some(format!("{cfg:#?}")),
+            // JSON, which tools read back; the source URL's password is
+            // redacted by `Secret`'s own serialization. Plain owned data
+            // with string keys always serializes.
+            config: serde_json::to_string(cfg).ok(),
         };
         control.save_plan(run_id, &jobs, &run_plan).await?;
         tracing::info!(run_id, jobs = jobs.len(), "plan stored");

@@ -53,7 +53,16 @@ async fn the_last_job_marks_the_run_finished_and_status_says_so() -> Result<()> 
     assert_eq!(run.tables[0].source, src);
     assert_eq!(run.tables[0].jobs as usize, report.jobs_total);
     let snapshot = run.config.expect("config snapshot stored");
-    assert!(snapshot.contains(&target), "{snapshot}");
+    // Stored as JSON that reads back as the config it was.
+    let json: serde_json::Value = serde_json::from_str(&snapshot)?;
+    assert_eq!(json["tables"][0]["target"], target.as_str(), "{snapshot}");
+    assert_eq!(json["producer"]["rows_per_job"], 200, "{snapshot}");
+    assert!(
+        json["source"]["url"]
+            .as_str()
+            .is_some_and(|u| u.contains("***")),
+        "{snapshot}"
+    );
     assert!(
         !snapshot.contains("postgres:postgres@"),
         "the snapshot never holds the source password: {snapshot}"
