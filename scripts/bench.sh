@@ -11,6 +11,33 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 stack_up_for_script
 cd "$ROOT"
+# compare: the worker benchmark of two builds side by side in one run, so
+# both are read in the same period of this (shared) host. BENCH=compare
+# BENCH_BASELINE=<commit> builds that commit's binary in a worktree under
+# .local (its own target dir), then runs the ~1 KB and ~64 KB cases with
+# the baseline and the current build in turn, BENCH_ROUNDS times (default
+# 3). Each line is prefixed [before] or [after].
+if [ "${BENCH:-all}" = compare ]; then
+    base=${BENCH_BASELINE:?BENCH=compare needs BENCH_BASELINE=<commit>}
+    sha=$(git rev-parse --short "$base")
+    wt="$LOCAL/baseline-$sha"
+    [ -d "$wt" ] || git worktree add --detach "$wt" "$sha"
+    log "building the baseline $sha (release) in $wt"
+    (cd "$wt" && CARGO_TARGET_DIR="$LOCAL/baseline-target" cargo build --release --locked -q -p backfill-cli)
+    log "building the current tree (release)"
+    cargo build --release --locked -q -p backfill-cli
+    cargo build --release --locked -q -p backfill-testkit --example worker_bench
+    for round in $(seq "${BENCH_ROUNDS:-3}"); do
+        for which in before after; do
+            if [ "$which" = before ]; then bin="$LOCAL/baseline-target/release/backfill"; else bin="$ROOT/target/release/backfill"; fi
+            log "round $round: $which"
+            BENCH_BIN="$bin" BENCH_CASES="${BENCH_CASES:-1kb,64kb}" BENCH_REPEAT=1 \
+                "$ROOT/target/release/examples/worker_bench" | sed "s/^/[$which] /"
+        done
+    done
+    ls -l "$LOCAL/baseline-target/release/backfill" "$ROOT/target/release/backfill" | awk '{print "binary size: " $5 " bytes  " $NF}'
+    exit 0
+fi
 if [ "${BENCH:-all}" != worker ]; then
     cargo run --release --locked -q -p backfill-testkit --example capacity_bench
 fi
