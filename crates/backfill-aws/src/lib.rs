@@ -126,19 +126,6 @@ pub fn s3_client_from(shared: &SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3:
     aws_sdk_s3::Client::from_conf(b.build())
 }
 
-/// An S3 client for `cfg.region`, built like every other client (no SDK
-/// retries, the attempt timeout). `endpoint`, or else `cfg.s3_endpoint()`,
-/// points it at an emulator; `creds` replaces the default credential chain,
-/// for emulators only.
-pub async fn s3_client(
-    cfg: &AwsConfig,
-    endpoint: Option<&str>,
-    creds: Option<StaticCredentials>,
-) -> aws_sdk_s3::Client {
-    let shared = shared_config(cfg, creds).await;
-    s3_client_from(&shared, endpoint.or(cfg.s3_endpoint()))
-}
-
 /// The SDK's timeouts from the config: each attempt of a call is bounded
 /// (`aws.attempt_timeout_secs`), so a request that is never answered is
 /// abandoned and retried like any transport failure instead of holding its

@@ -54,7 +54,7 @@ pub(crate) async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitC
     sink.ensure_table(&cfg.control.table, ("pk", T::S), Some(("sk", T::S)))
         .await?;
     println!("control table {}", cfg.control.table);
-    if let Some(o) = offloader(cfg).await {
+    if let Some(o) = offloader(cfg, &aws) {
         o.ensure_bucket().await?;
         println!("offload bucket {}", o.bucket());
     }

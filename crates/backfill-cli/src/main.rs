@@ -319,11 +319,16 @@ pub(crate) fn sink(cfg: &BackfillConfig, aws: &AwsClients) -> DynamoSink {
     )
 }
 
-/// The S3 offloader of the `[offload]` section, if there is one.
-pub(crate) async fn offloader(cfg: &BackfillConfig) -> Option<backfill_offload::S3Offloader> {
+/// The S3 offloader of the `[offload]` section, if there is one, on the
+/// S3 client the command already built.
+pub(crate) fn offloader(
+    cfg: &BackfillConfig,
+    aws: &AwsClients,
+) -> Option<backfill_offload::S3Offloader> {
     let o = cfg.offload.as_ref()?;
-    let client = backfill_aws::s3_client(&cfg.aws, None, None).await;
     Some(backfill_offload::S3Offloader::new(
-        client, &o.bucket, &o.prefix,
+        aws.s3.clone(),
+        &o.bucket,
+        &o.prefix,
     ))
 }

@@ -92,7 +92,7 @@ pub async fn run(cfg: &BackfillConfig, args: RejectsArgs) -> Result<ExitCode> {
             let by = crate::status::by_or_user(by);
             let source = crate::connect_source(cfg).await?;
             let sink = crate::sink(cfg, &aws);
-            let offloader = crate::offloader(cfg).await;
+            let offloader = crate::offloader(cfg, &aws);
             let report = backfill_worker::retry_rejects(
                 &backfill_worker::RetryPath {
                     cfg,

@@ -32,7 +32,7 @@ pub(crate) async fn verify(
         ..Default::default()
     };
     let mut verifier = backfill_verify::Verifier::new(source, sink(cfg, &aws), opts);
-    if let Some(o) = offloader(cfg).await {
+    if let Some(o) = offloader(cfg, &aws) {
         verifier = verifier.with_offloader(o);
     }
     let mut clean = true;

@@ -28,7 +28,7 @@ pub(crate) async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitC
     let queue = job_queue(&cfg, &aws)?;
     let sink = sink(&cfg, &aws);
     let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
-    let offloader = offloader(&cfg).await;
+    let offloader = offloader(&cfg, &aws);
     let mut worker = Worker::new(Arc::new(cfg), source, sink, queue, control);
     if let Some(o) = offloader {
         worker = worker.with_offloader(o);

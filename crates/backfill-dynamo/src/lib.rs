@@ -144,6 +144,14 @@ impl DynamoSink {
         }
     }
 
+    /// A request was throttled: AIMD hears of it now, on the attempt that
+    /// got it (nothing was consumed, so nothing is debited).
+    fn throttled(&self) {
+        if let Some(l) = &self.limiter {
+            l.on_throttle();
+        }
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

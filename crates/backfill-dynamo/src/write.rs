@@ -209,7 +209,6 @@ impl DynamoSink {
                 .expression_attribute_values(":v", v),
             None => req.condition_expression("attribute_not_exists(#k)"),
         };
-        let limiter = self.limiter.as_deref();
         let result = backfill_aws::retry_observed(
             self.retry,
             || async {
@@ -220,9 +219,7 @@ impl DynamoSink {
             |e, again| {
                 if is_throttling(e) {
                     outcome.throttled += 1;
-                    if let Some(l) = limiter {
-                        l.on_throttle();
-                    }
+                    self.throttled();
                 }
                 if again {
                     outcome.retries += 1;
@@ -361,7 +358,7 @@ impl DynamoSink {
                     let retryable = is_retryable(&e);
                     if is_throttling(&e) {
                         outcome.throttled += 1;
-                        self.settle(0, 0.0, true).await;
+                        self.throttled();
                     }
                     if !retryable || attempt >= self.retry.max_attempts {
                         return Err(SinkError::Service {
