@@ -18,7 +18,9 @@ use backfill_item::Item;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 mod fleet;
+mod keys;
 pub use fleet::FleetCount;
+pub use keys::{HotKey, KeyPacer};
 
 /// Lowest share of the budget AIMD backs off to.
 const MIN_FACTOR: f64 = 0.05;
@@ -108,14 +110,22 @@ fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
 impl WriteLimiter {
     /// A limiter at `share` WCU/s.
     pub fn new(table: impl Into<String>, share: f64) -> Self {
-        let rate = share.max(1.0).round() as u32;
+        Self::ramping(table, share, 1.0)
+    }
+
+    /// A limiter that starts at `start` (0 to 1) of `share` and ramps up
+    /// additively as its writes succeed: a worker that joins before it
+    /// knows the fleet does not take a share the others also take.
+    pub fn ramping(table: impl Into<String>, share: f64, start: f64) -> Self {
+        let factor = start.clamp(MIN_FACTOR, 1.0);
+        let rate = (share * factor).max(1.0).round() as u32;
         WriteLimiter {
             table: table.into(),
             state: Mutex::new(State {
                 limiter: limiter_for(rate),
                 rate,
                 share,
-                factor: 1.0,
+                factor,
                 last_increase: Instant::now(),
             }),
         }

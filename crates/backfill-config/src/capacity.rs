@@ -17,6 +17,15 @@ pub struct CapacityConfig {
     /// Price of one WCU for one hour of provisioned capacity, for `plan`'s cost estimate.
     #[serde(default = "default_price_per_wcu_hour")]
     pub price_per_wcu_hour: f64,
+    /// Most WCU/s one worker writes to one partition-key value. DynamoDB
+    /// keeps all items of a key in one partition, which serves at most
+    /// 1,000 WCU/s; the default leaves a margin. 0 turns pacing by key off.
+    #[serde(default = "default_key_wcu_per_sec")]
+    pub key_wcu_per_sec: f64,
+}
+
+fn default_key_wcu_per_sec() -> f64 {
+    900.0
 }
 
 fn default_heartbeat_secs() -> u64 {
@@ -36,6 +45,7 @@ impl Default for CapacityConfig {
             heartbeat_secs: default_heartbeat_secs(),
             worker_expiry_secs: default_worker_expiry_secs(),
             price_per_wcu_hour: default_price_per_wcu_hour(),
+            key_wcu_per_sec: default_key_wcu_per_sec(),
         }
     }
 }

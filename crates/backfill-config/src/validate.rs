@@ -128,6 +128,13 @@ impl BackfillConfig {
                 "must be longer than capacity.heartbeat_secs (which must be at least 1)",
             ));
         }
+        let k = self.capacity.key_wcu_per_sec;
+        if !(k.is_finite() && k >= 0.0) {
+            return Err(invalid(
+                "capacity.key_wcu_per_sec",
+                "must be a number of WCU/s, 0 or more (0 turns pacing by key off)",
+            ));
+        }
         self.metrics.listen_addr()?;
         if self.metrics.liveness_max_age_secs <= self.capacity.heartbeat_secs {
             return Err(invalid(

@@ -21,12 +21,14 @@ use backfill_aws::{describe, is_retryable};
 use backfill_capacity::WriteLimiter;
 
 mod admin;
+mod keys;
 mod read;
 mod resend;
 mod wire;
 mod write;
 
 pub use admin::write_budget;
+pub use keys::{key_hash, key_label, KeyPacing, ThrottleReason};
 pub use write::MAX_BATCH_ITEMS;
 
 /// A DynamoDB item.
@@ -73,6 +75,9 @@ pub struct WriteOutcome {
     pub retries: u32,
     /// Requests refused or partly unprocessed for capacity.
     pub throttled: u32,
+    /// Of those, refused for a hot key range or answered with items
+    /// unprocessed while paced by key: slowed by key, not fleet-wide.
+    pub throttled_key_range: u32,
     /// Conditional puts not made because DynamoDB held a newer or equal version.
     pub skipped_newer: usize,
     /// Indexes (in the order given) of the items skipped as newer.
@@ -85,6 +90,7 @@ impl WriteOutcome {
         self.consumed_wcu += other.consumed_wcu;
         self.retries += other.retries;
         self.throttled += other.throttled;
+        self.throttled_key_range += other.throttled_key_range;
         self.skipped_newer += other.skipped_newer;
         self.skipped_indexes
             .extend(other.skipped_indexes.iter().copied());
@@ -102,6 +108,8 @@ pub struct DynamoSink {
     retry: RetryPolicy,
     /// Admission of writes to the table this sink is used for, when it has a budget.
     limiter: Option<Arc<WriteLimiter>>,
+    /// Pacing of each partition-key value, when the caller knows the key.
+    pacing: Option<KeyPacing>,
 }
 
 impl DynamoSink {
@@ -110,6 +118,7 @@ impl DynamoSink {
             client,
             retry,
             limiter: None,
+            pacing: None,
         }
     }
 
@@ -122,7 +131,20 @@ impl DynamoSink {
         }
     }
 
-    async fn admit(&self, estimated: u64) {
+    /// The same sink, with each partition-key value paced under a
+    /// partition's limit and slowed alone when DynamoDB names it hot.
+    pub fn paced(&self, pacing: KeyPacing) -> Self {
+        DynamoSink {
+            pacing: Some(pacing),
+            ..self.clone()
+        }
+    }
+
+    /// Waits for the keys' pacing, then for the fleet share.
+    async fn admit(&self, estimated: u64, keys: &[(u64, u64)]) {
+        if let (Some(p), false) = (&self.pacing, keys.is_empty()) {
+            p.pacer.acquire(keys).await;
+        }
         if let Some(l) = &self.limiter {
             l.acquire(estimated).await;
         }
@@ -144,11 +166,22 @@ impl DynamoSink {
         }
     }
 
-    /// A request was throttled: AIMD hears of it now, on the attempt that
-    /// got it (nothing was consumed, so nothing is debited).
-    fn throttled(&self) {
-        if let Some(l) = &self.limiter {
-            l.on_throttle();
+    /// A request was throttled: the limiter hears of it now, on the
+    /// attempt that got it (nothing was consumed, so nothing is debited). A
+    /// hot key range slows the call's keys alone when the sink paces keys
+    /// (returns true); any other reason slows the fleet's share.
+    fn throttled_for(&self, reason: ThrottleReason, keys: &[(u64, u64)]) -> bool {
+        match (&self.pacing, reason) {
+            (Some(p), ThrottleReason::KeyRange) if !keys.is_empty() => {
+                p.throttled_keys(keys);
+                true
+            }
+            _ => {
+                if let Some(l) = &self.limiter {
+                    l.on_throttle();
+                }
+                false
+            }
         }
     }
 

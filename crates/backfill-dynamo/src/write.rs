@@ -6,11 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{PutRequest, ReturnConsumedCapacity, WriteRequest};
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{PutRequest, ReturnConsumedCapacity, ThrottlingReason, WriteRequest};
 use backfill_aws::{backoff_delay, describe, is_retryable, is_throttling};
 use backfill_capacity::estimate_wcu;
 use backfill_item::{Shape, ShapedItem};
 
+use crate::keys::ThrottleReason;
 use crate::resend::{replace_body, BodySlot};
 use crate::wire;
 use crate::{service_error, DynamoSink, Item, SinkError, WriteOutcome};
@@ -61,20 +65,47 @@ impl BatchItems {
     }
 }
 
-/// Items in batches of [`MAX_BATCH_ITEMS`], each with its summed estimate.
-fn in_batches<T>(items: Vec<(T, u64)>) -> Vec<(Vec<T>, u64)> {
+/// Items in batches of [`MAX_BATCH_ITEMS`], each with its items' estimates.
+fn in_batches<T>(items: Vec<(T, u64)>) -> Vec<(Vec<T>, Vec<u64>)> {
     let mut batches = Vec::with_capacity(items.len() / MAX_BATCH_ITEMS + 1);
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
-        let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
-        let mut estimated = 0u64;
-        for (item, wcu) in items.by_ref().take(MAX_BATCH_ITEMS) {
-            batch.push(item);
-            estimated += wcu;
-        }
-        batches.push((batch, estimated));
+        batches.push(items.by_ref().take(MAX_BATCH_ITEMS).unzip());
     }
     batches
+}
+
+/// One batch to write: its items, their summed estimate, and the
+/// `(key, wcu)` of each for per-key pacing (empty when not paced).
+struct Batch {
+    items: BatchItems,
+    estimated: u64,
+    keys: Vec<(u64, u64)>,
+}
+
+/// The reasons a capacity refusal gave (empty for other errors).
+fn batch_reasons(
+    e: &SdkError<BatchWriteItemError, aws_smithy_runtime_api::http::Response>,
+) -> Option<&[ThrottlingReason]> {
+    match e.as_service_error()? {
+        BatchWriteItemError::ProvisionedThroughputExceededException(t) => {
+            Some(t.throttling_reasons())
+        }
+        BatchWriteItemError::RequestLimitExceeded(t) => Some(t.throttling_reasons()),
+        BatchWriteItemError::ThrottlingException(t) => Some(t.throttling_reasons()),
+        _ => None,
+    }
+}
+
+fn put_reasons(
+    e: &SdkError<PutItemError, aws_smithy_runtime_api::http::Response>,
+) -> Option<&[ThrottlingReason]> {
+    match e.as_service_error()? {
+        PutItemError::ProvisionedThroughputExceededException(t) => Some(t.throttling_reasons()),
+        PutItemError::RequestLimitExceeded(t) => Some(t.throttling_reasons()),
+        PutItemError::ThrottlingException(t) => Some(t.throttling_reasons()),
+        _ => None,
+    }
 }
 
 impl DynamoSink {
@@ -110,7 +141,14 @@ impl DynamoSink {
     ) -> Result<WriteOutcome, SinkError> {
         let batches = in_batches(items)
             .into_iter()
-            .map(|(b, estimated)| (BatchItems::Maps(b), estimated))
+            .map(|(b, wcus)| Batch {
+                keys: match &self.pacing {
+                    Some(p) => p.costs_of_items(b.iter().zip(wcus.iter().copied())),
+                    None => Vec::new(),
+                },
+                estimated: wcus.iter().sum(),
+                items: BatchItems::Maps(b),
+            })
             .collect();
         self.write_batches(table, batches, concurrency).await
     }
@@ -126,7 +164,14 @@ impl DynamoSink {
     ) -> Result<WriteOutcome, SinkError> {
         let batches = in_batches(items)
             .into_iter()
-            .map(|(b, estimated)| (BatchItems::Shaped(Arc::clone(shape), b), estimated))
+            .map(|(b, wcus)| Batch {
+                keys: match &self.pacing {
+                    Some(p) => p.costs_of_shaped(shape, b.iter().zip(wcus.iter().copied())),
+                    None => Vec::new(),
+                },
+                estimated: wcus.iter().sum(),
+                items: BatchItems::Shaped(Arc::clone(shape), b),
+            })
             .collect();
         self.write_batches(table, batches, concurrency).await
     }
@@ -134,12 +179,12 @@ impl DynamoSink {
     async fn write_batches(
         &self,
         table: &str,
-        batches: Vec<(BatchItems, u64)>,
+        batches: Vec<Batch>,
         concurrency: usize,
     ) -> Result<WriteOutcome, SinkError> {
         use futures::stream::{self, StreamExt, TryStreamExt};
         stream::iter(batches)
-            .map(|(b, estimated)| self.write_batch(table, b, estimated))
+            .map(|b| self.write_batch(table, b))
             .buffer_unordered(concurrency.max(1))
             .try_fold(WriteOutcome::default(), |mut total, o| async move {
                 total.add(&o);
@@ -191,6 +236,10 @@ impl DynamoSink {
         version_attribute: &str,
     ) -> Result<WriteOutcome, SinkError> {
         let version = item.get(version_attribute).cloned();
+        let keys = match &self.pacing {
+            Some(p) => p.costs_of_items(std::iter::once((&item, estimated))),
+            None => Vec::new(),
+        };
         let mut outcome = WriteOutcome {
             items: 1,
             ..Default::default()
@@ -212,14 +261,17 @@ impl DynamoSink {
         let result = backfill_aws::retry_observed(
             self.retry,
             || async {
-                self.admit(estimated).await;
+                self.admit(estimated, &keys).await;
                 req.clone().send().await
             },
             // Heard on the attempt that got it, so the limiter slows at once.
             |e, again| {
                 if is_throttling(e) {
                     outcome.throttled += 1;
-                    self.throttled();
+                    let reason = ThrottleReason::of(put_reasons(e).unwrap_or_default());
+                    if self.throttled_for(reason, &keys) {
+                        outcome.throttled_key_range += 1;
+                    }
                 }
                 if again {
                     outcome.retries += 1;
@@ -251,12 +303,12 @@ impl DynamoSink {
     }
 
     /// One batch of at most 25 requests, resent until nothing is unprocessed.
-    async fn write_batch(
-        &self,
-        table: &str,
-        items: BatchItems,
-        mut estimated: u64,
-    ) -> Result<WriteOutcome, SinkError> {
+    async fn write_batch(&self, table: &str, batch: Batch) -> Result<WriteOutcome, SinkError> {
+        let Batch {
+            items,
+            mut estimated,
+            mut keys,
+        } = batch;
         let mut outcome = WriteOutcome {
             items: items.len(),
             ..Default::default()
@@ -297,7 +349,7 @@ impl DynamoSink {
         };
         let mut attempt = 0u32;
         loop {
-            self.admit(estimated).await;
+            self.admit(estimated, &keys).await;
             let sent = BodySlot::default();
             let request = self
                 .client
@@ -339,11 +391,27 @@ impl DynamoSink {
                         .unprocessed_items
                         .and_then(|mut m| m.remove(table))
                         .unwrap_or_default();
-                    self.settle(estimated, consumed, !left.is_empty()).await;
+                    // Items left unprocessed slow their keys when the sink
+                    // knows them; else (or also, when none had a key) the fleet.
+                    let left_items = left
+                        .iter()
+                        .filter_map(|w| w.put_request().map(|p| p.item()));
+                    let by_key = match &self.pacing {
+                        Some(p) if !left.is_empty() => {
+                            p.throttled(left_items.clone());
+                            left_items.clone().any(|i| p.of_item(i).is_some())
+                        }
+                        _ => false,
+                    };
+                    self.settle(estimated, consumed, !left.is_empty() && !by_key)
+                        .await;
                     if left.is_empty() {
                         return Ok(outcome);
                     }
                     outcome.throttled += 1;
+                    if by_key {
+                        outcome.throttled_key_range += 1;
+                    }
                     tracing::debug!(
                         table,
                         unprocessed = left.len(),
@@ -351,6 +419,10 @@ impl DynamoSink {
                         "unprocessed items, resending"
                     );
                     estimated = estimate(&left);
+                    keys = match &self.pacing {
+                        Some(p) => p.costs_of_items(left_items.map(|i| (i, estimate_wcu(i)))),
+                        None => Vec::new(),
+                    };
                     pending_len = left.len();
                     next = Attempt::Requests(left);
                 }
@@ -358,7 +430,10 @@ impl DynamoSink {
                     let retryable = is_retryable(&e);
                     if is_throttling(&e) {
                         outcome.throttled += 1;
-                        self.throttled();
+                        let reason = ThrottleReason::of(batch_reasons(&e).unwrap_or_default());
+                        if self.throttled_for(reason, &keys) {
+                            outcome.throttled_key_range += 1;
+                        }
                     }
                     if !retryable || attempt >= self.retry.max_attempts {
                         return Err(SinkError::Service {

@@ -135,6 +135,7 @@ pub struct Metrics {
     items_verified: Family<TableLabels, Counter>,
     wcu_consumed: Family<TableLabels, F64Counter>,
     throttles: Family<TableLabels, Counter>,
+    key_range_throttles: Family<TableLabels, Counter>,
     write_retries: Family<TableLabels, Counter>,
     job_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
     jobs: Family<JobLabels, Counter>,
@@ -172,6 +173,7 @@ impl Metrics {
             items_verified: Family::default(),
             wcu_consumed: Family::default(),
             throttles: Family::default(),
+            key_range_throttles: Family::default(),
             write_retries: Family::default(),
             job_duration: Family::new_with_constructor(job_duration_histogram),
             jobs: Family::default(),
@@ -205,6 +207,11 @@ impl Metrics {
             "backfill_throttles",
             "Write requests DynamoDB throttled (refused or left partly unprocessed for capacity), per target table",
             m.throttles.clone(),
+        );
+        registry.register(
+            "backfill_key_range_throttles",
+            "Of backfill_throttles, those that slowed partition-key values alone (a hot key range, or items left unprocessed while writes are paced by key); the rest slowed the fleet's share",
+            m.key_range_throttles.clone(),
         );
         registry.register(
             "backfill_write_retries",
@@ -255,6 +262,7 @@ impl Metrics {
         let _ = self.items_verified.get_or_create(&s);
         let _ = self.wcu_consumed.get_or_create(&t);
         let _ = self.throttles.get_or_create(&t);
+        let _ = self.key_range_throttles.get_or_create(&t);
         let _ = self.write_retries.get_or_create(&t);
     }
 
@@ -282,6 +290,15 @@ impl Metrics {
         }
         if retries > 0 {
             self.write_retries.get_or_create(&t).inc_by(retries);
+        }
+    }
+
+    /// Of a write's throttles, those that slowed keys, not the fleet.
+    pub fn key_range_throttles(&self, target: &str, n: u64) {
+        if n > 0 {
+            self.key_range_throttles
+                .get_or_create(&table(target))
+                .inc_by(n);
         }
     }
 

@@ -302,7 +302,7 @@ pub(crate) async fn copy_range(
                     .map(|(item, _)| (i, item.clone())),
             })
             .collect();
-            let sink = w.sink_for(&tcfg.target);
+            let sink = w.sink_for(&tcfg.target, &mapper.partition_key().attribute);
             let written = match mapper.version_attribute() {
                 Some(version) => {
                     let all = items
@@ -346,6 +346,8 @@ pub(crate) async fn copy_range(
                 u64::from(written.throttled),
                 u64::from(written.retries),
             );
+            w.metrics
+                .key_range_throttles(&tcfg.target, u64::from(written.throttled_key_range));
             let rows_now = rows_in_items.saturating_sub(written.skipped_newer as u64);
             w.metrics.rows_written(&job.table, rows_now);
             progress.skipped_newer += written.skipped_newer as u64;

@@ -8,20 +8,64 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfill_capacity::WriteLimiter;
-use backfill_dynamo::DynamoSink;
+use backfill_capacity::{KeyPacer, WriteLimiter};
+use backfill_dynamo::{DynamoSink, KeyPacing};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
+/// A limiter starts at this share of its worker's share and ramps up as
+/// its writes succeed (see [`WriteLimiter::ramping`]): workers started
+/// together each see few others at first, and without the ramp the fleet
+/// asked for 2 to 2.7 times its budget for the first seconds.
+const JOIN_START: f64 = 0.1;
+/// While joining, the fleet is counted this often, until the count holds.
+const JOIN_BEAT: Duration = Duration::from_millis(250);
+/// Joining ends when this many counts in a row agree...
+const JOIN_STABLE_BEATS: u32 = 4;
+/// ...or after this long.
+const JOIN_MAX: Duration = Duration::from_secs(10);
+
+/// What a worker holds per target table.
+#[derive(Debug, Default)]
+pub(crate) struct Targets {
+    /// Tables with a budget: the fleet budget and this worker's limiter.
+    budgets: HashMap<String, (f64, Arc<WriteLimiter>)>,
+    /// Every table written so far: the pacing of its partition-key values,
+    /// shared by all of this worker's jobs on it.
+    pacers: HashMap<String, Arc<KeyPacer>>,
+}
+
 impl Worker {
-    /// The sink for writes to `target`: limited to this worker's share when
-    /// the target has a budget.
-    pub(crate) fn sink_for(&self, target: &str) -> DynamoSink {
-        match self.limiters.lock().expect("limiters lock").get(target) {
+    fn targets(&self) -> std::sync::MutexGuard<'_, Targets> {
+        // Maps only inserted into whole: a panic elsewhere while holding
+        // the lock cannot have left them half-changed.
+        self.targets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sink for writes to `target` (whose partition key is the
+    /// attribute `partition_key`): limited to this worker's share when the
+    /// target has a budget, and paced per partition-key value unless
+    /// `capacity.key_wcu_per_sec` is 0.
+    pub(crate) fn sink_for(&self, target: &str, partition_key: &str) -> DynamoSink {
+        let mut t = self.targets();
+        let mut sink = match t.budgets.get(target) {
             Some((_, l)) => self.sink.limited(l.clone()),
             None => self.sink.clone(),
+        };
+        let cap = self.cfg.capacity.key_wcu_per_sec;
+        if cap > 0.0 {
+            let pacer = t
+                .pacers
+                .entry(target.to_string())
+                .or_insert_with(|| Arc::new(KeyPacer::new(cap)))
+                .clone();
+            sink = sink.paced(KeyPacing {
+                pacer,
+                attribute: partition_key.into(),
+            });
         }
+        sink
     }
 
     /// WCU per second per target since the previous call. The totals are
@@ -49,16 +93,13 @@ impl Worker {
 
     /// This worker's current write rate for `target` (WCU/s), if it has a budget.
     pub fn write_rate(&self, target: &str) -> Option<f64> {
-        self.limiters
-            .lock()
-            .expect("limiters lock")
-            .get(target)
-            .map(|(_, l)| l.rate())
+        self.targets().budgets.get(target).map(|(_, l)| l.rate())
     }
 
     /// Resolves every table's fleet budget (a fraction of provisioned
     /// capacity is read with DescribeTable) and builds its limiter at the
-    /// whole budget; the first heartbeat divides it by the live workers.
+    /// whole budget, ramping from [`JOIN_START`] of it; the first heartbeat
+    /// divides it by the live workers.
     pub(crate) async fn resolve_budgets(&self) -> Result<(), String> {
         let mut out = HashMap::new();
         for t in &self.cfg.tables {
@@ -69,16 +110,19 @@ impl Worker {
             self.metrics.set_budget(&t.target, budget);
             out.insert(
                 t.target.clone(),
-                (budget, Arc::new(WriteLimiter::new(&t.target, budget))),
+                (
+                    budget,
+                    Arc::new(WriteLimiter::ramping(&t.target, budget, JOIN_START)),
+                ),
             );
         }
-        *self.limiters.lock().expect("limiters lock") = out;
+        self.targets().budgets = out;
         Ok(())
     }
 
     /// One heartbeat in the control table, and each budget re-divided by the
-    /// live workers.
-    pub(crate) async fn fleet_beat(&self) {
+    /// live workers; returns the divisor, or `None` when the beat failed.
+    pub(crate) async fn fleet_beat(&self) -> Option<usize> {
         let expiry = self.cfg.capacity.worker_expiry_secs;
         let busy = self.in_hand.load(Ordering::Relaxed) > 0
             || self.last_busy.lock().expect("last_busy lock").elapsed()
@@ -93,27 +137,72 @@ impl Worker {
         match beat.await {
             Ok(fleet) => {
                 let divide = fleet.divisor(busy);
-                for (target, (budget, l)) in self.limiters.lock().expect("limiters lock").iter() {
+                let now = Instant::now();
+                let t = self.targets();
+                for (target, (budget, l)) in t.budgets.iter() {
                     let share = backfill_capacity::share(*budget, divide);
                     l.set_share(share);
                     self.metrics.set_budget_share(target, share);
                 }
+                for (target, pacer) in t.pacers.iter() {
+                    let hot = pacer.hot_keys(3, now);
+                    if !hot.is_empty() {
+                        let hot: Vec<String> = hot
+                            .iter()
+                            .map(|h| {
+                                format!(
+                                    "{} at {:.0} WCU/s ({} throttles)",
+                                    h.label, h.rate, h.throttles
+                                )
+                            })
+                            .collect();
+                        tracing::info!(target = %target, hot = %hot.join(", "), "hot partition keys slowed");
+                    }
+                }
+                drop(t);
                 self.health.set_heartbeat_sent();
+                Some(divide)
             }
-            Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet heartbeat failed");
+                None
+            }
         }
     }
 
     /// Heartbeats every few seconds until cancelled; then deregisters so the
     /// others take the freed share at once.
+    /// While joining, beats come every [`JOIN_BEAT`] until the fleet's
+    /// count holds, so workers started together learn of each other before
+    /// their limiters have ramped up.
     pub(crate) async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let started = Instant::now();
+        let mut joining = true;
+        let (mut last, mut same) = (None, 0u32);
         loop {
             self.health.tick();
+            let every = if joining {
+                JOIN_BEAT
+            } else {
+                Duration::from_secs(self.cfg.capacity.heartbeat_secs)
+            };
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(self.cfg.capacity.heartbeat_secs)) => {}
+                _ = tokio::time::sleep(every) => {}
                 _ = cancel.cancelled() => break,
             }
-            self.fleet_beat().await;
+            let divisor = self.fleet_beat().await;
+            if joining {
+                same = if divisor.is_some() && divisor == last {
+                    same + 1
+                } else {
+                    0
+                };
+                last = divisor;
+                if same >= JOIN_STABLE_BEATS || started.elapsed() >= JOIN_MAX {
+                    joining = false;
+                    tracing::debug!(divisor = ?last, "joined the fleet");
+                }
+            }
         }
         if let Err(e) = self.control.deregister(&self.worker_id).await {
             tracing::warn!(error = %e, "deregistering from the fleet failed");

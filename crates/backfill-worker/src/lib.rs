@@ -45,7 +45,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfill_capacity::WriteLimiter;
 use backfill_config::BackfillConfig;
 use backfill_control::{Claim, ControlTable, RunRecord};
 use backfill_dynamo::DynamoSink;
@@ -84,8 +83,8 @@ pub struct Worker {
     cfg: Arc<BackfillConfig>,
     source: PgSource,
     sink: DynamoSink,
-    /// Per target table with a budget: its fleet budget and this worker's limiter.
-    limiters: std::sync::Mutex<HashMap<String, (f64, Arc<WriteLimiter>)>>,
+    /// Per target table: its budget and limiter, and its keys' pacer.
+    targets: std::sync::Mutex<fleet::Targets>,
     /// Where items over 400 KB go, for tables with `oversize = "s3"`.
     offloader: Option<S3Offloader>,
     /// Jobs in hand now, and when there last were any (or the worker
@@ -133,7 +132,7 @@ impl Worker {
             queue,
             control,
             runs: std::sync::Mutex::new(HashMap::new()),
-            limiters: std::sync::Mutex::new(HashMap::new()),
+            targets: std::sync::Mutex::default(),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
             consumed_at_beat: std::sync::Mutex::new((Instant::now(), HashMap::new())),

@@ -1,0 +1,259 @@
+//! Pacing per partition-key value.
+//!
+//! DynamoDB stores all items of one partition-key value in one partition,
+//! and a partition serves at most 1,000 WCU/s whatever the table is
+//! provisioned for. The fleet's [`crate::WriteLimiter`] holds the table's
+//! budget; this holds each key under a partition's limit, and slows only
+//! the keys DynamoDB names as hot (a key-range throttle, or items it
+//! returned unprocessed) instead of cutting the whole fleet's rate for
+//! one key.
+//!
+//! Each key is a small GCRA with its own rate: `cap` times a factor that
+//! halves on each throttle of that key and recovers additively, as the
+//! table limiter's AIMD does. governor's keyed limiter gives every key the
+//! same quota, which cannot slow one key alone; hence this.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Lowest share of the cap a hot key backs off to.
+const MIN_FACTOR: f64 = 0.02;
+/// Multiplicative decrease on a throttle of the key.
+const DECREASE: f64 = 0.5;
+/// Additive increase of the factor per second without a throttle.
+const INCREASE_PER_SEC: f64 = 0.1;
+/// A key may bank this much time of its rate (a short burst).
+const TOLERANCE: Duration = Duration::from_millis(100);
+/// Keys idle this long with a full factor are forgotten.
+const IDLE: Duration = Duration::from_secs(30);
+/// Forgetting idle keys runs once per this many reservations.
+const PRUNE_EVERY: u64 = 4096;
+
+#[derive(Debug, Clone)]
+struct KeyState {
+    /// When the key's reservations so far are paid for (GCRA's TAT).
+    tat: Instant,
+    factor: f64,
+    last_change: Instant,
+    throttles: u64,
+    /// The key as a person reads it, kept once the key was throttled.
+    label: Option<String>,
+}
+
+impl KeyState {
+    fn new(now: Instant) -> Self {
+        KeyState {
+            tat: now,
+            factor: 1.0,
+            last_change: now,
+            throttles: 0,
+            label: None,
+        }
+    }
+
+    fn recover(&mut self, now: Instant) {
+        if self.factor < 1.0 {
+            let secs = now
+                .saturating_duration_since(self.last_change)
+                .as_secs_f64();
+            self.factor = (self.factor + INCREASE_PER_SEC * secs).min(1.0);
+            self.last_change = now;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Keys {
+    map: HashMap<u64, KeyState>,
+    reservations: u64,
+}
+
+/// A key DynamoDB throttled, for metrics and `status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HotKey {
+    pub label: String,
+    /// The WCU/s this worker now writes the key at.
+    pub rate: f64,
+    pub throttles: u64,
+}
+
+/// One worker's pacing of the partition-key values of one target table.
+#[derive(Debug)]
+pub struct KeyPacer {
+    cap: f64,
+    keys: Mutex<Keys>,
+}
+
+impl KeyPacer {
+    /// Each key at most `cap` WCU/s (a partition's 1,000, less a margin).
+    /// `cap` must be positive; a pacer is not built for a cap of 0 (off).
+    pub fn new(cap: f64) -> Self {
+        KeyPacer {
+            cap: cap.max(1.0),
+            keys: Mutex::new(Keys::default()),
+        }
+    }
+
+    pub fn cap(&self) -> f64 {
+        self.cap
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        // Only numbers, left consistent between statements: a panic
+        // elsewhere while holding the lock cannot have broken them.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Books `wcu` on each `(key, wcu)` and returns how long to wait until
+    /// all of them are within their keys' rates (zero when they are now).
+    pub fn reserve(&self, costs: &[(u64, u64)], now: Instant) -> Duration {
+        let mut keys = self.lock();
+        keys.reservations += 1;
+        if keys.reservations.is_multiple_of(PRUNE_EVERY) {
+            keys.map
+                .retain(|_, k| k.factor < 1.0 || now.saturating_duration_since(k.tat) < IDLE);
+        }
+        let mut wait = Duration::ZERO;
+        for &(key, wcu) in costs {
+            let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
+            k.recover(now);
+            let rate = self.cap * k.factor;
+            let start = k.tat.max(now);
+            k.tat = start + Duration::from_secs_f64(wcu as f64 / rate);
+            let ahead = k.tat.saturating_duration_since(now);
+            wait = wait.max(ahead.saturating_sub(TOLERANCE));
+        }
+        wait
+    }
+
+    /// Waits until `costs` may be written (see [`KeyPacer::reserve`]).
+    pub async fn acquire(&self, costs: &[(u64, u64)]) {
+        let wait = self.reserve(costs, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// DynamoDB throttled `key` (named `label`): halve its rate.
+    pub fn on_throttle(&self, key: u64, label: impl FnOnce() -> String, now: Instant) {
+        let mut keys = self.lock();
+        let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
+        k.recover(now);
+        k.factor = (k.factor * DECREASE).max(MIN_FACTOR);
+        k.last_change = now;
+        k.throttles += 1;
+        if k.label.is_none() {
+            k.label = Some(label());
+        }
+    }
+
+    /// The rate `key` is written at now (WCU/s).
+    pub fn rate(&self, key: u64, now: Instant) -> f64 {
+        let mut keys = self.lock();
+        match keys.map.get_mut(&key) {
+            Some(k) => {
+                k.recover(now);
+                self.cap * k.factor
+            }
+            None => self.cap,
+        }
+    }
+
+    /// The `n` keys with the most throttles that are still slowed.
+    pub fn hot_keys(&self, n: usize, now: Instant) -> Vec<HotKey> {
+        let mut keys = self.lock();
+        let mut hot: Vec<HotKey> = keys
+            .map
+            .values_mut()
+            .filter_map(|k| {
+                k.recover(now);
+                (k.factor < 1.0).then(|| HotKey {
+                    label: k.label.clone().unwrap_or_default(),
+                    rate: self.cap * k.factor,
+                    throttles: k.throttles,
+                })
+            })
+            .collect();
+        hot.sort_by(|a, b| b.throttles.cmp(&a.throttles).then(a.label.cmp(&b.label)));
+        hot.truncate(n);
+        hot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Milliseconds, rounded: float rates give durations a nanosecond off.
+    fn ms(d: Duration) -> u128 {
+        (d.as_micros() + 500) / 1000
+    }
+
+    #[test]
+    fn one_key_is_paced_to_the_cap_and_others_are_not_held_by_it() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        // 25 WCU at 1,000 WCU/s is 25 ms each: within the 100 ms
+        // tolerance four batches go at once, the fifth waits.
+        for _ in 0..4 {
+            assert_eq!(p.reserve(&[(7, 25)], t0), Duration::ZERO);
+        }
+        assert_eq!(ms(p.reserve(&[(7, 25)], t0)), 25);
+        // Another key is free, and a batch waits for its slowest key.
+        assert_eq!(p.reserve(&[(8, 25)], t0), Duration::ZERO);
+        assert_eq!(ms(p.reserve(&[(8, 1), (7, 25)], t0)), 50);
+        // A second later the first key has paid off its bookings.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(p.reserve(&[(7, 25)], t1), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_throttle_slows_that_key_alone_and_it_recovers() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        p.on_throttle(7, || "tenant=acme".into(), t0);
+        assert_eq!(p.rate(7, t0), 500.0);
+        assert_eq!(p.rate(8, t0), 1000.0);
+        for _ in 0..20 {
+            p.on_throttle(7, || unreachable!("the label is kept"), t0);
+        }
+        assert_eq!(p.rate(7, t0), 20.0, "never below 2% of the cap");
+        let hot = p.hot_keys(3, t0);
+        assert_eq!(hot.len(), 1);
+        assert_eq!(hot[0].label, "tenant=acme");
+        assert_eq!(hot[0].throttles, 21);
+        // 0.1 of the cap per second: full again ten seconds later.
+        assert!((p.rate(7, t0 + Duration::from_secs(5)) - 520.0).abs() < 1.0);
+        assert_eq!(p.rate(7, t0 + Duration::from_secs(11)), 1000.0);
+        assert!(p.hot_keys(3, t0 + Duration::from_secs(11)).is_empty());
+    }
+
+    #[test]
+    fn a_slowed_key_waits_in_proportion() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        p.on_throttle(1, || "k".into(), t0);
+        p.on_throttle(1, || "k".into(), t0);
+        // 250 WCU/s: 100 WCU is 400 ms, less the 100 ms tolerance.
+        assert_eq!(ms(p.reserve(&[(1, 100)], t0)), 300);
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_but_hot_ones_kept() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        p.on_throttle(1, || "hot".into(), t0);
+        for k in 2..100 {
+            p.reserve(&[(k, 1)], t0);
+        }
+        let later = t0 + IDLE + Duration::from_secs(1);
+        for _ in 0..PRUNE_EVERY {
+            p.reserve(&[(0, 0)], later);
+        }
+        let keys = p.lock();
+        assert!(keys.map.contains_key(&1), "a slowed key is kept");
+        assert!(!keys.map.contains_key(&2));
+        assert!(keys.map.len() <= 3, "{}", keys.map.len());
+    }
+}
