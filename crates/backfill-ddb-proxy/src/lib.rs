@@ -41,24 +41,33 @@
 //! `ConsumedCapacity` computed by the proxy when asked for), so a benchmark
 //! measures the client alone; everything else is still forwarded.
 
+mod admission;
 pub mod bucket;
+mod counters;
 pub mod error;
+pub mod partition;
 pub mod request;
 mod server;
 pub mod size;
+mod writes;
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use error::{ProxyError, THROTTLED_BODY};
+pub use counters::{
+    Counters, CountersSnapshot, PartitionCounters, PartitionSnapshot, HISTORY_SECS,
+};
+pub use error::{throttled_body, ProxyError, ThrottleReason, THROTTLED_BODY};
+pub use partition::{default_partitions, partition_of, MAX_PARTITIONS, PARTITION_MAX_WCU};
 
 /// DynamoDB keeps up to 300 seconds of unused capacity as burst.
 pub const DEFAULT_BURST_SECS: f64 = 300.0;
+
+/// A partition's burst: a second of its rate.
+pub const DEFAULT_PARTITION_BURST_SECS: f64 = 1.0;
 
 /// The upstream used when none is given: `BACKFILL_TEST_DYNAMODB_URL`, or
 /// dynalite on its usual port.
@@ -99,6 +108,20 @@ pub struct ProxyConfig {
     pub mode: Mode,
     /// Failures injected on purpose (none by default).
     pub faults: Faults,
+    /// The table's partition (hash) key attribute. With it, writes are also
+    /// paid from their partition's bucket; without it (the default) only
+    /// the table's limit applies. Items without the attribute pay the
+    /// table alone.
+    pub partition_key: Option<String>,
+    /// How many partitions the key space is split into; `None`: DynamoDB's
+    /// count for the provisioned rate ([`default_partitions`]).
+    pub partitions: Option<u32>,
+    /// Each partition's write rate, WCU per second ([`PARTITION_MAX_WCU`],
+    /// DynamoDB's ceiling, by default).
+    pub partition_wcu_per_sec: f64,
+    /// Seconds of unused capacity a partition keeps as burst (1 by default:
+    /// a partition's burst is short, unlike the table's).
+    pub partition_burst_secs: f64,
 }
 
 /// Failures the proxy injects on purpose, for fault-injection tests.
@@ -125,111 +148,21 @@ impl ProxyConfig {
             burst_secs: DEFAULT_BURST_SECS,
             mode: Mode::Forward,
             faults: Faults::default(),
-        }
-    }
-}
-
-/// What the proxy has done so far. All fields are atomics: read them from
-/// any thread while the proxy runs.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Write capacity admitted and consumed, in millionths of a unit (read
-    /// it with [`Counters::accepted_wcu`]).
-    pub accepted_wcu_micros: AtomicU64,
-    /// Write calls admitted, in whole or in part.
-    pub accepted_write_requests: AtomicU64,
-    /// Single items written (a batch counts each of its admitted requests).
-    pub accepted_items: AtomicU64,
-    /// Calls answered with `ProvisionedThroughputExceededException`.
-    pub throttled_requests: AtomicU64,
-    /// Write requests the proxy itself returned in `UnprocessedItems`.
-    pub unprocessed_items_returned: AtomicU64,
-    /// Calls sent to the upstream (any operation).
-    pub forwarded_requests: AtomicU64,
-    /// Calls answered with an injected throttle ([`Faults::throttle_ratio`]).
-    pub injected_throttles: AtomicU64,
-    /// Calls answered with an injected 500 ([`Faults::server_error_ratio`]).
-    pub injected_server_errors: AtomicU64,
-    /// Write requests returned unprocessed by [`Faults::unprocessed_half`]
-    /// (also counted in `unprocessed_items_returned`).
-    pub injected_unprocessed: AtomicU64,
-}
-
-impl Counters {
-    /// Write capacity units admitted and consumed.
-    pub fn accepted_wcu(&self) -> f64 {
-        self.accepted_wcu_micros.load(Ordering::Relaxed) as f64 / 1e6
-    }
-    pub fn accepted_write_requests(&self) -> u64 {
-        self.accepted_write_requests.load(Ordering::Relaxed)
-    }
-    pub fn accepted_items(&self) -> u64 {
-        self.accepted_items.load(Ordering::Relaxed)
-    }
-    pub fn throttled_requests(&self) -> u64 {
-        self.throttled_requests.load(Ordering::Relaxed)
-    }
-    pub fn unprocessed_items_returned(&self) -> u64 {
-        self.unprocessed_items_returned.load(Ordering::Relaxed)
-    }
-    pub fn forwarded_requests(&self) -> u64 {
-        self.forwarded_requests.load(Ordering::Relaxed)
-    }
-    /// Faults injected so far: throttles, 500s and unprocessed items.
-    pub fn injected_faults(&self) -> u64 {
-        self.injected_throttles.load(Ordering::Relaxed)
-            + self.injected_server_errors.load(Ordering::Relaxed)
-            + self.injected_unprocessed.load(Ordering::Relaxed)
-    }
-
-    /// All counters at one moment (each read on its own: not a transaction).
-    pub fn snapshot(&self) -> CountersSnapshot {
-        CountersSnapshot {
-            accepted_wcu: self.accepted_wcu(),
-            accepted_write_requests: self.accepted_write_requests(),
-            accepted_items: self.accepted_items(),
-            throttled_requests: self.throttled_requests(),
-            unprocessed_items_returned: self.unprocessed_items_returned(),
-            forwarded_requests: self.forwarded_requests(),
+            partition_key: None,
+            partitions: None,
+            partition_wcu_per_sec: PARTITION_MAX_WCU,
+            partition_burst_secs: DEFAULT_PARTITION_BURST_SECS,
         }
     }
 
-    fn record_accepted(&self, units: u64, items: u64) {
-        self.accepted_wcu_micros
-            .fetch_add(units.saturating_mul(1_000_000), Ordering::Relaxed);
-        self.accepted_items.fetch_add(items, Ordering::Relaxed);
-        self.accepted_write_requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-/// Plain values of [`Counters`]; `Display` prints one JSON object.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CountersSnapshot {
-    pub accepted_wcu: f64,
-    pub accepted_write_requests: u64,
-    pub accepted_items: u64,
-    pub throttled_requests: u64,
-    pub unprocessed_items_returned: u64,
-    pub forwarded_requests: u64,
-}
-
-impl fmt::Display for CountersSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{{\"accepted_wcu\":{},\"accepted_write_requests\":{},\"accepted_items\":{},\
-             \"throttled_requests\":{},\"unprocessed_items_returned\":{},\"forwarded_requests\":{}}}",
-            self.accepted_wcu,
-            self.accepted_write_requests,
-            self.accepted_items,
-            self.throttled_requests,
-            self.unprocessed_items_returned,
-            self.forwarded_requests
-        )
+    /// The partitions accounted: 0 without a partition key, else
+    /// [`ProxyConfig::partitions`] or DynamoDB's count for the rate.
+    pub fn partition_count(&self) -> u32 {
+        match (&self.partition_key, self.partitions) {
+            (None, _) => 0,
+            (Some(_), Some(n)) => n,
+            (Some(_), None) => default_partitions(self.write_capacity_per_sec),
+        }
     }
 }
 
@@ -272,11 +205,11 @@ pub async fn start(cfg: ProxyConfig) -> std::io::Result<ProxyHandle> {
 /// Starts a proxy on `addr`. A configuration that cannot work is an
 /// `InvalidInput` error wrapping [`ProxyError::Config`].
 pub async fn start_on(cfg: ProxyConfig, addr: SocketAddr) -> std::io::Result<ProxyHandle> {
-    let counters = Arc::new(Counters::default());
-    let shared = server::Shared::new(&cfg, counters.clone())
+    let shared = server::Shared::new(&cfg)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    let counters = shared.counters.clone();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server::serve(listener, Arc::new(shared), shutdown.clone()));
     Ok(ProxyHandle {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use backfill_ddb_proxy::{
     default_upstream, start_on, Faults, Mode, ProxyConfig, DEFAULT_BURST_SECS,
+    DEFAULT_PARTITION_BURST_SECS, PARTITION_MAX_WCU,
 };
 use clap::Parser;
 
@@ -45,6 +46,18 @@ struct Args {
     /// Return the second half of every batch write unprocessed.
     #[arg(long)]
     inject_unprocessed_half: bool,
+    /// The table's partition key attribute: writes also pay their partition's rate.
+    #[arg(long)]
+    partition_key: Option<String>,
+    /// Partitions the key space is split into (default: one per started 1,000 WCU/s).
+    #[arg(long, requires = "partition_key")]
+    partitions: Option<u32>,
+    /// Each partition's write capacity units per second.
+    #[arg(long, default_value_t = PARTITION_MAX_WCU)]
+    partition_wcu: f64,
+    /// Seconds of unused capacity a partition keeps as burst.
+    #[arg(long, default_value_t = DEFAULT_PARTITION_BURST_SECS)]
+    partition_burst_secs: f64,
 }
 
 #[tokio::main]
@@ -66,6 +79,10 @@ async fn main() -> ExitCode {
             server_error_ratio: args.inject_errors,
             unprocessed_half: args.inject_unprocessed_half,
         },
+        partition_key: args.partition_key,
+        partitions: args.partitions,
+        partition_wcu_per_sec: args.partition_wcu,
+        partition_burst_secs: args.partition_burst_secs,
     };
     // Handlers first: a signal that arrives once the URL is out (a script
     // that stops the proxy at once) must print the counters, not kill it.

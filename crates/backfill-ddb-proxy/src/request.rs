@@ -137,31 +137,58 @@ impl BatchWrite {
         self.entries.iter().map(|e| e.cost).collect()
     }
 
-    /// The original body with only the first `n` write requests.
-    pub fn body_with_prefix(&self, original: &Map<String, Value>, n: usize) -> Map<String, Value> {
+    /// The original body with only the write requests at `indices` (in
+    /// the order given).
+    pub fn body_with(
+        &self,
+        original: &Map<String, Value>,
+        indices: &[usize],
+    ) -> Map<String, Value> {
         let mut body = original.clone();
-        body.insert(
-            "RequestItems".into(),
-            Value::Object(group(&self.entries[..n])),
-        );
+        body.insert("RequestItems".into(), Value::Object(self.grouped(indices)));
         body
     }
 
-    /// The write requests from the `n`th on, as an `UnprocessedItems` map.
-    pub fn rest(&self, n: usize) -> Map<String, Value> {
-        group(&self.entries[n..])
+    /// The write requests at `indices`, as an `UnprocessedItems` map.
+    pub fn grouped(&self, indices: &[usize]) -> Map<String, Value> {
+        group(indices.iter().filter_map(|&i| self.entries.get(i)))
     }
 
-    /// Units of the first `n` entries, summed per table.
-    pub fn units_per_table(&self, n: usize) -> Vec<(String, u64)> {
+    /// Units of the entries at `indices`, summed per table.
+    pub fn units_per_table(&self, indices: &[usize]) -> Vec<(String, u64)> {
         let mut out: Vec<(String, u64)> = Vec::new();
-        for e in &self.entries[..n] {
+        for e in indices.iter().filter_map(|&i| self.entries.get(i)) {
             match out.iter_mut().find(|(t, _)| *t == e.table) {
                 Some((_, u)) => *u += e.cost,
                 None => out.push((e.table.clone(), e.cost)),
             }
         }
         out
+    }
+}
+
+impl BatchEntry {
+    /// The item a put writes or the key a delete names.
+    pub fn item(&self) -> Option<&Value> {
+        write_request_item(&self.request)
+    }
+}
+
+/// The item (`PutRequest.Item`) or key (`DeleteRequest.Key`) of one
+/// element of a batch's list.
+pub fn write_request_item(req: &Value) -> Option<&Value> {
+    req.get("PutRequest")
+        .and_then(|p| p.get("Item"))
+        .or_else(|| req.get("DeleteRequest").and_then(|d| d.get("Key")))
+}
+
+/// The item (`PutItem`) or key (`UpdateItem`, `DeleteItem`) a single
+/// write names.
+pub fn single_write_item(op: WriteOp, body: &Map<String, Value>) -> Option<&Value> {
+    match op {
+        WriteOp::PutItem => body.get("Item"),
+        WriteOp::UpdateItem | WriteOp::DeleteItem => body.get("Key"),
+        WriteOp::BatchWriteItem => None,
     }
 }
 
@@ -196,7 +223,7 @@ pub fn merge_unprocessed(into: &mut Map<String, Value>, extra: Map<String, Value
     }
 }
 
-fn group(entries: &[BatchEntry]) -> Map<String, Value> {
+fn group<'a>(entries: impl IntoIterator<Item = &'a BatchEntry>) -> Map<String, Value> {
     let mut out = Map::new();
     for e in entries {
         if let Value::Array(a) = out
@@ -259,16 +286,52 @@ mod tests {
         }));
         let batch = BatchWrite::parse(&body).unwrap();
         assert_eq!(batch.costs(), vec![3, 1, 1]);
-        let head = batch.body_with_prefix(&body, 1);
+        let head = batch.body_with(&body, &[0]);
         assert_eq!(head["RequestItems"], json!({"a": [put("1", 3000)]}));
         assert_eq!(head["ReturnConsumedCapacity"], json!("TOTAL"));
-        let rest = batch.rest(1);
+        let rest = batch.grouped(&[1, 2]);
         assert_eq!(rest["a"].as_array().unwrap().len(), 1);
         assert_eq!(rest["b"], json!([put("3", 10)]));
         assert_eq!(
-            batch.units_per_table(3),
+            batch.units_per_table(&[0, 1, 2]),
             vec![("a".to_string(), 4), ("b".to_string(), 1)]
         );
+        // A subset that is not a prefix keeps its order within each table,
+        // and indices past the end are ignored, not a panic.
+        let mid = batch.body_with(&body, &[1, 2, 99]);
+        assert_eq!(
+            mid["RequestItems"],
+            json!({"a": [{"DeleteRequest": {"Key": {"id": {"S": "2"}}}}], "b": [put("3", 10)]})
+        );
+        assert_eq!(
+            batch.units_per_table(&[2, 0]),
+            vec![("b".to_string(), 1), ("a".to_string(), 3)]
+        );
+        assert_eq!(batch.entries[0].item().unwrap()["id"], json!({"S": "1"}));
+        assert_eq!(batch.entries[1].item().unwrap(), &json!({"id": {"S": "2"}}));
+    }
+
+    #[test]
+    fn single_writes_name_their_item_or_key() {
+        let put = obj(json!({"Item": {"id": {"S": "a"}}, "Key": {"id": {"S": "b"}}}));
+        assert_eq!(
+            single_write_item(WriteOp::PutItem, &put).unwrap()["id"],
+            json!({"S": "a"})
+        );
+        assert_eq!(
+            single_write_item(WriteOp::UpdateItem, &put).unwrap()["id"],
+            json!({"S": "b"})
+        );
+        assert_eq!(
+            single_write_item(WriteOp::DeleteItem, &put).unwrap()["id"],
+            json!({"S": "b"})
+        );
+        assert_eq!(
+            single_write_item(WriteOp::DeleteItem, &obj(json!({}))),
+            None
+        );
+        assert_eq!(write_request_item(&json!({"Nope": 1})), None);
+        assert_eq!(write_request_item(&json!(3)), None);
     }
 
     #[test]

@@ -16,15 +16,16 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Budget, TableLimit};
 use crate::bucket::TokenBucket;
-use crate::error::ProxyError;
-use crate::request::{
-    merge_unprocessed, parse_body, single_write_cost, unprocessed_entries, BatchWrite, WriteOp,
-};
+use crate::error::{ProxyError, ThrottleReason};
+use crate::partition::MAX_PARTITIONS;
+use crate::request::WriteOp;
+use crate::writes;
 use crate::{Counters, Faults, Mode, ProxyConfig};
 
 /// Largest request body read (DynamoDB's own limit is 16 MB).
@@ -51,18 +52,18 @@ const HOP_BY_HOP: [&str; 9] = [
 pub(crate) struct Shared {
     upstream_authority: String,
     upstream_path: String,
-    mode: Mode,
-    bucket: TokenBucket,
-    counters: Arc<Counters>,
+    pub(crate) mode: Mode,
+    pub(crate) budget: Budget,
+    pub(crate) counters: Arc<Counters>,
     client: Client<HttpConnector, Full<Bytes>>,
     request_ids: AtomicU64,
-    faults: Faults,
+    pub(crate) faults: Faults,
     /// Requests seen, for choosing which ones fail.
     fault_draws: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: &ProxyConfig, counters: Arc<Counters>) -> Result<Shared, ProxyError> {
+    pub(crate) fn new(cfg: &ProxyConfig) -> Result<Shared, ProxyError> {
         let rate = cfg.write_capacity_per_sec;
         if !(rate.is_finite() && rate >= 0.0) {
             return Err(ProxyError::Config(format!(
@@ -85,6 +86,8 @@ impl Shared {
                 "burst_secs must be a finite number >= 0, got {burst}"
             )));
         }
+        check_partitions(cfg)?;
+        let partitions = cfg.partition_count();
         let uri: Uri = cfg
             .upstream
             .parse()
@@ -103,13 +106,42 @@ impl Shared {
             upstream_authority: authority,
             upstream_path: uri.path().trim_end_matches('/').to_string(),
             mode: cfg.mode,
-            bucket: TokenBucket::new(rate, burst),
-            counters,
+            budget: Budget {
+                table: TableLimit::Provisioned(TokenBucket::new(rate, burst)),
+                key: cfg.partition_key.clone().filter(|_| partitions > 0),
+                partitions: (0..partitions)
+                    .map(|_| TokenBucket::new(cfg.partition_wcu_per_sec, cfg.partition_burst_secs))
+                    .collect(),
+            },
+            counters: Arc::new(Counters::new(partitions as usize)),
             client: Client::builder(TokioExecutor::new()).build_http(),
             request_ids: AtomicU64::new(0),
             faults: cfg.faults,
             fault_draws: AtomicU64::new(0),
         })
+    }
+}
+
+/// Refuses partition settings that cannot work.
+fn check_partitions(cfg: &ProxyConfig) -> Result<(), ProxyError> {
+    if cfg.partition_key.as_deref() == Some("") {
+        return Err(ProxyError::Config("partition_key must not be empty".into()));
+    }
+    for (name, v) in [
+        ("partition_wcu_per_sec", cfg.partition_wcu_per_sec),
+        ("partition_burst_secs", cfg.partition_burst_secs),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ProxyError::Config(format!(
+                "{name} must be a finite number >= 0, got {v}"
+            )));
+        }
+    }
+    match cfg.partitions {
+        Some(n) if n == 0 || n > MAX_PARTITIONS => Err(ProxyError::Config(format!(
+            "partitions must be between 1 and {MAX_PARTITIONS}, got {n}"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -181,19 +213,19 @@ async fn handle_inner(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(WriteOp::from_target);
-    if let Some(e) = injected_failure(shared) {
+    if let Some(e) = injected_failure(shared, &body) {
         return Err(e);
     }
     match op {
-        Some(WriteOp::BatchWriteItem) => batch_write(shared, &parts, body).await,
-        Some(op) => single_write(shared, op, &parts, body).await,
+        Some(WriteOp::BatchWriteItem) => writes::batch_write(shared, &parts, body).await,
+        Some(op) => writes::single_write(shared, op, &parts, body).await,
         None => Ok(relay(shared, forward(shared, &parts, body).await?, None)),
     }
 }
 
 /// Whether this request fails on purpose: a uniform draw from the request's
 /// number (splitmix64), compared with the throttle and error shares.
-fn injected_failure(shared: &Shared) -> Option<ProxyError> {
+fn injected_failure(shared: &Shared, body: &[u8]) -> Option<ProxyError> {
     let f = shared.faults;
     if f.throttle_ratio <= 0.0 && f.server_error_ratio <= 0.0 {
         return None;
@@ -202,13 +234,29 @@ fn injected_failure(shared: &Shared) -> Option<ProxyError> {
     let draw = (splitmix64(n) >> 11) as f64 / (1u64 << 53) as f64;
     if draw < f.throttle_ratio {
         Counters::add(&shared.counters.injected_throttles, 1);
-        Some(ProxyError::Throttled)
+        Some(ProxyError::Throttled {
+            reason: ThrottleReason::TableProvisioned,
+            table: named_table(body),
+        })
     } else if draw < f.throttle_ratio + f.server_error_ratio {
         Counters::add(&shared.counters.injected_server_errors, 1);
         Some(ProxyError::InjectedServerError)
     } else {
         None
     }
+}
+
+/// The table a request names (`TableName`, else the first of a batch's
+/// `RequestItems`), or "" when it names none or is not JSON.
+fn named_table(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return String::new();
+    };
+    v.get("TableName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| v.get("RequestItems")?.as_object()?.keys().next().cloned())
+        .unwrap_or_default()
 }
 
 fn splitmix64(n: u64) -> u64 {
@@ -218,165 +266,16 @@ fn splitmix64(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn single_write(
-    shared: &Shared,
-    op: WriteOp,
-    parts: &Parts,
-    body: Bytes,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
-    let json = parse_body(&body)?;
-    let cost = single_write_cost(op, &json)?;
-    if !shared.bucket.try_take(cost) {
-        Counters::add(&shared.counters.throttled_requests, 1);
-        return Err(ProxyError::Throttled);
-    }
-    if shared.mode == Mode::Blackhole {
-        shared.counters.record_accepted(cost, 1);
-        let mut out = Map::new();
-        if let Some(cc) = consumed_capacity(&json, table_name(&json), cost) {
-            out.insert("ConsumedCapacity".into(), cc);
-        }
-        return Ok(json_response(
-            shared,
-            StatusCode::OK,
-            Bytes::from(Value::Object(out).to_string()),
-        ));
-    }
-    let up = match forward(shared, parts, body).await {
-        Ok(up) => up,
-        Err(e) => {
-            shared.bucket.refund(cost);
-            return Err(e);
-        }
-    };
-    // DynamoDB charges a write whose condition failed; not one it refused.
-    if up.status.is_success() || up.is_error("ConditionalCheckFailedException") {
-        shared.counters.record_accepted(cost, 1);
-    } else {
-        shared.bucket.refund(cost);
-    }
-    Ok(relay(shared, up, None))
-}
-
-async fn batch_write(
-    shared: &Shared,
-    parts: &Parts,
-    body: Bytes,
-) -> Result<Response<Full<Bytes>>, ProxyError> {
-    let json = parse_body(&body)?;
-    let batch = BatchWrite::parse(&json)?;
-    let costs = batch.costs();
-    // An injected partial answer: only the first half may be written.
-    let offered = if shared.faults.unprocessed_half && costs.len() > 1 {
-        costs.len().div_ceil(2)
-    } else {
-        costs.len()
-    };
-    let admitted = shared.bucket.take_prefix(&costs[..offered]);
-    if admitted > 0 && offered < costs.len() {
-        Counters::add(
-            &shared.counters.injected_unprocessed,
-            (costs.len() - offered) as u64,
-        );
-    }
-    if admitted == 0 {
-        Counters::add(&shared.counters.throttled_requests, 1);
-        return Err(ProxyError::Throttled);
-    }
-    let admitted_units: u64 = costs[..admitted].iter().sum();
-    let deferred = batch.rest(admitted);
-    let deferred_count = (costs.len() - admitted) as u64;
-
-    if matches!(shared.mode, Mode::Blackhole | Mode::BlackholeBatches) {
-        shared
-            .counters
-            .record_accepted(admitted_units, admitted as u64);
-        Counters::add(&shared.counters.unprocessed_items_returned, deferred_count);
-        let mut out = Map::new();
-        out.insert("UnprocessedItems".into(), Value::Object(deferred));
-        if let Some(mode) = return_consumed_capacity(&json) {
-            let per_table: Vec<Value> = batch
-                .units_per_table(admitted)
-                .into_iter()
-                .map(|(table, units)| capacity_entry(mode, &table, units))
-                .collect();
-            out.insert("ConsumedCapacity".into(), Value::Array(per_table));
-        }
-        return Ok(json_response(
-            shared,
-            StatusCode::OK,
-            Bytes::from(Value::Object(out).to_string()),
-        ));
-    }
-
-    let forwarded_body = if admitted == costs.len() {
-        body
-    } else {
-        Bytes::from(Value::Object(batch.body_with_prefix(&json, admitted)).to_string())
-    };
-    let up = match forward(shared, parts, forwarded_body).await {
-        Ok(up) => up,
-        Err(e) => {
-            shared.bucket.refund(admitted_units);
-            return Err(e);
-        }
-    };
-    if !up.status.is_success() {
-        // The whole call failed: nothing was written, nothing is deferred.
-        shared.bucket.refund(admitted_units);
-        return Ok(relay(shared, up, None));
-    }
-    let mut response = match serde_json::from_slice::<Value>(&up.body) {
-        Ok(Value::Object(m)) => m,
-        // Not a body we can amend: relay it, and count what we admitted.
-        _ => {
-            shared
-                .counters
-                .record_accepted(admitted_units, admitted as u64);
-            return Ok(relay(shared, up, None));
-        }
-    };
-    // Items the upstream left unprocessed were not written: not charged.
-    let (upstream_units, upstream_items) = match response.get("UnprocessedItems") {
-        Some(Value::Object(m)) => unprocessed_entries(m)
-            .map(|es| (es.iter().map(|e| e.cost).sum::<u64>(), es.len() as u64))
-            .unwrap_or((0, 0)),
-        _ => (0, 0),
-    };
-    let upstream_units = upstream_units.min(admitted_units);
-    let upstream_items = upstream_items.min(admitted as u64);
-    shared.bucket.refund(upstream_units);
-    shared.counters.record_accepted(
-        admitted_units - upstream_units,
-        admitted as u64 - upstream_items,
-    );
-    if deferred_count == 0 {
-        return Ok(relay(shared, up, None));
-    }
-    Counters::add(&shared.counters.unprocessed_items_returned, deferred_count);
-    let unprocessed = response
-        .entry("UnprocessedItems")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !unprocessed.is_object() {
-        *unprocessed = Value::Object(Map::new());
-    }
-    if let Value::Object(u) = unprocessed {
-        merge_unprocessed(u, deferred);
-    }
-    let body = Bytes::from(Value::Object(response).to_string());
-    Ok(relay(shared, up, Some(body)))
-}
-
 /// An upstream answer, read whole.
-struct Upstream {
-    status: StatusCode,
+pub(crate) struct Upstream {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 impl Upstream {
     /// Whether this is a DynamoDB error of the given type.
-    fn is_error(&self, ty: &str) -> bool {
+    pub(crate) fn is_error(&self, ty: &str) -> bool {
         serde_json::from_slice::<Value>(&self.body)
             .ok()
             .and_then(|v| v.get("__type")?.as_str().map(|t| t.ends_with(ty)))
@@ -386,7 +285,11 @@ impl Upstream {
 
 /// Sends the request to the upstream: same method, path and headers (the
 /// signature included), `body` as the body.
-async fn forward(shared: &Shared, parts: &Parts, body: Bytes) -> Result<Upstream, ProxyError> {
+pub(crate) async fn forward(
+    shared: &Shared,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<Upstream, ProxyError> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")
@@ -426,7 +329,7 @@ async fn forward(shared: &Shared, parts: &Parts, body: Bytes) -> Result<Upstream
 
 /// The upstream's answer with its status and headers; with `body` in
 /// place of its own when given (length and CRC32 header recomputed).
-fn relay(shared: &Shared, up: Upstream, body: Option<Bytes>) -> Response<Full<Bytes>> {
+pub(crate) fn relay(shared: &Shared, up: Upstream, body: Option<Bytes>) -> Response<Full<Bytes>> {
     let replaced = body.is_some();
     let body = body.unwrap_or(up.body);
     let len = body.len();
@@ -456,7 +359,11 @@ fn relay(shared: &Shared, up: Upstream, body: Option<Bytes>) -> Response<Full<By
 }
 
 /// An answer made by the proxy, shaped like DynamoDB's.
-fn json_response(shared: &Shared, status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(
+    shared: &Shared,
+    status: StatusCode,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
     let len = body.len();
     let crc = crc32fast::hash(&body);
     let mut resp = Response::new(Full::new(body));
@@ -495,28 +402,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
-}
-
-fn table_name(json: &Map<String, Value>) -> &str {
-    json.get("TableName").and_then(Value::as_str).unwrap_or("")
-}
-
-/// `TOTAL` or `INDEXES` when the request asks for consumed capacity.
-fn return_consumed_capacity(json: &Map<String, Value>) -> Option<&str> {
-    match json.get("ReturnConsumedCapacity").and_then(Value::as_str) {
-        Some(m @ ("TOTAL" | "INDEXES")) => Some(m),
-        _ => None,
-    }
-}
-
-fn consumed_capacity(json: &Map<String, Value>, table: &str, units: u64) -> Option<Value> {
-    return_consumed_capacity(json).map(|mode| capacity_entry(mode, table, units))
-}
-
-fn capacity_entry(mode: &str, table: &str, units: u64) -> Value {
-    let mut v = json!({ "TableName": table, "CapacityUnits": units });
-    if mode == "INDEXES" {
-        v["Table"] = json!({ "CapacityUnits": units });
-    }
-    v
 }

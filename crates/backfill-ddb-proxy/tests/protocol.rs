@@ -42,12 +42,17 @@ async fn throttling_and_bad_input_have_dynamodbs_error_shapes() {
     let put = json!({"TableName": name, "Item": {"id": {"S": "x"}}}).to_string();
     let (status, ct, body) = raw(&p.url, "PutItem", &put).await;
     assert_eq!((status, ct.as_str()), (400, "application/x-amz-json-1.0"));
-    assert_eq!(body, THROTTLED_BODY);
+    let table_throttle = throttled_body(ThrottleReason::TableProvisioned, &name);
+    assert_eq!(body, table_throttle);
     let batch = json!({"RequestItems": {&name: [{"PutRequest": {"Item": {"id": {"S": "x"}}}}]}})
         .to_string();
     let (status, _, body) = raw(&p.url, "BatchWriteItem", &batch).await;
-    assert_eq!((status, body.as_str()), (400, THROTTLED_BODY));
+    assert_eq!((status, &body), (400, &table_throttle));
     let (status, _, body) = raw(&p.url, "DeleteItem", &put).await;
+    assert_eq!((status, &body), (400, &table_throttle));
+    // A request that names no table gets DynamoDB's bare body.
+    let nameless = json!({"Item": {"id": {"S": "x"}}}).to_string();
+    let (status, _, body) = raw(&p.url, "PutItem", &nameless).await;
     assert_eq!((status, body.as_str()), (400, THROTTLED_BODY));
 
     // The SDK sees the typed error.
@@ -118,7 +123,9 @@ async fn throttling_and_bad_input_have_dynamodbs_error_shapes() {
         );
     }
     assert_eq!(p.counters.forwarded_requests(), 0);
-    assert_eq!(p.counters.throttled_requests(), 4);
+    assert_eq!(p.counters.throttled_requests(), 5);
+    assert_eq!(p.counters.throttled_table(), 5);
+    assert_eq!(p.counters.throttled_key_range(), 0);
 
     // Non-write operations go through, signature headers and all.
     let (status, _, body) = raw(
@@ -149,6 +156,28 @@ async fn bad_configuration_is_refused() {
                 throttle_ratio: 1.5,
                 ..Default::default()
             },
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
+        ProxyConfig {
+            partition_key: Some(String::new()),
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
+        ProxyConfig {
+            partition_key: Some("id".into()),
+            partitions: Some(0),
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
+        ProxyConfig {
+            partition_key: Some("id".into()),
+            partitions: Some(backfill_ddb_proxy::MAX_PARTITIONS + 1),
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
+        ProxyConfig {
+            partition_wcu_per_sec: -5.0,
+            ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
+        },
+        ProxyConfig {
+            partition_burst_secs: f64::NAN,
             ..ProxyConfig::new("http://127.0.0.1:4567", 1.0)
         },
     ] {
@@ -186,7 +215,10 @@ async fn binary_prints_its_url_and_counters_on_sigint() {
         r#"{"TableName":"t","Item":{"id":{"S":"x"}}}"#,
     )
     .await;
-    assert_eq!((status, body.as_str()), (400, THROTTLED_BODY));
+    assert_eq!(
+        (status, body),
+        (400, throttled_body(ThrottleReason::TableProvisioned, "t"))
+    );
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -253,10 +285,11 @@ async fn injected_faults_hit_their_share_and_half_of_each_batch() {
     .await
     .unwrap();
     let body = json!({ "TableName": name }).to_string();
+    let injected = throttled_body(ThrottleReason::TableProvisioned, &name);
     let (mut throttled, mut failed, mut ok) = (0, 0, 0);
     for _ in 0..500 {
         match raw(&p.url, "DescribeTable", &body).await {
-            (400, _, b) if b == THROTTLED_BODY => throttled += 1,
+            (400, _, b) if b == injected => throttled += 1,
             (500, _, b) if b.contains("InternalServerError") => failed += 1,
             (200, _, _) => ok += 1,
             other => panic!("unexpected answer {other:?}"),

@@ -16,7 +16,8 @@ pub use aws_sdk_dynamodb::types::{
 };
 pub use aws_sdk_dynamodb::Client;
 pub use backfill_ddb_proxy::{
-    default_upstream, size, start, Mode, ProxyConfig, ProxyHandle, THROTTLED_BODY,
+    default_upstream, size, start, throttled_body, Mode, ProxyConfig, ProxyHandle, ThrottleReason,
+    THROTTLED_BODY,
 };
 pub use base64::Engine as _;
 pub use serde_json::{json, Value};
@@ -37,11 +38,9 @@ pub async fn upstream() -> Client {
 
 pub async fn proxy(wcu: f64, burst_secs: f64, mode: Mode) -> ProxyHandle {
     start(ProxyConfig {
-        upstream: default_upstream(),
-        write_capacity_per_sec: wcu,
         burst_secs,
         mode,
-        faults: Default::default(),
+        ..ProxyConfig::new(default_upstream(), wcu)
     })
     .await
     .expect("proxy starts")
