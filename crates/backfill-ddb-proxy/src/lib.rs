@@ -10,12 +10,27 @@
 //!   JSON by DynamoDB's rules (see [`request`] and [`size`]), and paid from a
 //!   token bucket (see [`bucket`]) that fills at
 //!   [`ProxyConfig::write_capacity_per_sec`] up to `burst_secs` of it.
+//! - With a [`ProxyConfig::partition_key`], the table is also split into
+//!   partitions as DynamoDB splits it (one per started 1,000 WCU/s unless
+//!   [`ProxyConfig::partitions`] says otherwise). An item's partition is a
+//!   process-stable hash of its key value ([`partition_of`]: FNV-1a of the
+//!   type tag and the value as DynamoDB compares it, so `1e3` and `1000`
+//!   share one), and each partition has its own bucket
+//!   ([`ProxyConfig::partition_wcu_per_sec`], a short burst). A write must
+//!   fit both its partition and the table; the partition is refunded when
+//!   the table refuses. Items without the key attribute pay the table only.
 //! - A `PutItem`, `UpdateItem` or `DeleteItem` that does not fit is answered
-//!   `400 ProvisionedThroughputExceededException`, with the service's exact
-//!   body. A `BatchWriteItem` is cut: the longest prefix of its write
-//!   requests that fits is forwarded (the body rewritten) and the rest is
-//!   returned in `UnprocessedItems`, after any the upstream returned itself;
-//!   if not even the first fits, the whole call is throttled.
+//!   `400 ProvisionedThroughputExceededException` with the service's body,
+//!   `ThrottlingReasons` included: `TableWriteKeyRangeThroughputExceeded`
+//!   when its partition refused it, `TableWriteProvisionedThroughputExceeded`
+//!   when the table did (see [`throttled_body`]). A `BatchWriteItem` is
+//!   admitted item by item in order: an item whose partition cannot pay is
+//!   returned in `UnprocessedItems` and later items of other partitions
+//!   still go through; once the table refuses, that item and all later ones
+//!   are returned too. The admitted subset is forwarded (the body
+//!   rewritten) and the rest returned, in order, after any the upstream
+//!   returned itself; if nothing is admitted the whole call is throttled
+//!   (with the table's reason if the table refused any item).
 //! - Everything else (reads, table administration) is forwarded unchanged
 //!   and not accounted.
 //!
@@ -27,13 +42,16 @@
 //! Capacity is debited when a write is admitted and given back if the
 //! upstream then does not make the write (an error answer other than a
 //! failed condition, which DynamoDB charges; or items the upstream returns
-//! unprocessed). The counters only count what was admitted and made, so
-//! [`Counters::accepted_wcu`] is the capacity the upstream consumed.
+//! unprocessed), to the table and to the partitions that paid. The counters
+//! only count what was admitted and made, so [`Counters::accepted_wcu`] is
+//! the capacity the upstream consumed; they also keep it per partition
+//! ([`Counters::partition_wcu`], [`Counters::hottest_partition`]) and per
+//! second ([`Counters::per_second_wcu`]), and count throttles by reason.
 //!
 //! [`Faults`] injects the failures a real table shows now and then, at a
-//! chosen rate, to prove the client survives them: throttling and 500s on
-//! any request (answered without forwarding), and half of every batch
-//! returned in `UnprocessedItems`. Which requests fail is decided by a
+//! chosen rate, to prove the client survives them: throttling (with the
+//! table's reason) and 500s on any request, answered without forwarding,
+//! and half of every batch returned in `UnprocessedItems`. Which requests fail is decided by a
 //! counter, not a clock, so a run injects the same share every time.
 //!
 //! In [`Mode::Blackhole`] admitted writes are answered by the proxy without

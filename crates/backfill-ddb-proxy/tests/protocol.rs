@@ -197,6 +197,14 @@ async fn binary_prints_its_url_and_counters_on_sigint() {
             "0",
             "--burst-secs",
             "1",
+            "--partition-key",
+            "id",
+            "--partitions",
+            "2",
+            "--partition-wcu",
+            "500",
+            "--partition-burst-secs",
+            "2",
         ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -232,7 +240,12 @@ async fn binary_prints_its_url_and_counters_on_sigint() {
         .unwrap();
     let v: Value = serde_json::from_str(&counters).unwrap();
     assert_eq!(v["throttled_requests"], 1);
+    assert_eq!(v["throttled_table"], 1);
     assert_eq!(v["accepted_wcu"].as_f64(), Some(0.0));
+    assert_eq!(
+        v["partitions"],
+        json!([{"wcu": 0, "throttles": 0}, {"wcu": 0, "throttles": 0}])
+    );
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .unwrap()

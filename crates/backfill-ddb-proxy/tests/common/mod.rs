@@ -48,24 +48,39 @@ pub async fn proxy(wcu: f64, burst_secs: f64, mode: Mode) -> ProxyHandle {
 
 /// A fresh table `id` (S) at dynalite itself, active.
 pub async fn table(prefix: &str) -> String {
+    keyed_table(prefix, ("id", ScalarAttributeType::S), None).await
+}
+
+/// A fresh table at dynalite itself with the given hash and optional
+/// range key, active.
+pub async fn keyed_table(
+    prefix: &str,
+    hash: (&str, ScalarAttributeType),
+    range: Option<(&str, ScalarAttributeType)>,
+) -> String {
     let name = format!("ddbproxy-{prefix}-{}", uuid::Uuid::new_v4().simple());
     let ddb = upstream().await;
-    ddb.create_table()
-        .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("id")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+    let mut create = ddb.create_table().table_name(&name);
+    for (attr, ty, key_type) in std::iter::once((hash.0, hash.1, KeyType::Hash))
+        .chain(range.map(|(a, t)| (a, t, KeyType::Range)))
+    {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attr)
+                    .attribute_type(ty)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(attr)
+                    .key_type(key_type)
+                    .build()
+                    .unwrap(),
+            );
+    }
+    create
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await
