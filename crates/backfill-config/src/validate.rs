@@ -108,6 +108,9 @@ impl BackfillConfig {
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.worker.page_bytes) {
             return Err(invalid("worker.page_bytes", "must be 64 KiB to 1 GiB"));
         }
+        if !(1..=64).contains(&self.worker.stripes) {
+            return Err(invalid("worker.stripes", "must be 1 (off) to 64"));
+        }
         if !(1..=64).contains(&self.worker.write_concurrency) {
             return Err(invalid("worker.write_concurrency", "must be 1 to 64"));
         }

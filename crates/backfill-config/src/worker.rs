@@ -44,6 +44,18 @@ pub struct WorkerConfig {
     /// in a job's small first page does not fail it).
     #[serde(default = "default_reject_allowance")]
     pub reject_allowance: u64,
+    /// Stripes of its range a job reads side by side and interleaves, when
+    /// the target's partition key is a leading key column (rows of one key
+    /// next to each other): each batch then spans many partition-key
+    /// values instead of writing one partition at a time. 1 turns it off.
+    /// A striped job does not checkpoint mid-way (a redelivery starts it
+    /// again; its puts are idempotent).
+    #[serde(default = "default_stripes")]
+    pub stripes: u32,
+}
+
+fn default_stripes() -> u32 {
+    8
 }
 
 fn default_max_reject_fraction() -> f64 {
@@ -87,6 +99,7 @@ impl Default for WorkerConfig {
             shutdown_grace_secs: default_shutdown_grace(),
             max_reject_fraction: default_max_reject_fraction(),
             reject_allowance: default_reject_allowance(),
+            stripes: default_stripes(),
         }
     }
 }

@@ -45,6 +45,23 @@ pub struct KeyPlan {
     pub(crate) ambiguous: AmbiguousKeys,
 }
 
+impl KeyPlan {
+    /// The columns the attribute is built from (indexes of the mapper's
+    /// columns), in the order they appear in it.
+    pub(crate) fn columns(&self) -> Vec<usize> {
+        match &self.source {
+            KeySource::Columns(c) => c.clone(),
+            KeySource::Template(parts) => parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Column(i) => Some(*i),
+                    Part::Literal(_) => None,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl ItemMapper {
     /// The key attributes of an item (for reads and deletes).
     pub fn key_of(&self, item: &Item) -> Item {

@@ -54,16 +54,7 @@ impl ItemMapper {
             .chain(self.sort.as_ref())
             .filter(|k| !k.separators.is_empty() && k.ambiguous == AmbiguousKeys::Reject)
             .map(|k| {
-                let cols: Vec<usize> = match &k.source {
-                    KeySource::Columns(c) => c.clone(),
-                    KeySource::Template(parts) => parts
-                        .iter()
-                        .filter_map(|p| match p {
-                            Part::Column(i) => Some(*i),
-                            Part::Literal(_) => None,
-                        })
-                        .collect(),
-                };
+                let cols = k.columns();
                 (
                     k.attribute.clone(),
                     k.separators.iter().collect(),

@@ -224,6 +224,15 @@ impl ItemMapper {
         &self.partition
     }
 
+    /// The names of the columns the partition key is built from.
+    pub fn partition_key_columns(&self) -> Vec<String> {
+        self.partition
+            .columns()
+            .into_iter()
+            .filter_map(|i| self.column_names.get(i).cloned())
+            .collect()
+    }
+
     /// The sort key attribute of the target, if any.
     pub fn sort_key(&self) -> Option<&KeyPlan> {
         self.sort.as_ref()

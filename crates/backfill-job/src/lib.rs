@@ -105,6 +105,31 @@ impl KeyRange {
         ranges.push(KeyRange { lo, hi: None });
         ranges
     }
+
+    /// This range cut at `starts` into half-open pieces that tile it
+    /// exactly: `[lo, s1) [s1, s2) ... [sn, hi)`. `starts` must lie inside
+    /// the range in key order, as Postgres gives them (keys are compared
+    /// only there, never here); a start equal to the range's start or to
+    /// the one before it is dropped, so no piece is empty by construction.
+    pub fn cut(&self, starts: Vec<KeyTuple>) -> Vec<KeyRange> {
+        let mut ranges = Vec::with_capacity(starts.len() + 1);
+        let mut lo = self.lo.clone();
+        for s in starts {
+            if lo.as_ref() == Some(&s) {
+                continue;
+            }
+            ranges.push(KeyRange {
+                lo: lo.take(),
+                hi: Some(s.clone()),
+            });
+            lo = Some(s);
+        }
+        ranges.push(KeyRange {
+            lo,
+            hi: self.hi.clone(),
+        });
+        ranges
+    }
 }
 
 impl fmt::Display for KeyRange {
@@ -317,6 +342,26 @@ mod tests {
 
     fn k(i: i64) -> KeyTuple {
         vec![KeyValue::Int(i)]
+    }
+
+    #[test]
+    fn cut_tiles_the_range_exactly() {
+        let range = KeyRange {
+            lo: Some(k(-5)),
+            hi: Some(k(100)),
+        };
+        let s = range.cut(vec![k(-5), k(3), k(3), k(50)]);
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[0].lo, range.lo);
+        assert_eq!(s[2].hi, range.hi);
+        for w in s.windows(2) {
+            assert_eq!(w[0].hi, w[1].lo, "no gap, no overlap");
+        }
+        assert_eq!(KeyRange::all().cut(vec![]), vec![KeyRange::all()]);
+        let open = KeyRange::all().cut(vec![k(i64::MIN), k(0)]);
+        assert_eq!(open.first().map(|r| &r.lo), Some(&None));
+        assert_eq!(open.last().map(|r| &r.hi), Some(&None));
+        assert_eq!(open.len(), 3);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn sample_percent(schema: &TableSchema, spec: &SampleSpec) -> f64 {
 pub const TABLE_ALIAS: &str = "t__";
 
 /// The key columns as `t__."a", t__."b"`: what pages order and compare by.
-fn qualified_key_list(key_cols: &[&ColumnSchema]) -> String {
+pub(crate) fn qualified_key_list(key_cols: &[&ColumnSchema]) -> String {
     key_cols
         .iter()
         .map(|c| format!("{TABLE_ALIAS}.{}", quote_ident(&c.name)))
@@ -89,7 +89,7 @@ fn qualified_key_list(key_cols: &[&ColumnSchema]) -> String {
         .join(", ")
 }
 
-fn key_text_expr(c: &ColumnSchema) -> String {
+pub(crate) fn key_text_expr(c: &ColumnSchema) -> String {
     let q = quote_ident(&c.name);
     match c.kind {
         ColumnKind::Int2 | ColumnKind::Int4 | ColumnKind::Int8 => format!("{q}::int8"),
@@ -136,7 +136,7 @@ impl ReadAs {
 /// Reads a key column without sqlx's per-value type check: keys are always
 /// selected with a cast (`key_text_expr`), which fixes their type even
 /// where no page check runs (the planning sample).
-fn decode_key(
+pub(crate) fn decode_key(
     row: &PgRow,
     idx: usize,
     c: &ColumnSchema,

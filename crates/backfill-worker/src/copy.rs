@@ -156,6 +156,24 @@ pub(crate) async fn copy_range(
     schema.check_key_types()?;
     let mapper = ItemMapper::new(tcfg, &schema)?;
     let query = PageQuery::new(&schema, &job.range);
+    // A resumed job goes on in key order from its checkpoint; a fresh one
+    // of a clustered table reads interleaved stripes (and checkpoints none).
+    let stripes = if checkpoint.is_none()
+        && w.cfg.worker.stripes > 1
+        && crate::stripes::clusters(&schema, &mapper)
+    {
+        let starts = w
+            .source
+            .split_range(&schema, &job.range, w.cfg.worker.stripes)
+            .await?;
+        job.range.cut(starts)
+    } else {
+        Vec::new()
+    };
+    let striped = stripes.len() > 1;
+    if striped {
+        tracing::debug!(stripes = stripes.len(), "reading interleaved stripes");
+    }
     let page_rows = w.cfg.worker.page_rows;
     let page_bytes = w.cfg.worker.page_bytes;
 
@@ -166,8 +184,11 @@ pub(crate) async fn copy_range(
     let start_after = checkpoint.as_ref().map(|c| c.last_key.clone());
     // It owns the sender, so the channel closes when it stops.
     let reader = {
-        let (schema, query) = (&schema, &query);
+        let (schema, query, stripes) = (&schema, &query, &stripes);
         async move {
+            if striped {
+                return crate::stripes::read_striped(w, job, schema, stripes, tx, cancel).await;
+            }
             let mut after: Option<KeyTuple> = start_after;
             // Pages are sized in bytes as well as rows, so big rows make
             // small pages: the first is small, later ones follow the rows seen.
@@ -362,8 +383,9 @@ pub(crate) async fn copy_range(
             progress.rows_read += rows_in_page;
             progress.last_key = page_last;
             // The page is durable and verified: record how far the job got,
-            // so a redelivery resumes here instead of at the start.
-            if let Some(last_key) = &progress.last_key {
+            // so a redelivery resumes here instead of at the start. (A
+            // striped job's pages are no prefix of its range.)
+            if let (Some(last_key), false) = (&progress.last_key, striped) {
                 let ck = Checkpoint {
                     last_key: last_key.clone(),
                     rows: progress.rows,
@@ -385,11 +407,11 @@ pub(crate) async fn copy_range(
 }
 
 /// The rows of a job's first page, before any row size is known.
-const FIRST_PAGE_ROWS: u32 = 64;
+pub(crate) const FIRST_PAGE_ROWS: u32 = 64;
 
 /// Rows for the next page: `page_bytes` of rows the size of this page's,
 /// between one and `page_rows`.
-fn next_page_rows(page: &[SourceRow], page_rows: u32, page_bytes: u64) -> u32 {
+pub(crate) fn next_page_rows(page: &[SourceRow], page_rows: u32, page_bytes: u64) -> u32 {
     let bytes: usize = page.iter().map(SourceRow::approx_bytes).sum();
     if page.is_empty() || bytes == 0 {
         return page_rows;

@@ -39,6 +39,7 @@ pub mod heartbeat;
 mod outcome;
 pub mod policy;
 mod rejects;
+mod stripes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
