@@ -10,29 +10,34 @@
 
 use crate::bucket::TokenBucket;
 use crate::error::ThrottleReason;
+use crate::ondemand::OnDemandLimit;
 
 /// The table-wide limit: a provisioned rate, or on-demand scaling.
 #[derive(Debug)]
 pub(crate) enum TableLimit {
     Provisioned(TokenBucket),
+    OnDemand(OnDemandLimit),
 }
 
 impl TableLimit {
     fn try_take(&self, cost: u64) -> bool {
         match self {
             TableLimit::Provisioned(b) => b.try_take(cost),
+            TableLimit::OnDemand(o) => o.try_take(cost),
         }
     }
 
     fn refund(&self, units: u64) {
         match self {
             TableLimit::Provisioned(b) => b.refund(units),
+            TableLimit::OnDemand(o) => o.refund(units),
         }
     }
 
     fn reason(&self) -> ThrottleReason {
         match self {
             TableLimit::Provisioned(_) => ThrottleReason::TableProvisioned,
+            TableLimit::OnDemand(_) => ThrottleReason::MaxOnDemand,
         }
     }
 }
@@ -92,6 +97,14 @@ impl Budget {
             value,
             self.partitions.len() as u32,
         ))
+    }
+
+    /// The on-demand limiter, when the table is on-demand.
+    pub(crate) fn on_demand(&self) -> Option<&OnDemandLimit> {
+        match &self.table {
+            TableLimit::OnDemand(o) => Some(o),
+            TableLimit::Provisioned(_) => None,
+        }
     }
 
     /// The reason a refusal by the table carries.

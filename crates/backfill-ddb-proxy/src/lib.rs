@@ -31,6 +31,15 @@
 //!   rewritten) and the rest returned, in order, after any the upstream
 //!   returned itself; if nothing is admitted the whole call is throttled
 //!   (with the table's reason if the table refused any item).
+//! - With [`ProxyConfig::on_demand`] the table's limit is an on-demand
+//!   table's instead of a provisioned rate: it absorbs
+//!   [`OnDemand::initial_wcu`] per second, or twice the busiest second of
+//!   the last [`OnDemand::peak_window`] if that is more, and throttles
+//!   above it with `TableWriteMaxOnDemandThroughputExceeded`. An
+//!   `UpdateTable` with `WarmThroughput.WriteUnitsPerSecond` raises the
+//!   starting level at once; the field is stripped before forwarding
+//!   (dynalite does not know it), and an update that only pre-warms is
+//!   answered by the proxy with the table's description.
 //! - Everything else (reads, table administration) is forwarded unchanged
 //!   and not accounted.
 //!
@@ -63,6 +72,7 @@ mod admission;
 pub mod bucket;
 mod counters;
 pub mod error;
+mod ondemand;
 pub mod partition;
 pub mod request;
 mod server;
@@ -79,6 +89,7 @@ pub use counters::{
     Counters, CountersSnapshot, PartitionCounters, PartitionSnapshot, HISTORY_SECS,
 };
 pub use error::{throttled_body, ProxyError, ThrottleReason, THROTTLED_BODY};
+pub use ondemand::{OnDemand, DEFAULT_ON_DEMAND_INITIAL_WCU, DEFAULT_PEAK_WINDOW};
 pub use partition::{default_partitions, partition_of, MAX_PARTITIONS, PARTITION_MAX_WCU};
 
 /// DynamoDB keeps up to 300 seconds of unused capacity as burst.
@@ -140,6 +151,10 @@ pub struct ProxyConfig {
     /// Seconds of unused capacity a partition keeps as burst (1 by default:
     /// a partition's burst is short, unlike the table's).
     pub partition_burst_secs: f64,
+    /// The table is on-demand ([`OnDemand`]): `write_capacity_per_sec` and
+    /// `burst_secs` are not used, and writes over what the table absorbs
+    /// are throttled with `TableWriteMaxOnDemandThroughputExceeded`.
+    pub on_demand: Option<OnDemand>,
 }
 
 /// Failures the proxy injects on purpose, for fault-injection tests.
@@ -170,6 +185,7 @@ impl ProxyConfig {
             partitions: None,
             partition_wcu_per_sec: PARTITION_MAX_WCU,
             partition_burst_secs: DEFAULT_PARTITION_BURST_SECS,
+            on_demand: None,
         }
     }
 
@@ -179,7 +195,10 @@ impl ProxyConfig {
         match (&self.partition_key, self.partitions) {
             (None, _) => 0,
             (Some(_), Some(n)) => n,
-            (Some(_), None) => default_partitions(self.write_capacity_per_sec),
+            (Some(_), None) => default_partitions(match self.on_demand {
+                Some(od) => od.initial_wcu,
+                None => self.write_capacity_per_sec,
+            }),
         }
     }
 }

@@ -6,10 +6,12 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use backfill_ddb_proxy::{
-    default_upstream, start_on, Faults, Mode, ProxyConfig, DEFAULT_BURST_SECS,
-    DEFAULT_PARTITION_BURST_SECS, PARTITION_MAX_WCU,
+    default_upstream, start_on, Faults, Mode, OnDemand, ProxyConfig, DEFAULT_BURST_SECS,
+    DEFAULT_ON_DEMAND_INITIAL_WCU, DEFAULT_PARTITION_BURST_SECS, DEFAULT_PEAK_WINDOW,
+    PARTITION_MAX_WCU,
 };
 use clap::Parser;
 
@@ -58,6 +60,15 @@ struct Args {
     /// Seconds of unused capacity a partition keeps as burst.
     #[arg(long, default_value_t = DEFAULT_PARTITION_BURST_SECS)]
     partition_burst_secs: f64,
+    /// Act as an on-demand table (ignores --wcu and --burst-secs).
+    #[arg(long)]
+    on_demand: bool,
+    /// WCU per second an on-demand table absorbs before it has a peak.
+    #[arg(long, default_value_t = DEFAULT_ON_DEMAND_INITIAL_WCU, requires = "on_demand")]
+    on_demand_initial_wcu: f64,
+    /// Seconds an on-demand table remembers its peak.
+    #[arg(long, default_value_t = DEFAULT_PEAK_WINDOW.as_secs_f64(), requires = "on_demand")]
+    on_demand_peak_window_secs: f64,
 }
 
 #[tokio::main]
@@ -83,6 +94,24 @@ async fn main() -> ExitCode {
         partitions: args.partitions,
         partition_wcu_per_sec: args.partition_wcu,
         partition_burst_secs: args.partition_burst_secs,
+        on_demand: None,
+    };
+    let cfg = if args.on_demand {
+        let Ok(peak_window) = Duration::try_from_secs_f64(args.on_demand_peak_window_secs) else {
+            eprintln!(
+                "backfill-ddb-proxy: --on-demand-peak-window-secs must be a number of seconds >= 0"
+            );
+            return ExitCode::FAILURE;
+        };
+        ProxyConfig {
+            on_demand: Some(OnDemand {
+                initial_wcu: args.on_demand_initial_wcu,
+                peak_window,
+            }),
+            ..cfg
+        }
+    } else {
+        cfg
     };
     // Handlers first: a signal that arrives once the URL is out (a script
     // that stops the proxy at once) must print the counters, not kill it.

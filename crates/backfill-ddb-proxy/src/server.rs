@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{Budget, TableLimit};
 use crate::bucket::TokenBucket;
 use crate::error::{ProxyError, ThrottleReason};
+use crate::ondemand::{self, OnDemandLimit};
 use crate::partition::MAX_PARTITIONS;
 use crate::request::WriteOp;
 use crate::writes;
@@ -107,7 +108,10 @@ impl Shared {
             upstream_path: uri.path().trim_end_matches('/').to_string(),
             mode: cfg.mode,
             budget: Budget {
-                table: TableLimit::Provisioned(TokenBucket::new(rate, burst)),
+                table: match cfg.on_demand {
+                    Some(od) => TableLimit::OnDemand(OnDemandLimit::new(od)),
+                    None => TableLimit::Provisioned(TokenBucket::new(rate, burst)),
+                },
                 key: cfg.partition_key.clone().filter(|_| partitions > 0),
                 partitions: (0..partitions)
                     .map(|_| TokenBucket::new(cfg.partition_wcu_per_sec, cfg.partition_burst_secs))
@@ -134,6 +138,14 @@ fn check_partitions(cfg: &ProxyConfig) -> Result<(), ProxyError> {
         if !(v.is_finite() && v >= 0.0) {
             return Err(ProxyError::Config(format!(
                 "{name} must be a finite number >= 0, got {v}"
+            )));
+        }
+    }
+    if let Some(od) = cfg.on_demand {
+        let w = od.initial_wcu;
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(ProxyError::Config(format!(
+                "on_demand.initial_wcu must be a finite number >= 0, got {w}"
             )));
         }
     }
@@ -208,18 +220,24 @@ async fn handle_inner(
         .await
         .map_err(|e| ProxyError::Body(e.to_string()))?
         .to_bytes();
-    let op = parts
+    let target = parts
         .headers
         .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(WriteOp::from_target);
+        .and_then(|v| v.to_str().ok());
+    let op = target.and_then(WriteOp::from_target);
+    let update_table = target == Some("DynamoDB_20120810.UpdateTable");
     if let Some(e) = injected_failure(shared, &body) {
         return Err(e);
     }
     match op {
         Some(WriteOp::BatchWriteItem) => writes::batch_write(shared, &parts, body).await,
         Some(op) => writes::single_write(shared, op, &parts, body).await,
-        None => Ok(relay(shared, forward(shared, &parts, body).await?, None)),
+        None if update_table => ondemand::update_table(shared, &parts, body).await,
+        None => Ok(relay(
+            shared,
+            forward(shared, &parts, body, None).await?,
+            None,
+        )),
     }
 }
 
@@ -284,11 +302,13 @@ impl Upstream {
 }
 
 /// Sends the request to the upstream: same method, path and headers (the
-/// signature included), `body` as the body.
+/// signature included), `body` as the body. `target`, when given, replaces the request's `X-Amz-Target` (the proxy
+/// asking the upstream something else on the client's behalf).
 pub(crate) async fn forward(
     shared: &Shared,
     parts: &Parts,
     body: Bytes,
+    target: Option<&str>,
 ) -> Result<Upstream, ProxyError> {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
@@ -309,6 +329,13 @@ pub(crate) async fn forward(
         }
     }
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if let Some(t) = target {
+        headers.insert(
+            HeaderName::from_static("x-amz-target"),
+            HeaderValue::from_str(t)
+                .map_err(|e| ProxyError::Upstream(format!("bad target {t:?}: {e}")))?,
+        );
+    }
     Counters::add(&shared.counters.forwarded_requests, 1);
     let resp = tokio::time::timeout(UPSTREAM_TIMEOUT, shared.client.request(req))
         .await

@@ -51,7 +51,7 @@ pub(crate) async fn single_write(
             Bytes::from(Value::Object(out).to_string()),
         ));
     }
-    let up = match forward(shared, parts, body).await {
+    let up = match forward(shared, parts, body, None).await {
         Ok(up) => up,
         Err(e) => {
             shared.budget.refund([charge]);
@@ -138,7 +138,7 @@ pub(crate) async fn batch_write(
     } else {
         Bytes::from(Value::Object(batch.body_with(&json, &a.admitted)).to_string())
     };
-    let up = match forward(shared, parts, forwarded_body).await {
+    let up = match forward(shared, parts, forwarded_body, None).await {
         Ok(up) => up,
         Err(e) => {
             shared.budget.refund(admitted);
