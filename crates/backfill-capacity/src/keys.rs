@@ -135,16 +135,23 @@ impl KeyPacer {
         }
     }
 
-    /// DynamoDB throttled `key` (named `label`): halve its rate.
-    pub fn on_throttle(&self, key: u64, label: impl FnOnce() -> String, now: Instant) {
+    /// DynamoDB throttled `key`: halve its rate.
+    pub fn on_throttle(&self, key: u64, now: Instant) {
         let mut keys = self.lock();
         let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
         k.recover(now);
         k.factor = (k.factor * DECREASE).max(MIN_FACTOR);
         k.last_change = now;
         k.throttles += 1;
-        if k.label.is_none() {
-            k.label = Some(label());
+    }
+
+    /// Names a key seen throttled, for [`KeyPacer::hot_keys`] (made only
+    /// when the key has no name yet: most callers have only its hash).
+    pub fn name(&self, key: u64, label: impl FnOnce() -> String) {
+        if let Some(k) = self.lock().map.get_mut(&key) {
+            if k.label.is_none() {
+                k.label = Some(label());
+            }
         }
     }
 
@@ -165,11 +172,11 @@ impl KeyPacer {
         let mut keys = self.lock();
         let mut hot: Vec<HotKey> = keys
             .map
-            .values_mut()
-            .filter_map(|k| {
+            .iter_mut()
+            .filter_map(|(key, k)| {
                 k.recover(now);
                 (k.factor < 1.0).then(|| HotKey {
-                    label: k.label.clone().unwrap_or_default(),
+                    label: k.label.clone().unwrap_or_else(|| format!("#{key:016x}")),
                     rate: self.cap * k.factor,
                     throttles: k.throttles,
                 })
@@ -212,11 +219,14 @@ mod tests {
     fn a_throttle_slows_that_key_alone_and_it_recovers() {
         let p = KeyPacer::new(1000.0);
         let t0 = Instant::now();
-        p.on_throttle(7, || "tenant=acme".into(), t0);
+        p.on_throttle(7, t0);
+        assert_eq!(p.hot_keys(1, t0)[0].label, "#0000000000000007");
+        p.name(7, || "tenant=acme".into());
         assert_eq!(p.rate(7, t0), 500.0);
         assert_eq!(p.rate(8, t0), 1000.0);
         for _ in 0..20 {
-            p.on_throttle(7, || unreachable!("the label is kept"), t0);
+            p.on_throttle(7, t0);
+            p.name(7, || unreachable!("the name is kept"));
         }
         assert_eq!(p.rate(7, t0), 20.0, "never below 2% of the cap");
         let hot = p.hot_keys(3, t0);
@@ -233,8 +243,8 @@ mod tests {
     fn a_slowed_key_waits_in_proportion() {
         let p = KeyPacer::new(1000.0);
         let t0 = Instant::now();
-        p.on_throttle(1, || "k".into(), t0);
-        p.on_throttle(1, || "k".into(), t0);
+        p.on_throttle(1, t0);
+        p.on_throttle(1, t0);
         // 250 WCU/s: 100 WCU is 400 ms, less the 100 ms tolerance.
         assert_eq!(ms(p.reserve(&[(1, 100)], t0)), 300);
     }
@@ -243,7 +253,7 @@ mod tests {
     fn idle_keys_are_forgotten_but_hot_ones_kept() {
         let p = KeyPacer::new(1000.0);
         let t0 = Instant::now();
-        p.on_throttle(1, || "hot".into(), t0);
+        p.on_throttle(1, t0);
         for k in 2..100 {
             p.reserve(&[(k, 1)], t0);
         }

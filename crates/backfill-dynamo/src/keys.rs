@@ -130,21 +130,20 @@ impl KeyPacing {
         for v in items.filter_map(|i| self.of_item(i)) {
             let k = key_hash(v);
             if seen.insert(k) {
-                self.pacer
-                    .on_throttle(k, || key_label(&self.attribute, v), now);
+                self.pacer.on_throttle(k, now);
+                self.pacer.name(k, || key_label(&self.attribute, v));
             }
         }
     }
 
-    /// DynamoDB throttled a call of these keys (hashes only; their labels
-    /// are not at hand).
+    /// DynamoDB throttled a call of these keys (hashes only: their names
+    /// are not at hand; items left unprocessed name them).
     pub fn throttled_keys(&self, costs: &[(u64, u64)]) {
         let now = Instant::now();
         let mut seen = std::collections::HashSet::new();
         for &(k, _) in costs {
             if seen.insert(k) {
-                self.pacer
-                    .on_throttle(k, || format!("{}=#{k:016x}", self.attribute), now);
+                self.pacer.on_throttle(k, now);
             }
         }
     }

@@ -41,11 +41,9 @@ async fn run(s: &Scenario) -> Result<()> {
     let target = stack.target("t");
     stack.create_target(&target, ("id", T::N), None).await?;
     let proxy = start(ProxyConfig {
-        upstream: stack.env.dynamodb_url.clone(),
-        write_capacity_per_sec: BUDGET,
         burst_secs: 300.0,
         mode: Mode::Forward,
-        faults: Default::default(),
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), BUDGET)
     })
     .await?;
     let mut t = table(src.clone(), target.clone(), &["id"], None);
