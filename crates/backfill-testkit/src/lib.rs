@@ -304,7 +304,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
          [queue]\nurl = {}\ndlq_url = {}\nmax_receive_count = {}\nvisibility_timeout_secs = {}\nwait_time_secs = {}\n\n\
          [control]\ntable = {}\n\n\
          [producer]\nrows_per_job = {}\nsamples_per_job = {}\nmax_sample_rows = {}\n\n\
-         [worker]\nconcurrency = {}\npage_rows = {}\npage_bytes = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\n",
+         [worker]\nconcurrency = {}\npage_rows = {}\npage_bytes = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\nstripes = {}\n",
         q(cfg.source.url.expose()),
         cfg.source.max_connections,
         q(&cfg.aws.region),
@@ -328,6 +328,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.max_write_attempts,
         cfg.worker.shutdown_grace_secs,
         cfg.worker.verify_sample_rate,
+        cfg.worker.stripes,
     );
     if let Some(name) = &cfg.queue.signing_key_env {
         out = out.replacen(
@@ -352,10 +353,11 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         1,
     );
     out.push_str(&format!(
-        "\n[capacity]\nheartbeat_secs = {}\nworker_expiry_secs = {}\nprice_per_wcu_hour = {:?}\n",
+        "\n[capacity]\nheartbeat_secs = {}\nworker_expiry_secs = {}\nprice_per_wcu_hour = {:?}\nkey_wcu_per_sec = {:?}\n",
         cfg.capacity.heartbeat_secs,
         cfg.capacity.worker_expiry_secs,
-        cfg.capacity.price_per_wcu_hour
+        cfg.capacity.price_per_wcu_hour,
+        cfg.capacity.key_wcu_per_sec
     ));
     out.push_str(&format!(
         "\n[metrics]\nlisten = {}\nliveness_max_age_secs = {}\n",
