@@ -38,6 +38,16 @@ if [ "${BENCH:-all}" = compare ]; then
     ls -l "$LOCAL/baseline-target/release/backfill" "$ROOT/target/release/backfill" | awk '{print "binary size: " $5 " bytes  " $NF}'
     exit 0
 fi
+# fleet: BENCH_FLEET_WORKERS (8) separate `backfill work` processes
+# against the answer-only, partition-true proxy at BENCH_FLEET_BUDGET WCU/s
+# (20000) for BENCH_FLEET_SECS (120) of writes, on hashed and clustered
+# keys (see crates/backfill-testkit/examples/fleet_bench.rs). Only with
+# BENCH=fleet: a run takes about ten minutes.
+if [ "${BENCH:-all}" = fleet ]; then
+    cargo build --release --locked -q -p backfill-cli -p backfill-testkit --example fleet_bench
+    BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/fleet_bench"
+    exit 0
+fi
 if [ "${BENCH:-all}" != worker ]; then
     cargo run --release --locked -q -p backfill-testkit --example capacity_bench
 fi

@@ -5,6 +5,12 @@
 //! worker's share is capacity's policy, so it lives here beside the limiter
 //! that enforces the share.
 
+/// A worker's limiter starts at this share of its share and ramps up as
+/// its writes succeed ([`crate::WriteLimiter::ramping`]): workers started
+/// together each see few others at first, and without the ramp the fleet
+/// asked for 2 to 2.7 times its budget for the first seconds.
+pub const JOIN_START: f64 = 0.1;
+
 /// The fleet as its heartbeats show it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FleetCount {

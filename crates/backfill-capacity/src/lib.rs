@@ -17,17 +17,12 @@ use backfill_item::size::{item_size_upper_bound, write_capacity_units};
 use backfill_item::Item;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+mod aimd;
 mod fleet;
 mod keys;
-pub use fleet::FleetCount;
+pub use aimd::{Aimd, DECREASE, INCREASE_PER_SEC, MIN_FACTOR};
+pub use fleet::{FleetCount, JOIN_START};
 pub use keys::{HotKey, KeyPacer};
-
-/// Lowest share of the budget AIMD backs off to.
-const MIN_FACTOR: f64 = 0.05;
-/// Multiplicative decrease on a throttle.
-const DECREASE: f64 = 0.5;
-/// Additive increase per second without throttling.
-const INCREASE_PER_SEC: f64 = 0.25;
 
 /// WCU one standard write of this item costs (its size rounded up to KB),
 /// estimated before sending; numbers are counted at their largest size.
@@ -73,8 +68,7 @@ struct State {
     /// The rate the limiter was built for (WCU/s).
     rate: u32,
     share: f64,
-    factor: f64,
-    last_increase: Instant,
+    aimd: Aimd,
 }
 
 /// One worker's admission of writes to one target table.
@@ -117,16 +111,15 @@ impl WriteLimiter {
     /// additively as its writes succeed: a worker that joins before it
     /// knows the fleet does not take a share the others also take.
     pub fn ramping(table: impl Into<String>, share: f64, start: f64) -> Self {
-        let factor = start.clamp(MIN_FACTOR, 1.0);
-        let rate = (share * factor).max(1.0).round() as u32;
+        let aimd = Aimd::new(start, Instant::now());
+        let rate = (share * aimd.factor()).max(1.0).round() as u32;
         WriteLimiter {
             table: table.into(),
             state: Mutex::new(State {
                 limiter: limiter_for(rate),
                 rate,
                 share,
-                factor,
-                last_increase: Instant::now(),
+                aimd,
             }),
         }
     }
@@ -134,7 +127,7 @@ impl WriteLimiter {
     /// The WCU/s admitted now (share times the AIMD factor).
     pub fn rate(&self) -> f64 {
         let s = self.state.lock().expect("limiter state lock");
-        s.share * s.factor
+        s.share * s.aimd.factor()
     }
 
     /// The share of the fleet budget, before AIMD.
@@ -150,7 +143,7 @@ impl WriteLimiter {
     }
 
     fn rebuild(s: &mut State) {
-        let rate = (s.share * s.factor).max(1.0).round() as u32;
+        let rate = (s.share * s.aimd.factor()).max(1.0).round() as u32;
         // Rebuilding drops the accrued burst; only do it for a real change.
         if rate != s.rate {
             s.rate = rate;
@@ -181,22 +174,15 @@ impl WriteLimiter {
     /// DynamoDB throttled a request: halve the rate (not below 5% of the share).
     pub fn on_throttle(&self) {
         let mut s = self.state.lock().expect("limiter state lock");
-        s.factor = (s.factor * DECREASE).max(MIN_FACTOR);
-        s.last_increase = Instant::now();
-        tracing::debug!(table = %self.table, factor = s.factor, "throttled: backing off");
+        s.aimd.on_throttle(Instant::now());
+        tracing::debug!(table = %self.table, factor = s.aimd.factor(), "throttled: backing off");
         Self::rebuild(&mut s);
     }
 
     /// A request went through: recover additively, in proportion to the time since the last step.
     pub fn on_success(&self) {
         let mut s = self.state.lock().expect("limiter state lock");
-        if s.factor >= 1.0 {
-            return;
-        }
-        let secs = s.last_increase.elapsed().as_secs_f64();
-        if secs >= 0.25 {
-            s.factor = (s.factor + INCREASE_PER_SEC * secs).min(1.0);
-            s.last_increase = Instant::now();
+        if s.aimd.on_success(Instant::now()) {
             Self::rebuild(&mut s);
         }
     }

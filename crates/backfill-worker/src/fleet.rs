@@ -8,17 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backfill_capacity::{KeyPacer, WriteLimiter};
+use backfill_capacity::{KeyPacer, WriteLimiter, JOIN_START};
 use backfill_dynamo::{DynamoSink, KeyPacing};
 use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
-/// A limiter starts at this share of its worker's share and ramps up as
-/// its writes succeed (see [`WriteLimiter::ramping`]): workers started
-/// together each see few others at first, and without the ramp the fleet
-/// asked for 2 to 2.7 times its budget for the first seconds.
-const JOIN_START: f64 = 0.1;
 /// While joining, the fleet is counted this often, until the count holds.
 const JOIN_BEAT: Duration = Duration::from_millis(250);
 /// Joining ends when this many counts in a row agree...
