@@ -18,6 +18,7 @@ use backfill_item::Item;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 mod aimd;
+pub mod cost;
 mod fleet;
 mod keys;
 pub use aimd::{Aimd, DECREASE, INCREASE_PER_SEC, MIN_FACTOR};

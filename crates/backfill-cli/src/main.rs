@@ -63,11 +63,20 @@ enum Command {
         /// The run to plan (job ids depend on it).
         #[arg(long, default_value = "dry-run")]
         run: String,
+        /// Pre-warm each on-demand target whose budget is above what it
+        /// absorbs now (UpdateTable WarmThroughput = the budget). Warm
+        /// throughput cannot be lowered again, and AWS bills raising it.
+        #[arg(long)]
+        prewarm: bool,
     },
     /// Plans the run (or reuses its stored plan) and enqueues the jobs not yet enqueued.
     Produce {
         #[arg(long)]
         run: String,
+        /// Refuse to start when the plan's capacity cost (at each target's
+        /// billing mode) is above this many dollars.
+        #[arg(long)]
+        max_cost: Option<f64>,
     },
     /// Takes jobs from the queue and copies them until stopped (SIGTERM, Ctrl-C).
     Work {
@@ -234,8 +243,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
     let cfg = cfg.clone();
     match command {
-        Command::Plan { run } => plan::plan(&cfg, &run).await,
-        Command::Produce { run } => plan::produce(&cfg, &run).await,
+        Command::Plan { run, prewarm } => plan::plan(&cfg, &run, prewarm).await,
+        Command::Produce { run, max_cost } => plan::produce(&cfg, &run, max_cost).await,
         Command::Work {
             until_idle,
             max_jobs,

@@ -22,6 +22,15 @@ pub struct CapacityConfig {
     /// 1,000 WCU/s; the default leaves a margin. 0 turns pacing by key off.
     #[serde(default = "default_key_wcu_per_sec")]
     pub key_wcu_per_sec: f64,
+    /// Price of one million on-demand write request units, for `plan`'s
+    /// cost beside the provisioned one.
+    #[serde(default = "default_price_per_million_wru")]
+    pub price_per_million_wru: f64,
+}
+
+fn default_price_per_million_wru() -> f64 {
+    // us-east-1 on-demand writes, per million write request units.
+    0.625
 }
 
 fn default_key_wcu_per_sec() -> f64 {
@@ -46,6 +55,7 @@ impl Default for CapacityConfig {
             worker_expiry_secs: default_worker_expiry_secs(),
             price_per_wcu_hour: default_price_per_wcu_hour(),
             key_wcu_per_sec: default_key_wcu_per_sec(),
+            price_per_million_wru: default_price_per_million_wru(),
         }
     }
 }

@@ -48,6 +48,72 @@ pub async fn write_budget(
     backfill_capacity::resolve_budget(t, provisioned)
 }
 
+/// A target table's capacity now, as DescribeTable reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetCapacity {
+    /// Billed per request (on demand) rather than provisioned.
+    pub on_demand: bool,
+    /// Provisioned write capacity units (`None` on demand).
+    pub provisioned_wcu: Option<i64>,
+    /// The write units per second the table is warmed to, when reported.
+    pub warm_write_units: Option<i64>,
+}
+
+/// Reads `table`'s billing mode, provisioned and warm write capacity.
+pub async fn target_capacity(client: &Client, table: &str) -> Result<TargetCapacity, String> {
+    let d = backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+        client.describe_table().table_name(table).send()
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "table {table}: DescribeTable: {}",
+            backfill_aws::describe(&e)
+        )
+    })?;
+    let t = d
+        .table()
+        .ok_or_else(|| format!("table {table}: DescribeTable answered no table"))?;
+    let on_demand = t
+        .billing_mode_summary()
+        .and_then(|b| b.billing_mode())
+        .is_some_and(|m| *m == BillingMode::PayPerRequest);
+    let provisioned_wcu = t
+        .provisioned_throughput()
+        .and_then(|p| p.write_capacity_units())
+        .filter(|w| *w > 0 && !on_demand);
+    Ok(TargetCapacity {
+        on_demand,
+        provisioned_wcu,
+        warm_write_units: t.warm_throughput().and_then(|w| w.write_units_per_second()),
+    })
+}
+
+/// Pre-warms an on-demand `table` to `write_units` per second
+/// (UpdateTable with WarmThroughput). Warm throughput cannot be lowered
+/// again, and AWS bills raising it once.
+pub async fn prewarm(client: &Client, table: &str, write_units: i64) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::WarmThroughput;
+    let warm = WarmThroughput::builder()
+        .write_units_per_second(write_units)
+        .build();
+    backfill_aws::retry(backfill_aws::RetryPolicy::CALL, || {
+        client
+            .update_table()
+            .table_name(table)
+            .warm_throughput(warm.clone())
+            .send()
+    })
+    .await
+    .map_err(|e| {
+        format!(
+            "table {table}: UpdateTable (warm throughput {write_units}): {}",
+            backfill_aws::describe(&e)
+        )
+    })?;
+    Ok(())
+}
+
 /// A waiter that gave up or failed, as the sink's error for `table`.
 fn waiter_error<O, E>(
     table: &str,

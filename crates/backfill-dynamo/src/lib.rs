@@ -27,7 +27,7 @@ mod resend;
 mod wire;
 mod write;
 
-pub use admin::write_budget;
+pub use admin::{prewarm, target_capacity, write_budget, TargetCapacity};
 pub use keys::{key_hash, key_label, KeyPacing, ThrottleReason};
 pub use write::MAX_BATCH_ITEMS;
 

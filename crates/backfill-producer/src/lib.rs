@@ -54,6 +54,10 @@ pub struct TablePlan {
     pub avg_item_bytes: f64,
     /// Mean write capacity units one item costs.
     pub wcu_per_item: f64,
+    /// Distinct values of the target's partition key, as `ANALYZE`
+    /// estimated its columns (`None` when not analysed): each value lives
+    /// in one DynamoDB partition, so few values cap the copy's rate.
+    pub partition_key_values: Option<f64>,
 }
 
 impl TablePlan {
@@ -126,6 +130,7 @@ pub async fn plan(
             notes: Vec::new(),
             avg_item_bytes: 0.0,
             wcu_per_item: 0.0,
+            partition_key_values: None,
         };
         let schema = match source.describe(&TableRef::parse(&t.source)).await {
             Ok(s) => s,
@@ -152,6 +157,13 @@ pub async fn plan(
             let key_columns = schema.key_names();
             // Item sizes from a few hundred sampled rows, never a scan.
             if let Ok(mapper) = backfill_item::ItemMapper::new(t, &schema) {
+                tp.partition_key_values = partition_key_values(
+                    source,
+                    &schema.table,
+                    &mapper.partition_key_columns(),
+                    sample.estimated_rows,
+                )
+                .await?;
                 let pct = (f64::from(SIZE_SAMPLE_ROWS) * 4.0 / sample.estimated_rows.max(1) as f64
                     * 100.0)
                     .min(100.0);
@@ -186,6 +198,29 @@ pub async fn plan(
         run_id: run_id.to_string(),
         tables,
     })
+}
+
+/// Distinct values of a key built from `columns`: each column's estimate
+/// (a negative `n_distinct` is a fraction of the rows), multiplied for a
+/// key of several columns, and never more than the rows.
+async fn partition_key_values(
+    source: &PgSource,
+    table: &TableRef,
+    columns: &[String],
+    rows: u64,
+) -> Result<Option<f64>, ProducerError> {
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    let mut product = 1.0f64;
+    for c in columns {
+        match source.distinct_values(table, c).await? {
+            Some(n) if n < 0.0 => product *= (-n * rows as f64).max(1.0),
+            Some(n) if n > 0.0 => product *= n,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(product.min(rows as f64)))
 }
 
 /// Warnings about rows that will be rejects, from the planning sample: a

@@ -164,6 +164,29 @@ impl PgSource {
             })?;
         Ok(n.max(0) as u64)
     }
+
+    /// The distinct values of `column` as `ANALYZE` estimated them
+    /// (`pg_stats.n_distinct`): a count when positive, minus a fraction of
+    /// the rows when negative; `None` when the column was never analysed.
+    pub async fn distinct_values(
+        &self,
+        table: &TableRef,
+        column: &str,
+    ) -> Result<Option<f64>, SourceError> {
+        let n: Option<f32> = sqlx::query_scalar(
+            "SELECT n_distinct FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
+        )
+        .bind(&table.schema)
+        .bind(&table.name)
+        .bind(column)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| SourceError::Query {
+            table: table.to_string(),
+            source,
+        })?;
+        Ok(n.map(f64::from))
+    }
 }
 
 /// Chooses rustls' cryptography for the whole process. The AWS SDK and
