@@ -261,6 +261,16 @@ mod tests {
         assert_eq!(l.rate(), 10.0);
     }
 
+    #[test]
+    fn a_joining_worker_starts_at_a_tenth_of_its_share() {
+        let l = WriteLimiter::ramping("t", 1000.0, JOIN_START);
+        assert_eq!(l.rate(), 100.0);
+        l.on_throttle();
+        assert_eq!(l.rate(), 50.0);
+        l.set_share(500.0);
+        assert_eq!(l.rate(), 25.0, "a new share keeps the ramp's factor");
+    }
+
     #[tokio::test]
     async fn acquire_paces_to_the_rate() {
         let l = WriteLimiter::new("t", 200.0);
