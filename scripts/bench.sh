@@ -44,7 +44,8 @@ fi
 # keys (see crates/backfill-testkit/examples/fleet_bench.rs). Only with
 # BENCH=fleet: a run takes about ten minutes.
 if [ "${BENCH:-all}" = fleet ]; then
-    cargo build --release --locked -q -p backfill-cli -p backfill-testkit --example fleet_bench
+    cargo build --release --locked -q -p backfill-cli
+    cargo build --release --locked -q -p backfill-testkit --example fleet_bench
     BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/fleet_bench"
     exit 0
 fi

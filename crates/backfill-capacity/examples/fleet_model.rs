@@ -193,7 +193,7 @@ fn main() {
         {
             if t >= p.next_beat {
                 p.next_beat = t + HEARTBEAT;
-                p.share = share(budget, fleet.divisor(p.busy(t)));
+                p.share = share(budget, fleet.divisor(p.busy(t), !queue.is_empty()));
             }
             while p.jobs.len() < CONCURRENCY {
                 match queue.pop_front() {

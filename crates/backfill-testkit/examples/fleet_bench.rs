@@ -233,6 +233,15 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
         steady / budget,
         peak / budget
     );
+    let active: Vec<String> = per_second
+        .iter()
+        .skip_while(|w| **w == 0.0)
+        .map(|w| format!("{:.0}", w / 100.0))
+        .collect();
+    println!(
+        "  WCU/s per second, in hundreds: {}",
+        active.join(" ").trim_end_matches(" 0")
+    );
     println!(
         "  throttled {throttled} of {requests} write requests ({:.2}%): table {}, key range {}; items returned unprocessed for a hot partition {}",
         throttled as f64 * 100.0 / requests.max(1) as f64,

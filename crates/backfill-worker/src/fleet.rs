@@ -131,7 +131,11 @@ impl Worker {
         };
         match beat.await {
             Ok(fleet) => {
-                let divide = fleet.divisor(busy);
+                // Jobs still on the queue mean every live worker is about
+                // to be busy; when the depth cannot be read, assume so (the
+                // smaller share is the safe side).
+                let waiting = self.queue.depth().await.map_or(true, |d| d.visible > 0);
+                let divide = fleet.divisor(busy, waiting);
                 let now = Instant::now();
                 let t = self.targets();
                 for (target, (budget, l)) in t.budgets.iter() {
