@@ -96,10 +96,17 @@ fn burst_for(rate: u32) -> u32 {
     (rate / 10).max(1)
 }
 
+/// A limiter at `rate`, its burst already spent: a limiter is rebuilt at
+/// every change of rate, and one that started full gave its worker a fresh
+/// burst each time; during the join ramp (a change every quarter second)
+/// that was 40% over the rate, across the whole fleet at once.
 fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
     let r = NonZeroU32::new(rate.max(1)).expect("at least 1");
     let b = NonZeroU32::new(burst_for(rate)).expect("at least 1");
-    Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(b)))
+    let l = RateLimiter::direct(Quota::per_second(r).allow_burst(b));
+    // Within the quota by construction, so this only drains it.
+    let _ = l.check_n(b);
+    Arc::new(l)
 }
 
 impl WriteLimiter {
