@@ -14,12 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
-/// While joining, the fleet is counted this often, until the count holds.
+/// For its first [`JOIN_PERIOD`], a worker counts the fleet this often.
 const JOIN_BEAT: Duration = Duration::from_millis(250);
-/// Joining ends when this many counts in a row agree...
-const JOIN_STABLE_BEATS: u32 = 4;
-/// ...or after this long.
-const JOIN_MAX: Duration = Duration::from_secs(10);
+/// Long enough for the rest of a fleet started together to register: the
+/// processes of one start a second or more apart, and a worker that left
+/// the fast beats once its count had held for a second still saw itself
+/// alone, and took the whole budget until its next beat.
+const JOIN_PERIOD: Duration = Duration::from_secs(10);
 
 /// What a worker holds per target table.
 #[derive(Debug, Default)]
@@ -171,16 +172,13 @@ impl Worker {
 
     /// Heartbeats every few seconds until cancelled; then deregisters so the
     /// others take the freed share at once.
-    /// While joining, beats come every [`JOIN_BEAT`] until the fleet's
-    /// count holds, so workers started together learn of each other before
-    /// their limiters have ramped up.
+    /// While joining, beats come every [`JOIN_BEAT`], so workers started
+    /// together learn of each other before their limiters have ramped up.
     pub(crate) async fn fleet_loop(self: Arc<Self>, cancel: CancellationToken) {
         let started = Instant::now();
-        let mut joining = true;
-        let (mut last, mut same) = (None, 0u32);
         loop {
             self.health.tick();
-            let every = if joining {
+            let every = if started.elapsed() < JOIN_PERIOD {
                 JOIN_BEAT
             } else {
                 Duration::from_secs(self.cfg.capacity.heartbeat_secs)
@@ -189,19 +187,7 @@ impl Worker {
                 _ = tokio::time::sleep(every) => {}
                 _ = cancel.cancelled() => break,
             }
-            let divisor = self.fleet_beat().await;
-            if joining {
-                same = if divisor.is_some() && divisor == last {
-                    same + 1
-                } else {
-                    0
-                };
-                last = divisor;
-                if same >= JOIN_STABLE_BEATS || started.elapsed() >= JOIN_MAX {
-                    joining = false;
-                    tracing::debug!(divisor = ?last, "joined the fleet");
-                }
-            }
+            self.fleet_beat().await;
         }
         if let Err(e) = self.control.deregister(&self.worker_id).await {
             tracing::warn!(error = %e, "deregistering from the fleet failed");
