@@ -51,7 +51,10 @@ fn run_worker(config: &std::path::Path) -> Result<Usage> {
         .arg("--config")
         .arg(config)
         .args(["--log-format", "text", "work", "--until-idle"])
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -137,6 +137,13 @@ impl Worker {
                 // smaller share is the safe side).
                 let waiting = self.queue.depth().await.map_or(true, |d| d.visible > 0);
                 let divide = fleet.divisor(busy, waiting);
+                tracing::debug!(
+                    live = fleet.live,
+                    busy = fleet.busy,
+                    waiting,
+                    divide,
+                    "fleet counted"
+                );
                 let now = Instant::now();
                 let t = self.targets();
                 for (target, (budget, l)) in t.budgets.iter() {
