@@ -39,6 +39,11 @@ struct KeyState {
     throttles: u64,
     /// The key as a person reads it, kept once the key was throttled.
     label: Option<String>,
+    /// WCU booked since `window_start`, and the rate of the window before:
+    /// how fast the key is written, which a throttle halves.
+    window_start: Instant,
+    window_wcu: f64,
+    last_rate: f64,
 }
 
 impl KeyState {
@@ -49,7 +54,30 @@ impl KeyState {
             last_change: now,
             throttles: 0,
             label: None,
+            window_start: now,
+            window_wcu: 0.0,
+            last_rate: 0.0,
         }
+    }
+
+    fn book(&mut self, wcu: u64, now: Instant) {
+        let secs = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        if secs >= 1.0 {
+            self.last_rate = self.window_wcu / secs;
+            self.window_start = now;
+            self.window_wcu = 0.0;
+        }
+        self.window_wcu += wcu as f64;
+    }
+
+    /// WCU/s the key was written at lately.
+    fn observed(&self, now: Instant) -> f64 {
+        let secs = now
+            .saturating_duration_since(self.window_start)
+            .as_secs_f64();
+        self.last_rate.max(self.window_wcu / secs.max(0.25))
     }
 
     fn recover(&mut self, now: Instant) {
@@ -118,6 +146,7 @@ impl KeyPacer {
         for &(key, wcu) in costs {
             let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
             k.recover(now);
+            k.book(wcu, now);
             let rate = self.cap * k.factor;
             let start = k.tat.max(now);
             k.tat = start + Duration::from_secs_f64(wcu as f64 / rate);
@@ -135,12 +164,21 @@ impl KeyPacer {
         }
     }
 
-    /// DynamoDB throttled `key`: halve its rate.
+    /// DynamoDB throttled `key`: halve the rate it was written at (not
+    /// its ceiling: a key written at a tenth of the cap and halved from the
+    /// cap would not slow at all).
     pub fn on_throttle(&self, key: u64, now: Instant) {
+        let cap = self.cap;
         let mut keys = self.lock();
         let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
         k.recover(now);
-        k.factor = (k.factor * DECREASE).max(MIN_FACTOR);
+        let observed = k.observed(now) / cap;
+        let from = if observed > 0.0 {
+            k.factor.min(observed)
+        } else {
+            k.factor
+        };
+        k.factor = (from * DECREASE).max(MIN_FACTOR);
         k.last_change = now;
         k.throttles += 1;
     }
@@ -237,6 +275,26 @@ mod tests {
         assert!((p.rate(7, t0 + Duration::from_secs(5)) - 520.0).abs() < 1.0);
         assert_eq!(p.rate(7, t0 + Duration::from_secs(11)), 1000.0);
         assert!(p.hot_keys(3, t0 + Duration::from_secs(11)).is_empty());
+    }
+
+    #[test]
+    fn a_throttle_halves_the_rate_the_key_was_written_at() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        // 100 WCU/s for two seconds: far below the cap.
+        for i in 0..20 {
+            p.reserve(&[(5, 10)], t0 + Duration::from_millis(100 * i));
+        }
+        let t1 = t0 + Duration::from_secs(2);
+        p.on_throttle(5, t1);
+        let r = p.rate(5, t1);
+        assert!(
+            (40.0..=60.0).contains(&r),
+            "halved from ~100, not from 1000: {r}"
+        );
+        // A key never booked is halved from its cap.
+        p.on_throttle(6, t1);
+        assert_eq!(p.rate(6, t1), 500.0);
     }
 
     #[test]

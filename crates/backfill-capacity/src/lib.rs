@@ -10,7 +10,7 @@
 //! (AIMD), like the AWS SDKs' adaptive retry mode.
 
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use backfill_item::size::{item_size_upper_bound, write_capacity_units};
@@ -65,16 +65,23 @@ pub fn share(budget_wcu_per_sec: f64, live_workers: usize) -> f64 {
 }
 
 struct State {
-    limiter: Arc<DefaultDirectRateLimiter>,
-    /// The rate the limiter was built for (WCU/s).
-    rate: u32,
     share: f64,
     aimd: Aimd,
 }
 
 /// One worker's admission of writes to one target table.
+///
+/// One governor limiter for the limiter's whole life, counting time in
+/// cells ([`CELLS_PER_SEC`]); a WCU costs `CELLS_PER_SEC / rate` cells, so
+/// a change of rate changes the price, not the limiter. Rebuilding a
+/// governor limiter at each change of rate (it cannot change its quota)
+/// let the writes waiting on the old one through on the old schedule while
+/// new ones started afresh on the new: up to twice the rate while the rate
+/// moved, which during the join ramp was the whole fleet at once (the
+/// fleet benchmark's third and fourth seconds wrote 1.3 times its budget).
 pub struct WriteLimiter {
     table: String,
+    limiter: DefaultDirectRateLimiter,
     state: Mutex<State>,
 }
 
@@ -87,27 +94,14 @@ impl std::fmt::Debug for WriteLimiter {
     }
 }
 
+/// The limiter's unit of time: cells per second.
+const CELLS_PER_SEC: u32 = 1_000_000;
 /// The burst a worker may spend at once: a tenth of a second of its rate.
 /// Every worker of a fleet can bank this much while it waits on its source,
 /// and all of them may spend it together; kept small, the fleet's combined
 /// overshoot stays well inside what DynamoDB's burst capacity absorbs
 /// (the benchmark measured 3.6% throttled requests with a full second).
-fn burst_for(rate: u32) -> u32 {
-    (rate / 10).max(1)
-}
-
-/// A limiter at `rate`, its burst already spent: a limiter is rebuilt at
-/// every change of rate, and one that started full gave its worker a fresh
-/// burst each time; during the join ramp (a change every quarter second)
-/// that was 40% over the rate, across the whole fleet at once.
-fn limiter_for(rate: u32) -> Arc<DefaultDirectRateLimiter> {
-    let r = NonZeroU32::new(rate.max(1)).expect("at least 1");
-    let b = NonZeroU32::new(burst_for(rate)).expect("at least 1");
-    let l = RateLimiter::direct(Quota::per_second(r).allow_burst(b));
-    // Within the quota by construction, so this only drains it.
-    let _ = l.check_n(b);
-    Arc::new(l)
-}
+const BURST_CELLS: u32 = CELLS_PER_SEC / 10;
 
 impl WriteLimiter {
     /// A limiter at `share` WCU/s.
@@ -119,80 +113,73 @@ impl WriteLimiter {
     /// additively as its writes succeed: a worker that joins before it
     /// knows the fleet does not take a share the others also take.
     pub fn ramping(table: impl Into<String>, share: f64, start: f64) -> Self {
-        let aimd = Aimd::new(start, Instant::now());
-        let rate = (share * aimd.factor()).max(1.0).round() as u32;
+        let per_sec = NonZeroU32::new(CELLS_PER_SEC).expect("positive");
+        let burst = NonZeroU32::new(BURST_CELLS).expect("positive");
+        let limiter = RateLimiter::direct(Quota::per_second(per_sec).allow_burst(burst));
+        // It starts paced, its burst spent: a joining worker takes no burst.
+        let _ = limiter.check_n(burst);
         WriteLimiter {
             table: table.into(),
+            limiter,
             state: Mutex::new(State {
-                limiter: limiter_for(rate),
-                rate,
                 share,
-                aimd,
+                aimd: Aimd::new(start, Instant::now()),
             }),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Two numbers, consistent between statements: a panic elsewhere
+        // while holding the lock cannot have broken them.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The WCU/s admitted now (share times the AIMD factor).
     pub fn rate(&self) -> f64 {
-        let s = self.state.lock().expect("limiter state lock");
+        let s = self.lock();
         s.share * s.aimd.factor()
     }
 
     /// The share of the fleet budget, before AIMD.
     pub fn share(&self) -> f64 {
-        self.state.lock().expect("limiter state lock").share
+        self.lock().share
     }
 
     /// A new share (the number of live workers changed).
     pub fn set_share(&self, share: f64) {
-        let mut s = self.state.lock().expect("limiter state lock");
-        s.share = share;
-        Self::rebuild(&mut s);
+        self.lock().share = share;
     }
 
-    fn rebuild(s: &mut State) {
-        let rate = (s.share * s.aimd.factor()).max(1.0).round() as u32;
-        // Rebuilding drops the accrued burst; only do it for a real change.
-        if rate != s.rate {
-            s.rate = rate;
-            s.limiter = limiter_for(rate);
-        }
-    }
-
-    /// Waits until `wcu` may be spent. Larger than the burst, the debit is
-    /// taken in burst-sized slices, so a 400 KB item still passes.
+    /// Waits until `wcu` may be spent, at the rate of each moment: the debit
+    /// is taken in slices of at most the burst, each priced at the rate
+    /// then, so a 400 KB item still passes and a change of rate applies to
+    /// what is left.
     pub async fn acquire(&self, wcu: u64) {
-        let mut left = wcu;
-        while left > 0 {
-            let (limiter, rate) = {
-                let s = self.state.lock().expect("limiter state lock");
-                (s.limiter.clone(), s.rate)
-            };
-            let step = left.min(u64::from(burst_for(rate))) as u32;
-            let n = NonZeroU32::new(step).expect("step is at least 1");
-            if limiter.until_n_ready(n).await.is_err() {
-                // The limiter was rebuilt smaller meanwhile: take what it allows.
+        let mut left = wcu as f64;
+        while left > 1e-9 {
+            // At least 1 WCU/s, as a quota must be.
+            let per_wcu = f64::from(CELLS_PER_SEC) / self.rate().max(1.0);
+            let cells = (left * per_wcu).ceil().min(f64::from(BURST_CELLS)).max(1.0);
+            let n = NonZeroU32::new(cells as u32).expect("at least one cell");
+            if self.limiter.until_n_ready(n).await.is_err() {
+                // Never more than the burst: cannot happen; do not spin.
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
-            left -= u64::from(step);
+            left -= cells / per_wcu;
         }
     }
 
     /// DynamoDB throttled a request: halve the rate (not below 5% of the share).
     pub fn on_throttle(&self) {
-        let mut s = self.state.lock().expect("limiter state lock");
+        let mut s = self.lock();
         s.aimd.on_throttle(Instant::now());
         tracing::debug!(table = %self.table, factor = s.aimd.factor(), "throttled: backing off");
-        Self::rebuild(&mut s);
     }
 
     /// A request went through: recover additively, in proportion to the time since the last step.
     pub fn on_success(&self) {
-        let mut s = self.state.lock().expect("limiter state lock");
-        if s.aimd.on_success(Instant::now()) {
-            Self::rebuild(&mut s);
-        }
+        self.lock().aimd.on_success(Instant::now());
     }
 }
 

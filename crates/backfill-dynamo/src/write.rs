@@ -348,7 +348,12 @@ impl DynamoSink {
             ),
         };
         let mut attempt = 0u32;
+        // Whether the last refusal was of keys the pacer now slows: then
+        // the pacer spaces the resend, and an exponential backoff on top
+        // only stalls the job's other keys.
+        let mut paced_resend;
         loop {
+            paced_resend = false;
             self.admit(estimated, &keys).await;
             let sent = BodySlot::default();
             let request = self
@@ -411,6 +416,7 @@ impl DynamoSink {
                     outcome.throttled += 1;
                     if by_key {
                         outcome.throttled_key_range += 1;
+                        paced_resend = true;
                     }
                     tracing::debug!(
                         table,
@@ -433,6 +439,7 @@ impl DynamoSink {
                         let reason = ThrottleReason::of(batch_reasons(&e).unwrap_or_default());
                         if self.throttled_for(reason, &keys) {
                             outcome.throttled_key_range += 1;
+                            paced_resend = true;
                         }
                     }
                     if !retryable || attempt >= self.retry.max_attempts {
@@ -471,12 +478,12 @@ impl DynamoSink {
                 });
             }
             outcome.retries += 1;
-            tokio::time::sleep(backoff_delay(
-                attempt - 1,
-                self.retry.base_delay,
-                self.retry.max_delay,
-            ))
-            .await;
+            let delay = if paced_resend {
+                self.retry.base_delay
+            } else {
+                backoff_delay(attempt - 1, self.retry.base_delay, self.retry.max_delay)
+            };
+            tokio::time::sleep(delay).await;
         }
     }
 }
