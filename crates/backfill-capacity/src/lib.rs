@@ -256,13 +256,13 @@ mod tests {
     }
 
     #[test]
-    fn a_joining_worker_starts_at_a_tenth_of_its_share() {
+    fn a_joining_worker_starts_at_a_quarter_of_its_share() {
         let l = WriteLimiter::ramping("t", 1000.0, JOIN_START);
-        assert_eq!(l.rate(), 100.0);
+        assert_eq!(l.rate(), 250.0);
         l.on_throttle();
-        assert_eq!(l.rate(), 50.0);
+        assert_eq!(l.rate(), 125.0);
         l.set_share(500.0);
-        assert_eq!(l.rate(), 25.0, "a new share keeps the ramp's factor");
+        assert_eq!(l.rate(), 62.5, "a new share keeps the ramp's factor");
     }
 
     #[tokio::test]
