@@ -62,14 +62,14 @@ struct Pod {
     share: f64,
     next_beat: f64,
     jobs: Vec<Job>,
-    /// When it last had jobs in hand: a worker counts as busy until
-    /// `EXPIRY` after that, as the worker's heartbeat reports it.
+    /// When it last had jobs in hand: while jobs wait, a worker counts as
+    /// busy until `EXPIRY` after that, as the worker's heartbeat reports it.
     last_busy: f64,
 }
 
 impl Pod {
-    fn busy(&self, t: f64) -> bool {
-        !self.jobs.is_empty() || t - self.last_busy < EXPIRY
+    fn busy(&self, t: f64, waiting: bool) -> bool {
+        !self.jobs.is_empty() || (waiting && t - self.last_busy < EXPIRY)
     }
 }
 
@@ -172,6 +172,7 @@ fn main() {
         });
         // Heartbeats: each pod divides the budget by the fleet it sees
         // (a dead pod counts until its heartbeat expires).
+        let waiting = !queue.is_empty();
         let seen = |pods: &[Pod]| FleetCount {
             live: pods
                 .iter()
@@ -182,7 +183,7 @@ fn main() {
                 .filter(|p| {
                     p.up_at <= t
                         && p.died_at.is_none_or(|d| t - d < EXPIRY)
-                        && (p.busy(t) || p.died_at.is_some())
+                        && (p.busy(t, waiting) || p.died_at.is_some())
                 })
                 .count(),
         };
@@ -193,7 +194,7 @@ fn main() {
         {
             if t >= p.next_beat {
                 p.next_beat = t + HEARTBEAT;
-                p.share = share(budget, fleet.divisor(p.busy(t), !queue.is_empty()));
+                p.share = share(budget, fleet.divisor(p.busy(t, waiting), waiting));
             }
             while p.jobs.len() < CONCURRENCY {
                 match queue.pop_front() {

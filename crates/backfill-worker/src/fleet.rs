@@ -120,9 +120,19 @@ impl Worker {
     /// live workers; returns the divisor, or `None` when the beat failed.
     pub(crate) async fn fleet_beat(&self) -> Option<usize> {
         let expiry = self.cfg.capacity.worker_expiry_secs;
+        // Jobs still on the queue mean every live worker is about to be
+        // busy; when the depth cannot be read, assume so (the smaller share
+        // is the safe side).
+        let waiting = self.queue.depth().await.map_or(true, |d| d.visible > 0);
+        // Between jobs a worker still counts as busy for a while, so its
+        // share does not flap; once nothing waits it has no next job, and
+        // its share goes to the workers finishing the last ones at once
+        // (held for the expiry, it kept the fleet's tail at part of the
+        // budget for ten seconds).
         let busy = self.in_hand.load(Ordering::Relaxed) > 0
-            || self.last_busy.lock().expect("last_busy lock").elapsed()
-                < Duration::from_secs(expiry);
+            || (waiting
+                && self.last_busy.lock().expect("last_busy lock").elapsed()
+                    < Duration::from_secs(expiry));
         let rates = self.consumed_rates();
         let beat = async {
             self.control
@@ -132,10 +142,6 @@ impl Worker {
         };
         match beat.await {
             Ok(fleet) => {
-                // Jobs still on the queue mean every live worker is about
-                // to be busy; when the depth cannot be read, assume so (the
-                // smaller share is the safe side).
-                let waiting = self.queue.depth().await.map_or(true, |d| d.visible > 0);
                 let divide = fleet.divisor(busy, waiting);
                 tracing::debug!(
                     live = fleet.live,
