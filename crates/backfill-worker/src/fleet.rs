@@ -22,6 +22,42 @@ const JOIN_BEAT: Duration = Duration::from_millis(250);
 /// alone, and took the whole budget until its next beat.
 const JOIN_PERIOD: Duration = Duration::from_secs(10);
 
+/// The rate a heartbeat reports is taken over about this long: over one
+/// beat (a quarter of a second while joining) it read 0 or twice the rate
+/// as batches fell in or out, and `status` showed 1,496 to 8,476 WCU/s
+/// where the true ten-second rate was 4,399 to 5,502.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// The consumed-WCU totals at recent heartbeats, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct ConsumedSamples(std::collections::VecDeque<(Instant, HashMap<String, f64>)>);
+
+impl ConsumedSamples {
+    /// WCU/s per target from the oldest sample within [`RATE_WINDOW`] (or
+    /// the newest before it) to `totals` now; 0 at the first beat.
+    fn rates(&mut self, now: Instant, totals: HashMap<String, f64>) -> HashMap<String, f64> {
+        // Keep one sample older than the window, so the window is whole.
+        while self.0.len() > 1 && now.duration_since(self.0[1].0) >= RATE_WINDOW {
+            self.0.pop_front();
+        }
+        let rates = match self.0.front() {
+            Some((then, before)) => {
+                let secs = now.saturating_duration_since(*then).as_secs_f64().max(1e-3);
+                totals
+                    .iter()
+                    .map(|(t, total)| {
+                        let b = before.get(t).copied().unwrap_or(0.0);
+                        (t.clone(), ((total - b) / secs).max(0.0))
+                    })
+                    .collect()
+            }
+            None => totals.keys().map(|t| (t.clone(), 0.0)).collect(),
+        };
+        self.0.push_back((now, totals));
+        rates
+    }
+}
+
 /// What a worker holds per target table.
 #[derive(Debug, Default)]
 pub(crate) struct Targets {
@@ -74,19 +110,12 @@ impl Worker {
             .iter()
             .map(|t| (t.target.clone(), self.metrics.wcu_consumed_total(&t.target)))
             .collect();
-        let mut last = self.consumed_at_beat.lock().expect("consumed lock");
-        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
-        let rates = now
-            .iter()
-            .map(|(t, total)| {
-                let before = last.1.get(t).copied().unwrap_or(0.0);
-                (t.clone(), ((total - before) / secs).max(0.0))
-            })
-            .collect();
-        *last = (Instant::now(), now);
-        rates
+        let mut samples = self
+            .consumed_at_beat
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        samples.rates(Instant::now(), now)
     }
-
     /// This worker's current write rate for `target` (WCU/s), if it has a budget.
     pub fn write_rate(&self, target: &str) -> Option<f64> {
         self.targets().budgets.get(target).map(|(_, l)| l.rate())
@@ -205,5 +234,42 @@ impl Worker {
         if let Err(e) = self.control.deregister(&self.worker_id).await {
             tracing::warn!(error = %e, "deregistering from the fleet failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reported_rate_is_taken_over_the_window_not_one_beat() {
+        let mut s = ConsumedSamples::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let total = |w: f64| HashMap::from([("t".to_string(), w)]);
+        assert_eq!(
+            s.rates(at(0), total(0.0))["t"],
+            0.0,
+            "no rate at the first beat"
+        );
+        // Batches of 50 WCU every half second (100 WCU/s), beats every
+        // 250 ms: one beat sees a batch or none (200 or 0 WCU/s); the
+        // window sees the rate.
+        let mut w = 0.0;
+        let mut seen = Vec::new();
+        for i in 1..=80u64 {
+            if i % 2 == 0 {
+                w += 50.0;
+            }
+            seen.push(s.rates(at(i * 250), total(w))["t"]);
+        }
+        for r in &seen[50..] {
+            assert!((r - 100.0).abs() < 6.0, "{r} in {seen:?}");
+        }
+        assert!(
+            s.0.len() <= 42,
+            "samples are dropped past the window: {}",
+            s.0.len()
+        );
     }
 }

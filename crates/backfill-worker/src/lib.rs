@@ -92,9 +92,9 @@ pub struct Worker {
     /// started): whether this worker counts in the division of budgets.
     in_hand: AtomicUsize,
     last_busy: std::sync::Mutex<Instant>,
-    /// WCU consumed per target table (read from the metrics' counters) at
-    /// the last heartbeat: the heartbeat reports the rate in between.
-    consumed_at_beat: std::sync::Mutex<(Instant, HashMap<String, f64>)>,
+    /// WCU consumed per target table (the metrics' counters) at recent
+    /// heartbeats: each reports the rate over the last ten seconds.
+    consumed_at_beat: std::sync::Mutex<fleet::ConsumedSamples>,
     /// The source's lag/load gate: when it last said open.
     gate: tokio::sync::Mutex<Option<Instant>>,
     queue: JobQueue,
@@ -136,7 +136,7 @@ impl Worker {
             targets: std::sync::Mutex::default(),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
-            consumed_at_beat: std::sync::Mutex::new((Instant::now(), HashMap::new())),
+            consumed_at_beat: std::sync::Mutex::default(),
             in_hand: AtomicUsize::new(0),
             last_busy: std::sync::Mutex::new(Instant::now()),
             worker_id: format!("{host}-{}-{}", std::process::id(), &id[..6]),
