@@ -36,20 +36,6 @@ impl Aimd {
         self.factor
     }
 
-    /// The factor at `now`, recovery since the last step included: what
-    /// [`Aimd::on_success`] would make of it. A worker that has not written
-    /// since (a joining worker waiting for its first job) is not held at
-    /// its last factor for as long as it waits.
-    pub fn factor_at(&self, now: Instant) -> f64 {
-        // Whole steps only, as `on_success` takes them: within a step of
-        // the last change the factor reads exactly as it was set.
-        let secs = now.saturating_duration_since(self.last_step).as_secs_f64();
-        let steps = (secs / STEP_SECS).floor() * STEP_SECS;
-        (self.factor + INCREASE_PER_SEC * steps)
-            .min(1.0)
-            .max(self.factor)
-    }
-
     /// A throttle: halve (not below [`MIN_FACTOR`]).
     pub fn on_throttle(&mut self, now: Instant) {
         self.factor = (self.factor * DECREASE).max(MIN_FACTOR);
@@ -84,9 +70,6 @@ mod tests {
         a.on_throttle(t0);
         a.on_throttle(t0);
         assert_eq!(a.factor(), 0.25);
-        assert_eq!(a.factor_at(t0 + Duration::from_secs(1)), 0.5);
-        assert_eq!(a.factor_at(t0 + Duration::from_secs(60)), 1.0);
-        assert_eq!(a.factor(), 0.25, "reading does not step");
         assert!(!a.on_success(t0 + Duration::from_millis(100)), "too soon");
         assert!(a.on_success(t0 + Duration::from_secs(1)));
         assert_eq!(a.factor(), 0.5);

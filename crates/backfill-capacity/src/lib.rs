@@ -137,7 +137,7 @@ impl WriteLimiter {
     /// The WCU/s admitted now (share times the AIMD factor).
     pub fn rate(&self) -> f64 {
         let s = self.lock();
-        s.share * s.aimd.factor_at(Instant::now())
+        s.share * s.aimd.factor()
     }
 
     /// The share of the fleet budget, before AIMD.

@@ -150,26 +150,28 @@ async fn a_stopped_worker_hands_its_share_to_the_others() -> Result<()> {
         },
     ));
     let thirds = eventually(Duration::from_secs(10), || {
-        a.write_rate(&target) == Some(300.0)
+        a.write_share(&target) == Some(300.0)
     })
     .await;
     assert!(
         thirds,
         "three workers, not a third each: {:?}",
-        a.write_rate(&target)
+        a.write_share(&target)
     );
     stop_c.cancel();
     rc.await?;
     // Scale-in: within a heartbeat or two the others take the freed share.
+    // (Shares, not rates: these workers never write, so their limiters
+    // stay at the join ramp's start.)
     let halves = eventually(Duration::from_secs(10), || {
-        a.write_rate(&target) == Some(450.0) && b.write_rate(&target) == Some(450.0)
+        a.write_share(&target) == Some(450.0) && b.write_share(&target) == Some(450.0)
     })
     .await;
     assert!(
         halves,
         "after one left: {:?} and {:?}",
-        a.write_rate(&target),
-        b.write_rate(&target)
+        a.write_share(&target),
+        b.write_share(&target)
     );
     ra.abort();
     rb.abort();

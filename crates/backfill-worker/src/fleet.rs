@@ -116,6 +116,12 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner());
         samples.rates(Instant::now(), now)
     }
+    /// This worker's share of `target`'s fleet budget (WCU/s), before its
+    /// backoff and join ramp, if the target has a budget.
+    pub fn write_share(&self, target: &str) -> Option<f64> {
+        self.targets().budgets.get(target).map(|(_, l)| l.share())
+    }
+
     /// This worker's current write rate for `target` (WCU/s), if it has a budget.
     pub fn write_rate(&self, target: &str) -> Option<f64> {
         self.targets().budgets.get(target).map(|(_, l)| l.rate())
