@@ -14,7 +14,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-layers.sh
 stack_up_for_script
 cd "$ROOT"
-cargo test --workspace --all-targets --locked "$@"
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"
 cargo test --workspace --doc --locked
 # The deployment files (compose, k8s, Dockerfile), validated offline.
 scripts/check-deploy.sh
