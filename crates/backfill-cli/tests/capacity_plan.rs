@@ -4,32 +4,14 @@
 //! pre-warmed through the partition-true proxy), and `produce --max-cost`
 //! refusing a run that costs more.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_config::KeyAttribute;
 use backfill_ddb_proxy::{start, OnDemand, ProxyConfig};
 use backfill_testkit::{config_toml, table, TestStack};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_backfill");
-
-async fn backfill(config: &std::path::Path, args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .await
-        .context("running the backfill binary")?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+mod common;
+use common::backfill;
 
 /// Three tenants of 400 rows, keyed `tenant, sku`, partition key
 /// `tenant`, on an on-demand target (the test stack creates them so),

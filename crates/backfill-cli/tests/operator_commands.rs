@@ -6,28 +6,9 @@ use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_source::PgSource;
 use backfill_testkit::{config_toml, table, TestStack};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_backfill");
-
-async fn backfill(config: &std::path::Path, args: &[&str]) -> Result<(i32, String, String)> {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("USER", "oncall-jo")
-        .output()
-        .await
-        .context("running the backfill binary")?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
+mod common;
+use common::backfill;
 
 #[tokio::test]
 async fn status_prints_plain_lines_and_json_and_cancel_ends_the_run() -> Result<()> {

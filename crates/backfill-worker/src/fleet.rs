@@ -152,8 +152,8 @@ impl Worker {
     }
 
     /// One heartbeat in the control table, and each budget re-divided by the
-    /// live workers; returns the divisor, or `None` when the beat failed.
-    pub(crate) async fn fleet_beat(&self) -> Option<usize> {
+    /// live workers.
+    pub(crate) async fn fleet_beat(&self) {
         let expiry = self.cfg.capacity.worker_expiry_secs;
         // Jobs still on the queue mean every live worker is about to be
         // busy; when the depth cannot be read, assume so (the smaller share
@@ -209,12 +209,8 @@ impl Worker {
                 }
                 drop(t);
                 self.health.set_heartbeat_sent();
-                Some(divide)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "fleet heartbeat failed");
-                None
-            }
+            Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
         }
     }
 

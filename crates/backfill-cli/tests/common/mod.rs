@@ -12,6 +12,27 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_backfill");
 
+/// `backfill --config <config> <args>` as an operator runs it (as the user
+/// `oncall-jo`), run to the end: its exit code, stdout and stderr.
+pub async fn backfill(config: &std::path::Path, args: &[&str]) -> Result<(i32, String, String)> {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("USER", "oncall-jo")
+        .output()
+        .await
+        .context("running the backfill binary")?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// `backfill --config <config> work <args>`, with a text log at debug level
 /// for the worker (so each page written shows) on its piped stderr.
 pub fn spawn_worker(config: &std::path::Path, args: &[&str]) -> Result<Child> {
