@@ -175,6 +175,9 @@ pub fn render_plain(s: &RunStatus) -> String {
             capacity(t),
             table_eta(t),
         ));
+        for note in table_notes(t) {
+            out.push_str(&format!("    {note}\n"));
+        }
         if t.rejects > 0 {
             out.push_str(&format!(
                 "    {} rejected rows (rows that cannot become items): `backfill rejects list --run {}`\n",
@@ -260,6 +263,44 @@ fn capacity(t: &TableStatus) -> String {
     }
 }
 
+/// What holds a table's write rate back, one line each, only when there
+/// is something to say: throttles by reason, the hottest partition-key
+/// values, and a key layout that cannot reach the budget.
+fn table_notes(t: &TableStatus) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !t.throttles.is_zero() {
+        notes.push(format!(
+            "throttled: {} table-wide, {} key-range",
+            thousands(t.throttles.table_wide),
+            thousands(t.throttles.key_range)
+        ));
+    }
+    if !t.hot_keys.is_empty() {
+        let keys: Vec<String> = t
+            .hot_keys
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} at {} WCU/s ({} throttle{})",
+                    k.label,
+                    thousands(k.wcu_per_sec.round() as u64),
+                    thousands(k.throttles),
+                    if k.throttles == 1 { "" } else { "s" }
+                )
+            })
+            .collect();
+        notes.push(format!("hot keys: {}", keys.join(", ")));
+    }
+    if let (Some(reach), Some(budget)) = (t.key_layout_limit(), t.budget_wcu) {
+        notes.push(format!(
+            "key layout reaches at most {} of {} WCU/s (too few partition-key values; see `backfill plan`)",
+            thousands(reach.round() as u64),
+            thousands(budget.round() as u64)
+        ));
+    }
+    notes
+}
+
 fn eta(e: Option<f64>) -> String {
     match e {
         Some(0.0) => "done".to_string(),
@@ -327,7 +368,13 @@ impl Bars {
         self.header.set_message(head.join("\n"));
         let name_width = s.tables.iter().map(|t| t.source.len()).max().unwrap_or(10);
         for (b, t) in self.tables.iter().zip(&s.tables) {
-            b.set_message(bar_line(t, name_width, WATCH_WIDTH));
+            let mut lines = vec![bar_line(t, name_width, WATCH_WIDTH)];
+            lines.extend(
+                table_notes(t)
+                    .iter()
+                    .map(|n| fit(&format!("    {n}"), WATCH_WIDTH)),
+            );
+            b.set_message(lines.join("\n"));
         }
         if s.is_over() {
             self.header.finish();
@@ -396,158 +443,4 @@ fn bar_line(t: &TableStatus, name_width: usize, width: usize) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use backfill_status::{JobCounts, QueueCounts};
-
-    #[test]
-    fn plain_lines_name_every_figure() {
-        let s = RunStatus {
-            run_id: "demo".into(),
-            state: backfill_control::RunState::Produced,
-            created_at: "2026-11-25T10:00:00.000Z".into(),
-            started_at: None,
-            finished_at: None,
-            cancelled: None,
-            jobs: JobCounts {
-                total: 10,
-                done: 4,
-                running: 2,
-                failed: 0,
-                queued: 4,
-                cancelled: 0,
-                orphaned: 0,
-            },
-            rows_copied: 400_000,
-            estimated_rows: Some(1_000_000),
-            rows_per_sec: Some(7512.4),
-            eta_secs: Some(80.0),
-            tables: vec![TableStatus {
-                source: "public.orders".into(),
-                target: "demo_orders".into(),
-                jobs: JobCounts {
-                    total: 10,
-                    done: 4,
-                    running: 2,
-                    failed: 0,
-                    queued: 4,
-                    cancelled: 0,
-                    orphaned: 0,
-                },
-                rows_copied: 400_000,
-                estimated_rows: Some(1_000_000),
-                rows_per_sec: Some(7512.4),
-                wcu_per_sec: 950.0,
-                budget_wcu: Some(1000.0),
-                eta_secs: Some(80.0),
-                rejects: 0,
-            }],
-            workers_live: 2,
-            workers_busy: 2,
-            queue: Some(QueueCounts {
-                visible: 4,
-                in_flight: 2,
-                delayed: 0,
-            }),
-            dlq: None,
-            failures: vec![],
-        };
-        let text = render_plain(&s);
-        assert!(text.starts_with("run demo [produced]: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000 of ~1,000,000 rows; 7,512 rows/s; ETA 80 s"), "{text}");
-        assert!(
-            text.contains(
-                "fleet: 2 workers live, 2 busy; queue: 4 visible, 2 in flight; DLQ: unreadable"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("public.orders -> demo_orders: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000/~1,000,000 rows (40%); 7,512 rows/s; 950/1000 WCU/s (95% of budget); ETA 80 s"), "{text}");
-
-        // Orphans are named; a stalled run has no ETA; a table that ends far
-        // below its estimate says so.
-        let mut stalled = s.clone();
-        stalled.jobs = JobCounts {
-            total: 10,
-            done: 8,
-            failed: 1,
-            orphaned: 1,
-            ..Default::default()
-        };
-        let text = render_plain(&stalled);
-        assert!(text.contains("1 orphaned (their worker is gone"), "{text}");
-        stalled.jobs.orphaned = 0;
-        stalled.eta_secs = None;
-        let text = render_plain(&stalled);
-        assert!(
-            text.contains("ETA none: only failed jobs are left"),
-            "{text}"
-        );
-        let mut short = s.clone();
-        short.tables[0].jobs = JobCounts {
-            total: 10,
-            done: 10,
-            ..Default::default()
-        };
-        short.tables[0].eta_secs = Some(0.0);
-        short.tables[0].rows_copied = 100_000;
-        let text = render_plain(&short);
-        assert!(
-            text.contains("ETA done, at 10% of the planning estimate of ~1,000,000 rows"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn watch_lines_fit_and_their_bar_is_their_percentage() {
-        let mut t = TableStatus {
-            source: "public.a_table_with_a_rather_long_name_for_a_watch_line".into(),
-            target: "target".into(),
-            jobs: JobCounts {
-                total: 10,
-                done: 2,
-                running: 3,
-                queued: 5,
-                ..Default::default()
-            },
-            rows_copied: 400_000,
-            estimated_rows: Some(1_000_000),
-            rows_per_sec: Some(1234.0),
-            wcu_per_sec: 10.0,
-            budget_wcu: Some(20.0),
-            eta_secs: Some(30_000.0),
-            rejects: 0,
-        };
-        let line = bar_line(&t, t.source.len(), WATCH_WIDTH);
-        assert!(line.chars().count() <= WATCH_WIDTH, "{line}");
-        // 40% of the rows: 8 of 20 cells, and "40%".
-        assert!(
-            line.contains(&format!("[{}{}]  40%", "=".repeat(8), " ".repeat(12))),
-            "{line}"
-        );
-        // Done, far below the estimate: a full bar and 100%.
-        t.jobs = JobCounts {
-            total: 10,
-            done: 10,
-            ..Default::default()
-        };
-        t.rows_copied = 100_000;
-        t.eta_secs = Some(0.0);
-        let line = bar_line(&t, 10, WATCH_WIDTH);
-        assert!(
-            line.contains(&format!("[{}] 100%", "=".repeat(20))),
-            "{line}"
-        );
-        assert!(line.chars().count() <= WATCH_WIDTH, "{line}");
-        assert_eq!(fit("abcdef", 4), "abc…");
-    }
-
-    #[test]
-    fn numbers_and_durations_read_well() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(human_duration(59.4), "59 s");
-        assert_eq!(human_duration(600.0), "10 min");
-        assert_eq!(human_duration(9000.0), "2.5 h");
-    }
-}
+mod tests;

@@ -127,6 +127,7 @@ mod tests {
                     jobs: 1,
                     estimated_rows: 0,
                     wcu_per_item: 1.0,
+                    key_ceiling_wcu: None,
                 })
                 .collect(),
             config: None,

@@ -44,8 +44,11 @@ pub use accept::{check_planned, Rejection};
 /// The fleet count and its division policy belong to capacity; re-exported
 /// so `backfill_control::FleetCount` still names it.
 pub use backfill_capacity::FleetCount;
+/// A heartbeat's hot keys are the key pacer's own; re-exported so that
+/// readers of heartbeats (`status`) need not link capacity.
+pub use backfill_capacity::HotKey;
 pub use error::ControlError;
-pub use fleet::WorkerBeat;
+pub use fleet::{TargetLoad, WorkerBeat, HOT_KEYS_PER_BEAT};
 pub use records::{
     Annotation, Checkpoint, Claim, JobRecord, JobState, RunPlan, RunRecord, RunState, RunTable,
 };

@@ -203,6 +203,11 @@ pub struct RunTable {
     pub estimated_rows: u64,
     /// Mean write capacity units one item costs (from the planning sample).
     pub wcu_per_item: f64,
+    /// The most WCU/s the key layout lets the copy write (its distinct
+    /// partition-key values, each at most a partition's rate), when the
+    /// catalog knew them; `None` in runs planned before it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ceiling_wcu: Option<f64>,
 }
 
 /// What a run is planned with, besides its jobs.
@@ -398,8 +403,41 @@ mod tests {
         assert_eq!(r.jobs_planned, 3);
         assert_eq!(r.cancelled.expect("cancelled").by, "op");
 
+        assert!(r.tables.is_empty());
+
         let bad = Item::from([("state".to_string(), s("paused"))]);
         let e = run_record("ctl", "r", &bad).unwrap_err().to_string();
         assert!(e.contains("control table ctl: run r: record RUN"), "{e}");
+    }
+
+    #[test]
+    fn a_run_table_keeps_its_key_ceiling_and_older_ones_read_without() {
+        let table = RunTable {
+            source: "public.t".into(),
+            target: "T".into(),
+            jobs: 2,
+            estimated_rows: 10,
+            wcu_per_item: 1.0,
+            key_ceiling_wcu: Some(10_800.0),
+        };
+        let item = |tables: String| {
+            Item::from([
+                ("state".to_string(), s("planned")),
+                ("tables".to_string(), s(tables)),
+            ])
+        };
+        let stored = serde_json::to_string(&[&table]).expect("json");
+        let r = run_record("ctl", "r", &item(stored)).expect("record");
+        assert_eq!(r.tables, std::slice::from_ref(&table));
+
+        let older = r#"[{"source":"public.t","target":"T","jobs":2,"estimated_rows":10,"wcu_per_item":1.0}]"#;
+        let r = run_record("ctl", "r", &item(older.into())).expect("record");
+        assert_eq!(
+            r.tables,
+            [RunTable {
+                key_ceiling_wcu: None,
+                ..table
+            }]
+        );
     }
 }

@@ -347,6 +347,22 @@ impl Metrics {
             .map_or(0.0, |c| c.get())
     }
 
+    /// Write requests to `target_table` DynamoDB throttled so far, for
+    /// any reason (0 before any).
+    pub fn throttles_total(&self, target_table: &str) -> u64 {
+        self.throttles
+            .get(&table(target_table))
+            .map_or(0, |c| c.get())
+    }
+
+    /// Of [`Metrics::throttles_total`], those that slowed partition-key
+    /// values alone.
+    pub fn key_range_throttles_total(&self, target_table: &str) -> u64 {
+        self.key_range_throttles
+            .get(&table(target_table))
+            .map_or(0, |c| c.get())
+    }
+
     /// Rows of `table` (the source) written so far.
     pub fn rows_written_total(&self, table_name: &str) -> u64 {
         self.rows_written
@@ -483,6 +499,12 @@ mod tests {
         assert_eq!(m.rows_written_total("s.src"), 10);
         assert_eq!(m.wcu_consumed_total("dst"), 3.5);
         assert_eq!(m.wcu_consumed_total("other"), 0.0);
+        m.write("dst", 1.0, 5, 0);
+        m.key_range_throttles("dst", 3);
+        assert_eq!(m.throttles_total("dst"), 5);
+        assert_eq!(m.key_range_throttles_total("dst"), 3);
+        assert_eq!(m.throttles_total("other"), 0);
+        assert_eq!(m.key_range_throttles_total("other"), 0);
         assert_eq!(m.rows_written_total("other"), 0);
         // Reading a table that was never counted does not create a series.
         let text = m.encode(TextFormat::OpenMetrics).unwrap();

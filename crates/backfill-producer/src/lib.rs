@@ -305,6 +305,9 @@ pub async fn produce(
                     jobs: t.jobs.len() as u64,
                     estimated_rows: t.estimated_rows,
                     wcu_per_item: t.wcu_per_item,
+                    key_ceiling_wcu: t.partition_key_values.filter(|k| *k > 0.0).map(|k| {
+                        backfill_capacity::cost::key_layout_ceiling(k, cfg.capacity.key_wcu_per_sec)
+                    }),
                 })
                 .collect(),
             // JSON, which tools read back; the source URL's password is

@@ -1,11 +1,13 @@
 //! Where a run stands, for `backfill status`: per table, jobs by state,
 //! rows copied against the planning estimate, the copy rate, the fleet's
-//! write capacity against the table's budget, and an ETA.
+//! write capacity against the table's budget (and against what its key
+//! layout can reach), what throttles it, and an ETA.
 //!
 //! Everything comes from what the fleet already writes: the control table's
-//! run and job records (states, checkpoints, rows of finished jobs), the
-//! workers' heartbeats (each carries its WCU rate per target), and the
-//! queues' approximate counts. Nothing is counted in Postgres or DynamoDB,
+//! run and job records (states, checkpoints, rows of finished jobs, the
+//! plan's key-layout ceiling), the workers' heartbeats (each carries its
+//! WCU rate, throttles and hot keys per target), and the queues'
+//! approximate counts. Nothing is counted in Postgres or DynamoDB,
 //! so `status --watch` costs a few reads however big the tables are.
 //! [`summarize`] is pure so that its arithmetic is unit-tested.
 
@@ -18,6 +20,10 @@ use backfill_control::{
 };
 use backfill_queue::{JobQueue, QueueDepth};
 use serde::Serialize;
+
+mod load;
+
+pub use load::{HotKeyStatus, Throttles, HOT_KEYS};
 
 /// Why status could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +102,29 @@ pub struct TableStatus {
     pub wcu_per_sec: f64,
     /// The fleet's write budget for the target, when one is set.
     pub budget_wcu: Option<f64>,
+    /// The most WCU/s the table's key layout lets the copy write, as
+    /// planned (`None`: the catalog did not know its partition-key values,
+    /// or the run was planned before this was stored).
+    pub key_ceiling_wcu: Option<f64>,
+    /// Throttles by reason, summed over the live workers.
+    pub throttles: Throttles,
+    /// The most throttled partition-key values, merged over the live
+    /// workers (at most [`HOT_KEYS`]).
+    pub hot_keys: Vec<HotKeyStatus>,
     /// Seconds left at the current rate; 0 when every job is done.
     pub eta_secs: Option<f64>,
     /// Rows of finished jobs that could not become items (`rejects list`).
     pub rejects: u64,
+}
+
+impl TableStatus {
+    /// The key layout's ceiling when it is below the budget: the copy
+    /// cannot reach its budget however many workers write, and a rate
+    /// short of the budget is the layout's doing, not the fleet's.
+    pub fn key_layout_limit(&self) -> Option<f64> {
+        let (ceiling, budget) = (self.key_ceiling_wcu?, self.budget_wcu?);
+        (ceiling < budget).then_some(ceiling)
+    }
 }
 
 /// A job that failed, for the operator to look at first.
@@ -225,11 +250,8 @@ pub fn summarize(
         };
         let elapsed = first_start.map(|s| secs_between(s, end));
         let rows_per_sec = elapsed.filter(|e| *e > 0.0).map(|e| rows as f64 / e);
-        let estimated_rows = run
-            .tables
-            .iter()
-            .find(|t| t.source == source)
-            .map(|t| t.estimated_rows);
+        let planned = run.tables.iter().find(|t| t.source == source);
+        let estimated_rows = planned.map(|t| t.estimated_rows);
         let eta_secs = if all_done {
             Some(0.0)
         } else if counts.is_stalled() {
@@ -245,6 +267,9 @@ pub fn summarize(
             .fold(0.0, |a, b| a + b);
         tables.push(TableStatus {
             budget_wcu: budgets.get(&target).copied(),
+            key_ceiling_wcu: planned.and_then(|t| t.key_ceiling_wcu),
+            throttles: load::throttles(fleet, &target),
+            hot_keys: load::hot_keys(fleet, &target),
             source,
             target,
             jobs: counts,
@@ -380,217 +405,4 @@ pub async fn gather(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use backfill_control::RunTable;
-    use backfill_job::{JobMessage, KeyRange};
-    use std::time::Duration;
-
-    fn job(table: &str, id: &str) -> JobMessage {
-        JobMessage {
-            version: backfill_job::MESSAGE_VERSION,
-            run_id: "r".into(),
-            job_id: id.into(),
-            table: table.into(),
-            key_columns: vec!["id".into()],
-            range: KeyRange::all(),
-        }
-    }
-
-    fn rec(table: &str, id: &str, state: JobState, rows: u64, ck: u64) -> JobRecord {
-        JobRecord {
-            job: job(table, id),
-            state,
-            attempts: 1,
-            rows,
-            digest: None,
-            last_error: None,
-            last_error_at: None,
-            worker: None,
-            checkpoint_rows: ck,
-            started_at: Some("2026-11-25T10:00:00.000Z".into()),
-            finished_at: (state == JobState::Done).then(|| "2026-11-25T10:01:40.000Z".into()),
-            updated_at: None,
-            replays: 0,
-            last_replay_at: None,
-            rejects: 0,
-        }
-    }
-
-    fn run(tables: Vec<RunTable>) -> RunRecord {
-        RunRecord {
-            run_id: "r".into(),
-            state: RunState::Produced,
-            jobs_planned: 4,
-            jobs_done: 0,
-            rows_copied: 0,
-            created_at: "2026-11-25T09:59:00.000Z".into(),
-            started_at: None,
-            finished_at: None,
-            cancelled: None,
-            tables,
-            config: None,
-        }
-    }
-
-    fn at(secs_after_ten: u64) -> SystemTime {
-        humantime::parse_rfc3339("2026-11-25T10:00:00Z").unwrap()
-            + Duration::from_secs(secs_after_ten)
-    }
-
-    #[test]
-    fn counts_rows_rate_capacity_and_eta_per_table() {
-        let run = run(vec![RunTable {
-            source: "public.t".into(),
-            target: "T".into(),
-            jobs: 4,
-            estimated_rows: 1000,
-            wcu_per_item: 1.0,
-        }]);
-        let mut running = rec("public.t", "2", JobState::Running, 0, 150);
-        running.worker = Some("a".into());
-        let jobs = vec![
-            rec("public.t", "1", JobState::Done, 250, 0),
-            running,
-            rec("public.t", "3", JobState::Queued, 0, 0),
-            rec("public.t", "4", JobState::Failed, 0, 0),
-        ];
-        let fleet = vec![
-            WorkerBeat {
-                worker: "a".into(),
-                busy: true,
-                heartbeat_ms: 0,
-                wcu_per_sec: HashMap::from([("T".to_string(), 30.0)]),
-            },
-            WorkerBeat {
-                worker: "b".into(),
-                busy: false,
-                heartbeat_ms: 0,
-                wcu_per_sec: HashMap::from([("other".to_string(), 99.0)]),
-            },
-        ];
-        let budgets = HashMap::from([("T".to_string(), 100.0)]);
-        let s = summarize(&run, &jobs, &fleet, &budgets, at(200));
-        let t = &s.tables[0];
-        assert_eq!(
-            t.jobs,
-            JobCounts {
-                total: 4,
-                done: 1,
-                running: 1,
-                failed: 1,
-                queued: 1,
-                cancelled: 0,
-                orphaned: 0,
-            }
-        );
-        assert_eq!(t.rows_copied, 400, "done rows plus checkpointed rows");
-        assert_eq!(t.rows_per_sec, Some(2.0));
-        assert_eq!(t.wcu_per_sec, 30.0, "only heartbeats for this target");
-        assert_eq!(t.budget_wcu, Some(100.0));
-        // 40% of the estimate in 200 s: 300 s more.
-        assert_eq!(t.eta_secs, Some(300.0));
-        assert_eq!((s.workers_live, s.workers_busy), (2, 1));
-        let failed: Vec<&str> = s.failures.iter().map(|f| f.job_id.as_str()).collect();
-        assert_eq!(
-            failed,
-            ["4"],
-            "the failed job, even before its error is recorded"
-        );
-    }
-
-    #[test]
-    fn a_finished_table_has_no_time_left_and_its_rate_ends_at_its_last_job() {
-        let run = run(vec![]);
-        let jobs = vec![
-            rec("public.t", "1", JobState::Done, 500, 0),
-            rec("public.t", "2", JobState::Done, 500, 0),
-        ];
-        let s = summarize(&run, &jobs, &[], &HashMap::new(), at(10_000));
-        let t = &s.tables[0];
-        assert_eq!(t.eta_secs, Some(0.0));
-        assert_eq!(t.rows_per_sec, Some(10.0), "1000 rows over 100 s");
-        assert!(
-            t.wcu_per_sec == 0.0 && t.wcu_per_sec.is_sign_positive(),
-            "no heartbeat is +0 WCU/s, never printed as -0"
-        );
-        assert_eq!(s.estimated_rows, None, "no plan tables stored");
-        assert_eq!(s.eta_secs, Some(0.0));
-    }
-
-    /// A job `running` on a worker that is gone is `orphaned`, not running;
-    /// a run with only failed jobs left has no ETA; a replayed job's old
-    /// error is not listed as a failure.
-    #[test]
-    fn orphans_stalls_and_replays_are_told_apart() {
-        let run = run(vec![]);
-        let mut orphan = rec("public.t", "1", JobState::Running, 0, 10);
-        orphan.worker = Some("gone".into());
-        let mut replayed = rec("public.t", "2", JobState::Queued, 0, 0);
-        replayed.last_error = Some("was dead".into());
-        replayed.last_error_at = Some("2026-11-25T10:00:01.000Z".into());
-        replayed.last_replay_at = Some("2026-11-25T10:00:05.000Z".into());
-        let jobs = vec![orphan, replayed, rec("public.t", "3", JobState::Done, 5, 0)];
-        let fleet = vec![WorkerBeat {
-            worker: "alive".into(),
-            busy: false,
-            heartbeat_ms: 0,
-            wcu_per_sec: HashMap::new(),
-        }];
-        let s = summarize(&run, &jobs, &fleet, &HashMap::new(), at(100));
-        assert_eq!((s.jobs.running, s.jobs.orphaned), (0, 1));
-        assert!(s.failures.is_empty(), "{:?}", s.failures);
-
-        let jobs = vec![
-            rec("public.t", "1", JobState::Failed, 0, 0),
-            rec("public.t", "2", JobState::Done, 500, 0),
-        ];
-        let s = summarize(&run, &jobs, &fleet, &HashMap::new(), at(100));
-        assert!(s.jobs.is_stalled());
-        // An ended run's fleet line is current: no worker busy with it,
-        // even while the last heartbeats still say busy.
-        let mut ended = run.clone();
-        ended.state = RunState::Finished;
-        let busy = vec![WorkerBeat {
-            busy: true,
-            ..fleet[0].clone()
-        }];
-        assert_eq!(
-            summarize(&run, &jobs, &busy, &HashMap::new(), at(100)).workers_busy,
-            1
-        );
-        assert_eq!(
-            summarize(&ended, &jobs, &busy, &HashMap::new(), at(100)).workers_busy,
-            0
-        );
-        assert_eq!(s.tables[0].eta_secs, None, "no ETA while nothing can move");
-        assert_eq!(s.eta_secs, None);
-    }
-
-    #[test]
-    fn past_the_estimate_the_eta_follows_finished_jobs() {
-        let counts = JobCounts {
-            total: 4,
-            done: 3,
-            queued: 1,
-            ..Default::default()
-        };
-        // 1500 rows copied of an estimate of 1000: jobs say 3 of 4 in 300 s.
-        assert_eq!(eta(1500, Some(1000), &counts, Some(300.0)), Some(100.0));
-        assert_eq!(eta(0, Some(1000), &counts, None), None, "not started");
-    }
-
-    #[test]
-    fn failures_are_listed_newest_first() {
-        let run = run(vec![]);
-        let mut a = rec("public.t", "1", JobState::Failed, 0, 0);
-        a.last_error = Some("old".into());
-        a.last_error_at = Some("2026-11-25T10:00:01.000Z".into());
-        let mut b = rec("public.t", "2", JobState::Queued, 0, 0);
-        b.last_error = Some("new, will be retried".into());
-        b.last_error_at = Some("2026-11-25T10:00:09.000Z".into());
-        let s = summarize(&run, &[a, b], &[], &HashMap::new(), at(10));
-        let errors: Vec<&str> = s.failures.iter().map(|f| f.error.as_str()).collect();
-        assert_eq!(errors, ["new, will be retried", "old"]);
-    }
-}
+mod tests;

@@ -258,6 +258,7 @@ impl TestStack {
                     jobs: 1,
                     estimated_rows: 0,
                     wcu_per_item: 1.0,
+                    key_ceiling_wcu: None,
                 }),
             }
         }

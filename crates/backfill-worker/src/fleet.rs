@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backfill_capacity::{KeyPacer, WriteLimiter, JOIN_START};
+use backfill_control::{TargetLoad, HOT_KEYS_PER_BEAT};
 use backfill_dynamo::{DynamoSink, KeyPacing};
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +117,34 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner());
         samples.rates(Instant::now(), now)
     }
+
+    /// What slowed this worker's writes, per target, for its heartbeat:
+    /// throttles by reason since it started (counters, so `status` sums
+    /// live workers without losing a throttle between beats) and its
+    /// hottest partition-key values.
+    fn target_loads(&self, now: Instant) -> HashMap<String, TargetLoad> {
+        let pacers = self.targets().pacers.clone();
+        let mut loads = HashMap::new();
+        for t in &self.cfg.tables {
+            let all = self.metrics.throttles_total(&t.target);
+            let key_range = self.metrics.key_range_throttles_total(&t.target);
+            loads.insert(
+                t.target.clone(),
+                TargetLoad {
+                    // Two counters read one after the other while writes
+                    // go on: they need not agree to the last throttle.
+                    table_throttles: all.saturating_sub(key_range),
+                    key_range_throttles: key_range,
+                    hot_keys: pacers
+                        .get(&t.target)
+                        .map(|p| p.hot_keys(HOT_KEYS_PER_BEAT, now))
+                        .unwrap_or_default(),
+                },
+            );
+        }
+        loads
+    }
+
     /// This worker's share of `target`'s fleet budget (WCU/s), before its
     /// backoff and join ramp, if the target has a budget.
     pub fn write_share(&self, target: &str) -> Option<f64> {
@@ -169,9 +198,10 @@ impl Worker {
                 && self.last_busy.lock().expect("last_busy lock").elapsed()
                     < Duration::from_secs(expiry));
         let rates = self.consumed_rates();
+        let loads = self.target_loads(Instant::now());
         let beat = async {
             self.control
-                .heartbeat(&self.worker_id, expiry, busy, &rates)
+                .heartbeat(&self.worker_id, expiry, busy, &rates, &loads)
                 .await?;
             self.control.live_workers(expiry).await
         };
@@ -185,17 +215,17 @@ impl Worker {
                     divide,
                     "fleet counted"
                 );
-                let now = Instant::now();
                 let t = self.targets();
                 for (target, (budget, l)) in t.budgets.iter() {
                     let share = backfill_capacity::share(*budget, divide);
                     l.set_share(share);
                     self.metrics.set_budget_share(target, share);
                 }
-                for (target, pacer) in t.pacers.iter() {
-                    let hot = pacer.hot_keys(3, now);
-                    if !hot.is_empty() {
-                        let hot: Vec<String> = hot
+                drop(t);
+                for (target, load) in &loads {
+                    if !load.hot_keys.is_empty() {
+                        let hot: Vec<String> = load
+                            .hot_keys
                             .iter()
                             .map(|h| {
                                 format!(
@@ -207,7 +237,6 @@ impl Worker {
                         tracing::info!(target = %target, hot = %hot.join(", "), "hot partition keys slowed");
                     }
                 }
-                drop(t);
                 self.health.set_heartbeat_sent();
             }
             Err(e) => tracing::warn!(error = %e, "fleet heartbeat failed"),
