@@ -20,6 +20,8 @@ pub const MESSAGE_VERSION: u32 = 1;
 /// bytes (two key tuples); anything near SQS's own 256 KiB limit is not a
 /// job, and refusing it before parsing bounds what a hostile body can cost.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The most cuts a job may carry (`worker.stripes` is at most 64).
+pub const MAX_CUTS: usize = 63;
 
 /// Longest run id, job id, table or key column name a message may carry:
 /// these become DynamoDB key attributes (2,048 bytes at most) and log fields.
@@ -106,6 +108,30 @@ impl KeyRange {
         ranges
     }
 
+    /// Like [`KeyRange::tile`] over every `parts`-th boundary, each range
+    /// with the boundaries between (the finer quantiles of one sample) as
+    /// the cuts that part it: `parts` = 1 gives `tile` with no cuts.
+    pub fn tile_parts(boundaries: Vec<KeyTuple>, parts: usize) -> Vec<(KeyRange, Vec<KeyTuple>)> {
+        let parts = parts.max(1);
+        let mut out = Vec::with_capacity(boundaries.len() / parts + 1);
+        let mut lo = None;
+        let mut cuts = Vec::new();
+        for (i, b) in boundaries.into_iter().enumerate() {
+            if (i + 1) % parts != 0 {
+                cuts.push(b);
+                continue;
+            }
+            let range = KeyRange {
+                lo: lo.take(),
+                hi: Some(b.clone()),
+            };
+            out.push((range, std::mem::take(&mut cuts)));
+            lo = Some(b);
+        }
+        out.push((KeyRange { lo, hi: None }, cuts));
+        out
+    }
+
     /// This range cut at `starts` into half-open pieces that tile it
     /// exactly: `[lo, s1) [s1, s2) ... [sn, hi)`. `starts` must lie inside
     /// the range in key order, as Postgres gives them (keys are compared
@@ -153,6 +179,14 @@ pub struct JobMessage {
     /// against the table as it is now and refuses a job planned on another key.
     pub key_columns: Vec<String>,
     pub range: KeyRange,
+    /// Keys inside the range, in key order, that cut it into parts of about
+    /// equal rows, planned from the producer's sample: where a clustered
+    /// table's job starts its interleaved stripes, so no worker pays a scan
+    /// of its range to find them. Not part of the job's identity. A worker
+    /// checks them in Postgres before use; whatever they hold, stripes cut
+    /// at them cover the whole range (see [`KeyRange::cut`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuts: Vec<KeyTuple>,
 }
 
 /// Why a message body is not a job.
@@ -192,7 +226,14 @@ impl JobMessage {
             table: table.to_string(),
             key_columns,
             range,
+            cuts: Vec::new(),
         }
+    }
+
+    /// This job with the cuts that part its range (see [`JobMessage::cuts`]).
+    pub fn with_cuts(mut self, cuts: Vec<KeyTuple>) -> Self {
+        self.cuts = cuts;
+        self
     }
 
     /// The SQS message body.
@@ -294,10 +335,28 @@ impl JobMessage {
                 }
             }
         }
-        for bound in [&self.range.lo, &self.range.hi].into_iter().flatten() {
+        if self.cuts.len() > MAX_CUTS {
+            return bad(format!(
+                "job {}: {} cuts, over the {MAX_CUTS} a job may hold",
+                self.job_id,
+                self.cuts.len()
+            ));
+        }
+        for (i, cut) in self.cuts.iter().enumerate() {
+            if cut.len() != self.key_columns.len() {
+                return bad(format!(
+                    "job {}: cut {i} has {} values for {} key columns",
+                    self.job_id,
+                    cut.len(),
+                    self.key_columns.len()
+                ));
+            }
+        }
+        let bounds = [&self.range.lo, &self.range.hi].into_iter().flatten();
+        for bound in bounds.chain(self.cuts.iter()) {
             if bound.iter().any(|v| v.to_pg_text().contains('\0')) {
                 return bad(format!(
-                    "job {}: a bound holds a NUL character, which no Postgres key can",
+                    "job {}: a bound or cut holds a NUL character, which no Postgres key can",
                     self.job_id
                 ));
             }

@@ -43,9 +43,10 @@ fn job() -> impl Strategy<Value = JobMessage> {
             proptest::collection::vec(name(), arity),
             bound(),
             bound(),
+            proptest::collection::vec(proptest::collection::vec(key_value(), arity), 0..4),
         )
-            .prop_map(|(run, table, cols, lo, hi)| {
-                JobMessage::new(&run, &table, cols, KeyRange { lo, hi })
+            .prop_map(|(run, table, cols, lo, hi, cuts)| {
+                JobMessage::new(&run, &table, cols, KeyRange { lo, hi }).with_cuts(cuts)
             })
     })
 }

@@ -114,6 +114,10 @@ pub async fn plan(
         rows_per_job: cfg.producer.rows_per_job,
         samples_per_job: cfg.producer.samples_per_job,
         max_sample_rows: cfg.producer.max_sample_rows,
+        // Every job carries the cuts of its stripes (`worker.stripes`),
+        // from the same sample: a worker then reads them instead of
+        // scanning its range to find them.
+        parts_per_job: u64::from(cfg.worker.stripes),
         seed: seed_of(run_id),
     };
     let mut tables = Vec::new();
@@ -187,9 +191,12 @@ pub async fn plan(
                         / n;
                 }
             }
-            tp.jobs = KeyRange::tile(sample.boundaries)
+            tp.jobs = KeyRange::tile_parts(sample.boundaries, spec.parts_per_job as usize)
                 .into_iter()
-                .map(|r| JobMessage::new(run_id, &t.source, key_columns.clone(), r))
+                .map(|(r, cuts)| {
+                    let job = JobMessage::new(run_id, &t.source, key_columns.clone(), r);
+                    with_cuts_that_fit(job, cuts)
+                })
                 .collect();
         }
         tables.push(tp);
@@ -198,6 +205,17 @@ pub async fn plan(
         run_id: run_id.to_string(),
         tables,
     })
+}
+
+/// The job with its cuts, unless they would take its message past half the
+/// body limit (long text keys): a worker then finds its stripes itself.
+fn with_cuts_that_fit(job: JobMessage, cuts: Vec<backfill_job::KeyTuple>) -> JobMessage {
+    let cut = job.clone().with_cuts(cuts);
+    if cut.to_body().len() <= backfill_job::MAX_BODY_BYTES / 2 {
+        cut
+    } else {
+        job
+    }
 }
 
 /// Distinct values of a key built from `columns`: each column's estimate

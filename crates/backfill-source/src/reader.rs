@@ -48,6 +48,10 @@ pub struct SampleSpec {
     pub samples_per_job: u64,
     /// Upper bound on the rows the sample may hold.
     pub max_sample_rows: u64,
+    /// Parts each job is cut into at the sample's finer quantiles (1: no
+    /// cuts): the boundaries come back `parts_per_job` times as many, and
+    /// every `parts_per_job`-th is a job's.
+    pub parts_per_job: u64,
     /// Seed of `REPEATABLE`, so planning the same run twice samples the same pages.
     pub seed: i32,
 }
@@ -498,7 +502,8 @@ impl PgSource {
     }
 
     /// Samples the key (TABLESAMPLE SYSTEM, seeded) and picks the boundaries
-    /// that cut the sample into jobs of about `rows_per_job` rows.
+    /// that cut the sample into jobs of about `rows_per_job` rows, each in
+    /// `parts_per_job` parts (so the boundaries are the parts').
     ///
     /// Postgres sorts the sample and keeps only the first key of each
     /// quantile bucket, so the producer receives boundaries, not the sample.
@@ -520,7 +525,7 @@ impl PgSource {
             "WITH s AS (SELECT {key_list} FROM {table} AS {TABLE_ALIAS} TABLESAMPLE SYSTEM ($1) REPEATABLE ($2)), \
                   r AS (SELECT s.*, (row_number() OVER (ORDER BY {s_list})) - 1 AS r__, \
                                count(*) OVER () AS n__ FROM s), \
-                  j AS (SELECT r.*, GREATEST(1, CEIL(n__ * $3::float8 / $4::float8))::int8 AS j__ FROM r) \
+                  j AS (SELECT r.*, GREATEST(1, CEIL(n__ * $3::float8 / $4::float8))::int8 * $5 AS j__ FROM r) \
              SELECT {out_list}, n__, j__ FROM j \
              WHERE r__ = 0 OR (r__ * j__) / n__ <> ((r__ - 1) * j__) / n__ \
              ORDER BY r__",
@@ -536,6 +541,7 @@ impl PgSource {
             .bind(spec.seed)
             .bind(100.0 / percent)
             .bind(spec.rows_per_job.max(1) as f64)
+            .bind(spec.parts_per_job.clamp(1, 64) as i64)
             .fetch_all(&self.pool)
             .await
             .map_err(|source| SourceError::Query {

@@ -96,3 +96,89 @@ impl PgSource {
             .collect()
     }
 }
+
+impl PgSource {
+    /// Whether `cuts` lie strictly inside `range` in strictly increasing key
+    /// order, compared as pages compare keys: Postgres' row-value order
+    /// under each key column's own collation. A job's cuts come from a
+    /// message; stripes cut at cuts out of order would read some rows twice.
+    /// No table row is read.
+    pub async fn cuts_in_order(
+        &self,
+        schema: &TableSchema,
+        range: &KeyRange,
+        cuts: &[KeyTuple],
+    ) -> Result<bool, SourceError> {
+        if cuts.is_empty() {
+            return Ok(true);
+        }
+        schema.check_key_types()?;
+        let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
+        let table = schema.table.to_string();
+        let query_err = |source| SourceError::Query {
+            table: table.clone(),
+            source,
+        };
+        // The collation each key column compares under (none for types
+        // without one), so text keys are ordered here as the index orders them.
+        let names: Vec<String> = key_cols.iter().map(|c| c.name.clone()).collect();
+        let collations: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT a.attname::text, \
+                    CASE WHEN a.attcollation = 0 THEN NULL \
+                         ELSE quote_ident(n.nspname) || '.' || quote_ident(c.collname) END \
+             FROM pg_attribute a \
+             LEFT JOIN pg_collation c ON c.oid = a.attcollation \
+             LEFT JOIN pg_namespace n ON n.oid = c.collnamespace \
+             WHERE a.attrelid = to_regclass($1) AND a.attname = ANY($2)",
+        )
+        .bind(schema.table.quoted())
+        .bind(&names)
+        .fetch_all(self.pool())
+        .await
+        .map_err(query_err)?;
+        let collate = |name: &str| {
+            collations
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, c)| c.as_deref())
+                .map(|c| format!(" COLLATE {c}"))
+                .unwrap_or_default()
+        };
+        let mut tuples: Vec<&KeyTuple> = Vec::with_capacity(cuts.len() + 2);
+        tuples.extend(range.lo.iter());
+        tuples.extend(cuts.iter());
+        tuples.extend(range.hi.iter());
+        let mut next = 1;
+        let mut exprs = Vec::with_capacity(tuples.len());
+        for t in &tuples {
+            if t.len() != key_cols.len() {
+                return Ok(false);
+            }
+            let cols: Vec<String> = key_cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("CAST(${} AS {}){}", next + i, c.pg_type, collate(&c.name)))
+                .collect();
+            next += key_cols.len();
+            exprs.push(format!("ROW({})", cols.join(", ")));
+        }
+        let checks: Vec<String> = exprs
+            .windows(2)
+            .map(|w| format!("{} < {}", w[0], w[1]))
+            .collect();
+        // One cut in a range open at both ends: nothing to compare it with.
+        let checks = if checks.is_empty() {
+            vec![format!("{} IS NOT NULL", exprs[0])]
+        } else {
+            checks
+        };
+        let sql = format!("SELECT COALESCE({}, false)", checks.join(" AND "));
+        let mut q = sqlx::query_scalar::<_, bool>(&sql);
+        for t in &tuples {
+            for v in t.iter() {
+                q = q.bind(v.to_pg_text());
+            }
+        }
+        q.fetch_one(self.pool()).await.map_err(query_err)
+    }
+}

@@ -198,6 +198,7 @@ async fn check_cover(
                 rows_per_job,
                 samples_per_job: 20,
                 max_sample_rows: 1_000_000,
+                parts_per_job: 1,
                 seed: 7,
             },
         )
@@ -228,6 +229,47 @@ async fn check_cover(
         "stripes of {} ranges read other keys than the ranges",
         ranges.len()
     );
+    // Jobs planned in parts from one sample (as the producer plans them):
+    // their ranges, and the stripes their cuts start, read every key once,
+    // and Postgres finds each job's cuts inside it in order.
+    let parts = 1 + u64::from(page % 4);
+    let planned = source
+        .sample_boundaries(
+            &schema,
+            &SampleSpec {
+                rows_per_job,
+                samples_per_job: 20,
+                max_sample_rows: 1_000_000,
+                parts_per_job: parts,
+                seed: 7,
+            },
+        )
+        .await?;
+    let jobs = KeyRange::tile_parts(planned.boundaries, parts as usize);
+    let mut planned_stripes = Vec::new();
+    for (r, cuts) in &jobs {
+        anyhow::ensure!(
+            source.cuts_in_order(&schema, r, cuts).await?,
+            "cuts {cuts:?} of {r} out of order"
+        );
+        if let [first, .., last] = &cuts[..] {
+            // The same cuts reversed are refused.
+            let reversed = vec![last.clone(), first.clone()];
+            anyhow::ensure!(
+                !source.cuts_in_order(&schema, r, &reversed).await?,
+                "reversed cuts {reversed:?} of {r} taken as in order"
+            );
+        }
+        planned_stripes.extend(r.cut(cuts.clone()));
+    }
+    let ranges_in_parts: Vec<KeyRange> = jobs.iter().map(|(r, _)| r.clone()).collect();
+    for (what, spans) in [("jobs", &ranges_in_parts), ("stripes", &planned_stripes)] {
+        let read = keys_by_range(source, &t, spans, page).await?;
+        anyhow::ensure!(
+            read == seen,
+            "{what} planned in {parts} parts read other keys than the ranges"
+        );
+    }
     let dupes: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
     anyhow::ensure!(dupes.is_empty(), "keys read more than once: {dupes:?}");
     anyhow::ensure!(

@@ -15,6 +15,7 @@ fn spec(rows_per_job: u64) -> SampleSpec {
         rows_per_job,
         samples_per_job: 20,
         max_sample_rows: 1_000_000,
+        parts_per_job: 1,
         seed: 7,
     }
 }

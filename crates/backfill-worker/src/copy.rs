@@ -162,11 +162,8 @@ pub(crate) async fn copy_range(
         && w.cfg.worker.stripes > 1
         && crate::stripes::clusters(&schema, &mapper)
     {
-        let starts = w
-            .source
-            .split_range(&schema, &job.range, w.cfg.worker.stripes)
-            .await?;
-        job.range.cut(starts)
+        job.range
+            .cut(crate::stripes::starts(w, job, &schema).await?)
     } else {
         Vec::new()
     };

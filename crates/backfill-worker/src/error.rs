@@ -41,6 +41,12 @@ pub enum JobError {
         limit: u64,
         first: String,
     },
+    #[error("table {table}, job {job}: the message's cuts do not lie inside its range {range} in key order; the job is not copied from them")]
+    BadCuts {
+        table: String,
+        job: String,
+        range: String,
+    },
     #[error(
         "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
     )]
@@ -69,6 +75,7 @@ impl JobError {
             | JobError::Verify { .. }
             | JobError::TooManyRejects { .. }
             | JobError::Oversize { .. }
+            | JobError::BadCuts { .. }
             | JobError::NoOffloader { .. } => false,
             JobError::Offload(e) => e.is_retryable(),
             JobError::Source(e) => e.is_retryable(),

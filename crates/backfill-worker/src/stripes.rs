@@ -33,6 +33,34 @@ pub(crate) fn clusters(schema: &TableSchema, mapper: &ItemMapper) -> bool {
     }
 }
 
+/// Where a job's stripes start: the cuts its message carries, planned from
+/// the producer's sample and checked in Postgres (no table row read), or,
+/// for a job planned without them, cuts found by one pass over its keys.
+pub(crate) async fn starts(
+    w: &Worker,
+    job: &JobMessage,
+    schema: &TableSchema,
+) -> Result<Vec<KeyTuple>, JobError> {
+    if job.cuts.is_empty() {
+        return Ok(w
+            .source
+            .split_range(schema, &job.range, w.cfg.worker.stripes)
+            .await?);
+    }
+    if !w
+        .source
+        .cuts_in_order(schema, &job.range, &job.cuts)
+        .await?
+    {
+        return Err(JobError::BadCuts {
+            table: job.table.clone(),
+            job: job.job_id.clone(),
+            range: job.range.to_string(),
+        });
+    }
+    Ok(job.cuts.clone())
+}
+
 /// Rows of several stripes, one from each in turn.
 pub(crate) fn interleave(parts: Vec<Vec<SourceRow>>) -> Vec<SourceRow> {
     let total = parts.iter().map(Vec::len).sum();
