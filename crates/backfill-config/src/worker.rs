@@ -52,10 +52,20 @@ pub struct WorkerConfig {
     /// again; its puts are idempotent).
     #[serde(default = "default_stripes")]
     pub stripes: u32,
+    /// Once the queue has been empty this long (seconds) while live workers
+    /// stand idle, a job still reading hands the rest of its range back as
+    /// a new job, split at one of its planned cuts, so the run's last
+    /// minutes use the whole budget. 0 turns it off.
+    #[serde(default = "default_hand_back_secs")]
+    pub hand_back_secs: u64,
 }
 
 fn default_stripes() -> u32 {
     8
+}
+
+fn default_hand_back_secs() -> u64 {
+    5
 }
 
 fn default_max_reject_fraction() -> f64 {
@@ -100,6 +110,7 @@ impl Default for WorkerConfig {
             max_reject_fraction: default_max_reject_fraction(),
             reject_allowance: default_reject_allowance(),
             stripes: default_stripes(),
+            hand_back_secs: default_hand_back_secs(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! them, and every change of a job's state: queued, claimed, checkpointed,
 //! finished, failed.
 //!
-//! *Invariants:* only `save_plan` (in `runs.rs`) creates a job record, so
+//! *Invariants:* only `save_plan` (in `runs.rs`) creates a job record (and
+//! `hand_back`, the children of a job its owner splits), so
 //! each write here is conditional on the record existing; `done` is never
 //! regressed; a checkpoint is written only by the job's current owner.
 
@@ -103,6 +104,7 @@ impl ControlTable {
             Written::Applied(attrs) => Ok(Claim::Started {
                 attempts: crate::get_n(&attrs, "attempts").max(1),
                 checkpoint: checkpoint(&self.table, job, &attrs)?,
+                handed_back: crate::handback::handed_back(&self.table, job, &attrs)?,
             }),
             // Done, cancelled or never planned; which one decides what the worker does.
             Written::ConditionFailed => match self.job_state(job).await? {

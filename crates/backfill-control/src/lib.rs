@@ -12,6 +12,7 @@
 //! |---------------|-------------------------------|---------------------------|---------------|
 //! | `RUN#<run>`   | `RUN`                         | the run: state, counts    | `runs.rs`     |
 //! | `RUN#<run>`   | `JOB#<job>`                   | a job: state, checkpoint  | `jobs.rs`     |
+//! |               |                               | a job's range handed back | `handback.rs` |
 //! | `RUN#<run>`   | `REJECT#<job>#<key hash>`     | a row that is no item     | `rejects.rs`  |
 //! | `RUN#<run>`   | `AUDIT#<time>#<job>`          | an operator's action      | `replay.rs`   |
 //! | `DLQ`         | `AUDIT#<time>#<message>`      | the same, for a non-job   | `replay.rs`   |
@@ -34,6 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 mod accept;
 mod error;
 mod fleet;
+mod handback;
 mod jobs;
 mod records;
 mod rejects;
@@ -49,6 +51,7 @@ pub use backfill_capacity::FleetCount;
 pub use backfill_capacity::HotKey;
 pub use error::ControlError;
 pub use fleet::{TargetLoad, WorkerBeat, HOT_KEYS_PER_BEAT};
+pub use handback::HandedBack;
 pub use records::{
     Annotation, Checkpoint, Claim, JobRecord, JobState, RunPlan, RunRecord, RunState, RunTable,
 };

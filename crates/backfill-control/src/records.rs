@@ -224,6 +224,9 @@ pub enum Claim {
     Started {
         attempts: u64,
         checkpoint: Option<Checkpoint>,
+        /// Where an earlier owner ended the job, and the jobs it handed
+        /// the rest of the range back as.
+        handed_back: crate::HandedBack,
     },
     /// Another delivery already finished it: acknowledge and skip.
     AlreadyDone,

@@ -139,6 +139,7 @@ pub struct Metrics {
     write_retries: Family<TableLabels, Counter>,
     job_duration: Family<JobLabels, Histogram, fn() -> Histogram>,
     jobs: Family<JobLabels, Counter>,
+    handed_back: Family<TableLabels, Counter>,
     dlq_sends: Family<KindLabels, Counter>,
     budget_share: Family<TableLabels, F64Gauge>,
     budget: Family<TableLabels, F64Gauge>,
@@ -177,12 +178,18 @@ impl Metrics {
             write_retries: Family::default(),
             job_duration: Family::new_with_constructor(job_duration_histogram),
             jobs: Family::default(),
+            handed_back: Family::default(),
             dlq_sends: Family::default(),
             budget_share: Family::default(),
             budget: Family::default(),
             jobs_in_hand: Gauge::default(),
         };
         let mut registry = Registry::default();
+        registry.register(
+            "backfill_jobs_handed_back",
+            "Times a running job handed the rest of its range back as a new job, so that idle workers took part of the run's tail, per source table",
+            m.handed_back.clone(),
+        );
         registry.register(
             "backfill_rows_read",
             "Rows read from the source table",
@@ -309,6 +316,11 @@ impl Metrics {
         self.job_duration
             .get_or_create(&l)
             .observe(took.as_secs_f64());
+    }
+
+    /// A job that handed the rest of its range back as a new job.
+    pub fn job_handed_back(&self, source: &str) {
+        self.handed_back.get_or_create(&table(source)).inc();
     }
 
     /// A job sent to the dead-letter queue, by kind.

@@ -112,15 +112,73 @@ impl PgSource {
         if cuts.is_empty() {
             return Ok(true);
         }
+        let mut tuples: Vec<&KeyTuple> = Vec::with_capacity(cuts.len() + 2);
+        tuples.extend(range.lo.iter());
+        tuples.extend(cuts.iter());
+        tuples.extend(range.hi.iter());
+        let Some(exprs) = self.key_rows(schema, &tuples).await? else {
+            return Ok(false);
+        };
+        let mut checks: Vec<String> = exprs
+            .windows(2)
+            .map(|w| format!("{} < {}", w[0], w[1]))
+            .collect();
+        // One cut in a range open at both ends: nothing to compare it with.
+        if checks.is_empty() {
+            checks.push(format!("{} IS NOT NULL", exprs[0]));
+        }
+        let sql = format!("SELECT COALESCE({}, false)", checks.join(" AND "));
+        self.scalar_over(schema, &sql, &tuples).await
+    }
+
+    /// The cuts that lie after `after` (all of them without it), in their
+    /// order, compared as [`PgSource::cuts_in_order`] compares: where a job
+    /// that has read up to `after` may still be split.
+    pub async fn cuts_after(
+        &self,
+        schema: &TableSchema,
+        after: Option<&KeyTuple>,
+        cuts: &[KeyTuple],
+    ) -> Result<Vec<KeyTuple>, SourceError> {
+        let Some(after) = after else {
+            return Ok(cuts.to_vec());
+        };
+        if cuts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tuples: Vec<&KeyTuple> = vec![after];
+        tuples.extend(cuts.iter());
+        let Some(exprs) = self.key_rows(schema, &tuples).await? else {
+            return Ok(Vec::new());
+        };
+        let checks: Vec<String> = exprs[1..]
+            .iter()
+            .map(|c| format!("COALESCE({} < {c}, false)", exprs[0]))
+            .collect();
+        let sql = format!("SELECT ARRAY[{}]", checks.join(", "));
+        let later: Vec<bool> = self.scalar_over(schema, &sql, &tuples).await?;
+        Ok(cuts
+            .iter()
+            .zip(later)
+            .filter(|(_, l)| *l)
+            .map(|(c, _)| c.clone())
+            .collect())
+    }
+
+    /// `ROW(...)` expressions of `tuples`, parameters `$1...` in order, each
+    /// key column cast to its type under its own collation (so text keys
+    /// compare here as the index orders them); `None` when a tuple has the
+    /// wrong arity.
+    async fn key_rows(
+        &self,
+        schema: &TableSchema,
+        tuples: &[&KeyTuple],
+    ) -> Result<Option<Vec<String>>, SourceError> {
         schema.check_key_types()?;
         let key_cols: Vec<&ColumnSchema> = schema.key_columns().collect();
-        let table = schema.table.to_string();
-        let query_err = |source| SourceError::Query {
-            table: table.clone(),
-            source,
-        };
-        // The collation each key column compares under (none for types
-        // without one), so text keys are ordered here as the index orders them.
+        if tuples.iter().any(|t| t.len() != key_cols.len()) {
+            return Ok(None);
+        }
         let names: Vec<String> = key_cols.iter().map(|c| c.name.clone()).collect();
         let collations: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT a.attname::text, \
@@ -135,7 +193,10 @@ impl PgSource {
         .bind(&names)
         .fetch_all(self.pool())
         .await
-        .map_err(query_err)?;
+        .map_err(|source| SourceError::Query {
+            table: schema.table.to_string(),
+            source,
+        })?;
         let collate = |name: &str| {
             collations
                 .iter()
@@ -144,16 +205,9 @@ impl PgSource {
                 .map(|c| format!(" COLLATE {c}"))
                 .unwrap_or_default()
         };
-        let mut tuples: Vec<&KeyTuple> = Vec::with_capacity(cuts.len() + 2);
-        tuples.extend(range.lo.iter());
-        tuples.extend(cuts.iter());
-        tuples.extend(range.hi.iter());
         let mut next = 1;
         let mut exprs = Vec::with_capacity(tuples.len());
-        for t in &tuples {
-            if t.len() != key_cols.len() {
-                return Ok(false);
-            }
+        for _ in tuples {
             let cols: Vec<String> = key_cols
                 .iter()
                 .enumerate()
@@ -162,23 +216,30 @@ impl PgSource {
             next += key_cols.len();
             exprs.push(format!("ROW({})", cols.join(", ")));
         }
-        let checks: Vec<String> = exprs
-            .windows(2)
-            .map(|w| format!("{} < {}", w[0], w[1]))
-            .collect();
-        // One cut in a range open at both ends: nothing to compare it with.
-        let checks = if checks.is_empty() {
-            vec![format!("{} IS NOT NULL", exprs[0])]
-        } else {
-            checks
-        };
-        let sql = format!("SELECT COALESCE({}, false)", checks.join(" AND "));
-        let mut q = sqlx::query_scalar::<_, bool>(&sql);
-        for t in &tuples {
+        Ok(Some(exprs))
+    }
+
+    /// One value of `sql`, with every value of `tuples` bound in order.
+    async fn scalar_over<T>(
+        &self,
+        schema: &TableSchema,
+        sql: &str,
+        tuples: &[&KeyTuple],
+    ) -> Result<T, SourceError>
+    where
+        T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let mut q = sqlx::query_scalar::<_, T>(sql);
+        for t in tuples {
             for v in t.iter() {
                 q = q.bind(v.to_pg_text());
             }
         }
-        q.fetch_one(self.pool()).await.map_err(query_err)
+        q.fetch_one(self.pool())
+            .await
+            .map_err(|source| SourceError::Query {
+                table: schema.table.to_string(),
+                source,
+            })
     }
 }

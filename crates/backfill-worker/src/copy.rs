@@ -14,6 +14,7 @@ use backfill_source::{SourceRow, TableRef};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::handback::{maybe_hand_back, HandBacks};
 use crate::{JobError, Worker};
 
 /// How far a job got.
@@ -190,10 +191,17 @@ pub(crate) async fn copy_range(
             // Pages are sized in bytes as well as rows, so big rows make
             // small pages: the first is small, later ones follow the rows seen.
             let mut limit = page_rows.min(FIRST_PAGE_ROWS);
+            let mut hand_backs = HandBacks::new(job.range.clone(), job.cuts.clone());
+            let mut narrowed: Option<PageQuery> = None;
             loop {
                 if cancel.is_cancelled() || !w.source_open(cancel).await {
                     return;
                 }
+                let at = after.as_ref();
+                if let Some(q) = maybe_hand_back(w, job, &mut hand_backs, schema, at).await {
+                    narrowed = Some(q);
+                }
+                let query = narrowed.as_ref().unwrap_or(query);
                 let page = w
                     .source
                     .read_page(schema, query, after.as_ref(), limit)

@@ -208,6 +208,8 @@ impl Worker {
         match beat.await {
             Ok(fleet) => {
                 let divide = fleet.divisor(busy, waiting);
+                self.tail
+                    .observe(waiting, fleet.live, fleet.busy, Instant::now());
                 tracing::debug!(
                     live = fleet.live,
                     busy = fleet.busy,

@@ -15,26 +15,18 @@
 //! reason and an `error_kind` (`oversized_message`, `malformed_message`,
 //! `unknown_version`, `forged`), and is never recorded against a job: a
 //! forged message must not be able to mark a real job failed.
+//! Its modules are its concerns; docs/ARCHITECTURE.md maps them.
 //!
-//! Layout: `admission` (which messages are jobs), `fleet` (budgets and the
-//! fleet heartbeat), `gate` (the source's pause gate), `copy` (a range,
-//! page by page), `heartbeat` (a job's message kept hidden while it runs),
-//! `policy` (what follows a failure, a pure function), `error` and
-//! `outcome` (what a job's end is), `rejects` (rows that cannot be items).
-//!
-//! Failure policy, decided in one place ([`policy`], over
-//! [`JobError::is_retryable`]):
-//! - retryable (throttling, network, Postgres unavailable): the message is
-//!   left to come back after its visibility timeout;
-//! - permanent (malformed message, table gone, a row that cannot become an
-//!   item, DynamoDB refusing the request): the job goes to the DLQ at once
-//!   with the reason in message attributes, and the original is deleted.
+//! What follows a failure is decided in one place, [`policy`]: a retryable
+//! one leaves the message to come back after its visibility timeout; a
+//! permanent one sends the job to the DLQ at once with the reason.
 
 mod admission;
 mod copy;
 mod error;
 mod fleet;
 mod gate;
+mod handback;
 pub mod heartbeat;
 mod outcome;
 pub mod policy;
@@ -95,6 +87,8 @@ pub struct Worker {
     /// WCU consumed per target table (the metrics' counters) at recent
     /// heartbeats: each reports the rate over the last ten seconds.
     consumed_at_beat: std::sync::Mutex<fleet::ConsumedSamples>,
+    /// Since when idle workers have waited on an empty queue (the tail).
+    tail: handback::Tail,
     /// The source's lag/load gate: when it last said open.
     gate: tokio::sync::Mutex<Option<Instant>>,
     queue: JobQueue,
@@ -136,6 +130,7 @@ impl Worker {
             targets: std::sync::Mutex::default(),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
+            tail: handback::Tail::default(),
             consumed_at_beat: std::sync::Mutex::default(),
             in_hand: AtomicUsize::new(0),
             last_busy: std::sync::Mutex::new(Instant::now()),
@@ -365,7 +360,7 @@ impl Worker {
     async fn handle_job(
         &self,
         msg: ReceivedMessage,
-        job: JobMessage,
+        mut job: JobMessage,
         cancel: CancellationToken,
     ) -> Outcome {
         let started = Instant::now();
@@ -387,7 +382,12 @@ impl Worker {
             Ok(Claim::Started {
                 attempts,
                 checkpoint,
+                handed_back,
             }) => {
+                job = match handback::as_handed_back(self, &job, handed_back).await {
+                    Ok(j) => j,
+                    Err(e) => return self.after_failure(&msg, &job, JobError::Control(e)).await,
+                };
                 match &checkpoint {
                     Some(ck) => tracing::info!(
                         attempts,
