@@ -41,8 +41,10 @@ fi
 # fleet: BENCH_FLEET_WORKERS (8) separate `backfill work` processes
 # against the answer-only, partition-true proxy at BENCH_FLEET_BUDGET WCU/s
 # (20000) for BENCH_FLEET_SECS (120) of writes, on hashed and clustered
-# keys (see crates/backfill-testkit/examples/fleet_bench.rs). Only with
-# BENCH=fleet: a run takes about ten minutes.
+# keys (see crates/backfill-testkit/examples/fleet_bench.rs); the cases
+# `ondemand,ondemand-prewarmed` (BENCH_FLEET_CASES) run the hashed table on
+# a new on-demand target. Only with BENCH=fleet: a run takes about ten
+# minutes.
 if [ "${BENCH:-all}" = fleet ]; then
     cargo build --release --locked -q -p backfill-cli
     cargo build --release --locked -q -p backfill-testkit --example fleet_bench

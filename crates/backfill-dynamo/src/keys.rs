@@ -94,6 +94,12 @@ pub struct KeyPacing {
     pub attribute: Arc<str>,
 }
 
+/// The most partition-key values one answer's unprocessed items may hold
+/// and still be read as hot key ranges: a hot partition holds a few of a
+/// batch's keys, while a table-wide limit leaves the batch's tail, whatever
+/// its keys.
+pub const MAX_HOT_KEYS_PER_ANSWER: usize = 4;
+
 impl KeyPacing {
     pub fn of_item<'a>(&self, item: &'a Item) -> Option<&'a AttributeValue> {
         item.get(&*self.attribute)
@@ -136,6 +142,26 @@ impl KeyPacing {
         }
     }
 
+    /// Items DynamoDB left unprocessed, which carry no reason: few keys
+    /// are hot key ranges, and are slowed (true); more than
+    /// [`MAX_HOT_KEYS_PER_ANSWER`] is the table's (or an on-demand
+    /// table's) limit cutting the batch short, which the caller answers by
+    /// slowing the fleet (false). Slowing each of those keys instead left
+    /// the fleet writing at full rate into an on-demand table that absorbed
+    /// a fifth of it: the fleet benchmark's on-demand case dead-lettered jobs.
+    pub fn unprocessed<'a>(&self, items: impl Iterator<Item = &'a Item> + Clone) -> bool {
+        let keys: std::collections::HashSet<u64> = items
+            .clone()
+            .filter_map(|i| self.of_item(i))
+            .map(key_hash)
+            .collect();
+        if keys.is_empty() || keys.len() > MAX_HOT_KEYS_PER_ANSWER {
+            return false;
+        }
+        self.throttled(items);
+        true
+    }
+
     /// DynamoDB throttled a call of these keys (hashes only: their names
     /// are not at hand; items left unprocessed name them).
     pub fn throttled_keys(&self, costs: &[(u64, u64)]) {
@@ -152,6 +178,30 @@ impl KeyPacing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn few_unprocessed_keys_are_hot_key_ranges_and_many_are_the_table() {
+        let pacing = KeyPacing {
+            pacer: Arc::new(KeyPacer::new(900.0)),
+            attribute: "tenant".into(),
+        };
+        let item = |t: &str| Item::from([("tenant".to_string(), AttributeValue::S(t.into()))]);
+        let hot: Vec<Item> = ["a,\"", "a,\"", "b"].into_iter().map(item).collect();
+        assert!(pacing.unprocessed(hot.iter()));
+        let now = Instant::now() + std::time::Duration::from_secs(1);
+        assert_eq!(pacing.pacer.hot_keys(5, now).len(), 2, "both keys slowed");
+        let tail: Vec<Item> = (0..=MAX_HOT_KEYS_PER_ANSWER)
+            .map(|i| item(&format!("t{i}")))
+            .collect();
+        assert!(!pacing.unprocessed(tail.iter()), "the table's limit");
+        assert_eq!(
+            pacing.pacer.hot_keys(10, now).len(),
+            2,
+            "no key slowed for it"
+        );
+        let keyless = vec![Item::new()];
+        assert!(!pacing.unprocessed(keyless.iter()));
+    }
 
     fn reason(r: &str) -> ThrottlingReason {
         ThrottlingReason::builder().reason(r).build()

@@ -396,16 +396,13 @@ impl DynamoSink {
                         .unprocessed_items
                         .and_then(|mut m| m.remove(table))
                         .unwrap_or_default();
-                    // Items left unprocessed slow their keys when the sink
-                    // knows them; else (or also, when none had a key) the fleet.
+                    // Items left unprocessed slow their keys when they are a
+                    // few hot ones; else the fleet.
                     let left_items = left
                         .iter()
                         .filter_map(|w| w.put_request().map(|p| p.item()));
                     let by_key = match &self.pacing {
-                        Some(p) if !left.is_empty() => {
-                            p.throttled(left_items.clone());
-                            left_items.clone().any(|i| p.of_item(i).is_some())
-                        }
+                        Some(p) if !left.is_empty() => p.unprocessed(left_items.clone()),
                         _ => false,
                     };
                     self.settle(estimated, consumed, !left.is_empty() && !by_key)

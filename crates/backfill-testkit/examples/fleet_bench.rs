@@ -9,12 +9,20 @@
 //! Cases: `hashed` (key `id bigint`, partition key `id`), `clustered`
 //! (key `tenant, sku`, partition key `tenant`, 1,000 rows per tenant in key
 //! order, jobs read interleaved stripes) and `clustered-unstriped` (the
-//! same with `worker.stripes = 1`, to show what interleaving buys).
+//! same with `worker.stripes = 1`, to show what interleaving buys);
+//! `ondemand` (the hashed table on a new on-demand target that absorbs
+//! 4,000 WCU/s at first and twice its recent peak after, below the budget:
+//! the fleet must follow its ramp) and `ondemand-prewarmed` (the same after
+//! `backfill plan --prewarm`, which sets the table's warm throughput to the
+//! budget: it must start at the budget).
 //!
 //! Knobs: BENCH_FLEET_WORKERS (8), BENCH_FLEET_BUDGET (WCU/s, 20000),
 //! BENCH_FLEET_SECS (seconds of writes at the budget, 120),
 //! BENCH_FLEET_CASES (comma-separated, all three), BENCH_FLEET_CONCURRENCY
-//! (jobs per worker, 4), BENCH_BIN (the `backfill` binary).
+//! (jobs per worker, 4), BENCH_FLEET_JOB_SECS (seconds a job takes at an
+//! even share, 10), BENCH_FLEET_STRIPES (of a clustered job, 8),
+//! BENCH_ONDEMAND_INITIAL (WCU/s a new on-demand
+//! table absorbs, 4000), BENCH_BIN (the `backfill` binary).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -23,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_config::KeyAttribute;
-use backfill_ddb_proxy::{start, Mode, ProxyConfig};
+use backfill_ddb_proxy::{start, Mode, OnDemand, ProxyConfig};
 use backfill_source::PgSource;
 use backfill_testkit::{config_toml, table, TestStack};
 
@@ -84,7 +92,13 @@ fn run_worker(config: &std::path::Path) -> Result<Usage> {
 #[derive(Clone, Copy, PartialEq)]
 enum Layout {
     Hashed,
-    Clustered { stripes: u32 },
+    Clustered {
+        stripes: u32,
+    },
+    /// Hashed keys on an on-demand target, pre-warmed to the budget or not.
+    OnDemand {
+        prewarm: bool,
+    },
 }
 
 async fn case(name: &str, layout: Layout) -> Result<()> {
@@ -101,7 +115,7 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
     // table loaded over years of one tenant after another is not, but as
     // the worst case for partitions is.
     let (sql, pk) = match layout {
-        Layout::Hashed => (
+        Layout::Hashed | Layout::OnDemand { .. } => (
             format!(
                 "CREATE UNLOGGED TABLE {src} (id bigint PRIMARY KEY, pad text); \
                  INSERT INTO {src} SELECT g, repeat('x', 920) FROM generate_series(1, {rows}) g; \
@@ -121,7 +135,7 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
     stack.sql(&sql).await?;
     let seeded = seeded.elapsed();
     let mut t = match layout {
-        Layout::Hashed => {
+        Layout::Hashed | Layout::OnDemand { .. } => {
             stack.create_target(&target, ("id", T::N), None).await?;
             table(src.clone(), target.clone(), &["id"], None)
         }
@@ -135,9 +149,23 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
         }
     };
     t.write_budget_wcu = Some(budget);
+    let on_demand = match layout {
+        Layout::OnDemand { .. } => Some(OnDemand {
+            initial_wcu: env("BENCH_ONDEMAND_INITIAL", 4000.0),
+            ..OnDemand::default()
+        }),
+        _ => None,
+    };
+    // The proxy splits no partition as an on-demand table grows, which
+    // DynamoDB does; an on-demand target gets the partitions of the budget
+    // from the start (a new table's four would cap it at 4,000 WCU/s
+    // whatever its on-demand limit: what a first run showed).
+    let partitions = on_demand.map(|_| (budget / 1000.0).ceil() as u32);
     let proxy = start(ProxyConfig {
         mode: Mode::BlackholeBatches,
         partition_key: Some(pk.to_string()),
+        partitions,
+        on_demand,
         ..ProxyConfig::new(stack.env.dynamodb_url.clone(), budget)
     })
     .await?;
@@ -145,7 +173,8 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
     // Jobs of about ten seconds at an even share: short enough that the
     // last ones do not run alone for long.
     let share_per_job = budget / (workers * concurrency) as f64;
-    cfg.producer.rows_per_job = ((share_per_job * 10.0) as u64).max(1000);
+    let job_secs: f64 = env("BENCH_FLEET_JOB_SECS", 10.0);
+    cfg.producer.rows_per_job = ((share_per_job * job_secs) as u64).max(1000);
     cfg.worker.concurrency = concurrency;
     cfg.worker.page_rows = 1000;
     cfg.worker.write_concurrency = 8;
@@ -162,6 +191,23 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
     worker_cfg.aws.dynamodb_endpoint_url = Some(proxy.url.clone());
     let path = std::env::temp_dir().join(format!("{}-{name}.toml", stack.name));
     std::fs::write(&path, config_toml(&worker_cfg))?;
+    if layout == (Layout::OnDemand { prewarm: true }) {
+        // The operator's command, through the proxy: warm throughput at the budget.
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&path)
+            .args(["plan", "--run", &run, "--prewarm"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success() && text.contains("pre-warmed"),
+            "plan --prewarm: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let counters = proxy.counters.clone();
     let started = Instant::now();
@@ -267,6 +313,17 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
         by(&counters.throttled_key_range),
         by(&counters.unprocessed_key_range),
     );
+    if on_demand.is_some() {
+        let start = per_second.iter().position(|w| *w > 0.0).unwrap_or(0);
+        match per_second[start..].iter().position(|w| *w >= 0.9 * budget) {
+            Some(s) => println!(
+                "  on demand: first second at 0.9 of the budget {s} s after the first write; first second {:.0} WCU/s = {:.3} of budget",
+                per_second[start],
+                per_second[start] / budget
+            ),
+            None => println!("  on demand: no second reached 0.9 of the budget"),
+        }
+    }
     if let Some((i, w)) = hottest {
         println!(
             "  hottest of {} partitions: #{i} at {w:.0} WCU/s over the window (limit 1000)",
@@ -302,11 +359,15 @@ async fn main() -> Result<()> {
     for c in cases.split(',').map(str::trim).filter(|c| !c.is_empty()) {
         let layout = match c {
             "hashed" => Layout::Hashed,
-            "clustered" => Layout::Clustered { stripes: 8 },
+            "clustered" => Layout::Clustered {
+                stripes: env("BENCH_FLEET_STRIPES", 8),
+            },
             "clustered-unstriped" => Layout::Clustered { stripes: 1 },
-            other => {
-                anyhow::bail!("unknown case {other:?} (hashed, clustered, clustered-unstriped)")
-            }
+            "ondemand" => Layout::OnDemand { prewarm: false },
+            "ondemand-prewarmed" => Layout::OnDemand { prewarm: true },
+            other => anyhow::bail!(
+                "unknown case {other:?} (hashed, clustered, clustered-unstriped, ondemand, ondemand-prewarmed)"
+            ),
         };
         case(c, layout).await?;
     }
