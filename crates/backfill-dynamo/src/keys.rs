@@ -199,7 +199,7 @@ mod tests {
             2,
             "no key slowed for it"
         );
-        let keyless = vec![Item::new()];
+        let keyless = [Item::new()];
         assert!(!pacing.unprocessed(keyless.iter()));
     }
 
