@@ -16,6 +16,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+from check_prometheus_rule import check_prometheus_rule
+
 root, work, keda_dir, k8s_version, backfill_bin = sys.argv[1:]
 root, work, keda_dir = Path(root), Path(work), Path(keda_dir)
 problems = []
@@ -165,6 +167,14 @@ def validate_object(d, where):
         # No schema of the Prometheus Operator's CRDs is at hand offline; the
         # ServiceMonitor's references are checked below instead.
         return
+    if key == ("monitoring.coreos.com/v1", "PrometheusRule"):
+        # No schema either: its fields and metrics are checked by hand.
+        found = check_prometheus_rule(d, metric_names)
+        for path, what in found:
+            problem(f"{where} {name_of(d)}", f"{path}: {what}")
+        if not found:
+            ok(f"{where} {name_of(d)}: the Prometheus Operator's Rule fields, metrics the binary exposes")
+        return
     try:
         kubernetes_validate.validate(d, k8s_version, strict=True)
         ok(f"{where} {name_of(d)} against the Kubernetes {k8s_version} schema")
@@ -180,9 +190,10 @@ secret_example = [d for d in yaml.safe_load_all((root / "k8s/base/secret.example
 for d in secret_example:
     validate_object(d, "k8s/base/secret.example.yaml")
 
-# The metric names the worker registers, for the dashboard's queries.
-metric_names = set(re.findall(r'"(backfill_[a-z_]+)"',
-                              (root / "crates/backfill-metrics/src/metrics.rs").read_text()))
+# The metric names the binary registers (the worker's and the drift
+# watch's), for the dashboard's queries and the alerts' expressions.
+metric_names = {n for f in sorted((root / "crates/backfill-metrics/src").glob("*.rs"))
+                for n in re.findall(r'"(backfill_[a-z_]+)"', f.read_text())}
 
 
 def pod_templates(d):
@@ -346,11 +357,21 @@ for render in renders:
                 loaders.append(start_loader(f"{where0} {cwhere}", cenv, files / "backfill.toml"))
         # Workers: SIGTERM hands the jobs back within worker.shutdown_grace_secs;
         # the kubelet's SIGKILL must come later.
-        if obj["kind"] in ("Deployment", "ScaledJob") and obj["metadata"]["name"] == "backfill-worker":
+        served = obj["kind"] in ("Deployment", "ScaledJob") and \
+            obj["metadata"]["name"] in ("backfill-worker", "backfill-audit")
+        if served and obj["metadata"]["name"] == "backfill-worker":
             tgps = spec.get("terminationGracePeriodSeconds", 30)
             if tgps < grace + 5:
                 P(where, f"terminationGracePeriodSeconds {tgps} leaves no room after "
                          f"worker.shutdown_grace_secs {grace}")
+        # The drift watch: one, or its rounds and counts would come twice.
+        if served and obj["metadata"]["name"] == "backfill-audit":
+            args = spec["containers"][0].get("args", [])
+            if args[:1] != ["audit"] or "--every" not in args:
+                P(where, f"runs {args}, not `audit --every <duration>`")
+            if obj["spec"].get("replicas") != 1:
+                P(where, f"runs {obj['spec'].get('replicas')} replicas, not 1")
+        if served:
             c = spec["containers"][0]
             ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
             if ports.get("metrics") != metrics_port:
@@ -362,7 +383,8 @@ for render in renders:
                 port = c.get(probe, {}).get("httpGet", {}).get("port")
                 if port is not None and port not in ("metrics", metrics_port):
                     P(where, f"{probe} probes port {port}, not the metrics port")
-            if obj["kind"] == "Deployment" and "replicas" in obj["spec"] and "ScaledObject" in by_kind:
+            if obj["metadata"]["name"] == "backfill-worker" and obj["kind"] == "Deployment" \
+                    and "replicas" in obj["spec"] and "ScaledObject" in by_kind:
                 P(where, "sets replicas, which each apply would reset against KEDA")
 
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}

@@ -15,6 +15,7 @@ use backfill_source::PgSource;
 use backfill_worker::WorkOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod audit;
 mod bootstrap;
 mod plan;
 mod status;
@@ -113,6 +114,32 @@ enum Command {
         /// Seconds the copy took, to print rows per second (with --counts; the demo uses it).
         #[arg(long)]
         elapsed_secs: Option<f64>,
+    },
+    /// The drift watch of the dual-write weeks: every `--every`, audits the
+    /// rows changed since the last round's watermark (the version column)
+    /// and a random sample of the others, records the round in the control
+    /// table and counts drift on the metrics endpoint. Runs until SIGTERM.
+    Audit {
+        /// Time between rounds' starts (humantime: 10m, 1h, 30s).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+        every: std::time::Duration,
+        /// Only this table (its `source` name); default: every configured table.
+        #[arg(long)]
+        table: Option<String>,
+        /// Percentage of each table's rows sampled every round, besides the
+        /// changed ones (0: changed rows only).
+        #[arg(long, value_parser = percent, default_value_t = 0.1)]
+        sample_percent: f64,
+        /// Rows each part of a round (changed, sample) reads at most; more
+        /// changed rows than that are taken up by the next round.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// DynamoDB read requests per second, at most.
+        #[arg(long, default_value_t = 50)]
+        max_reads_per_sec: u32,
+        /// One round, then exit (1 on any drift or failure), as a CI check.
+        #[arg(long)]
+        once: bool,
     },
     /// Where a run stands: per table, jobs done, running, failed and queued,
     /// rows, rate, capacity against budget and ETA. Exits 1 when jobs failed
@@ -231,7 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let cfg = BackfillConfig::load(&cli.config)?;
     // An operator command that waits on a service says so after a few
     // seconds, naming where it waits, instead of minutes of silence.
-    let watchdog = (!matches!(cli.command, Command::Work { .. }))
+    let watchdog = (!matches!(cli.command, Command::Work { .. } | Command::Audit { .. }))
         .then(|| tokio::spawn(slow_call_watchdog(endpoints(&cfg))));
     let result = dispatch(cli.command, &cfg).await;
     if let Some(w) = watchdog {
@@ -272,6 +299,27 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             } else {
                 verify::verify(&cfg, table, sample, since, limit, max_reads_per_sec).await
             }
+        }
+        Command::Audit {
+            every,
+            table,
+            sample_percent,
+            limit,
+            max_reads_per_sec,
+            once,
+        } => {
+            audit::audit(
+                cfg,
+                audit::AuditArgs {
+                    every,
+                    table,
+                    sample_percent,
+                    limit,
+                    max_reads_per_sec,
+                    once,
+                },
+            )
+            .await
         }
         Command::Bootstrap { fresh } => bootstrap::bootstrap(&cfg, fresh).await,
         Command::Status {

@@ -102,7 +102,7 @@ fn work_summary(s: &backfill_worker::WorkSummary, secs: f64) -> String {
 }
 
 /// Cancels on SIGTERM (Kubernetes scale-in) or Ctrl-C.
-async fn shutdown_on_signal(cancel: CancellationToken) {
+pub(crate) async fn shutdown_on_signal(cancel: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

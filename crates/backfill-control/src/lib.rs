@@ -17,6 +17,7 @@
 //! | `RUN#<run>`   | `AUDIT#<time>#<job>`          | an operator's action      | `replay.rs`   |
 //! | `DLQ`         | `AUDIT#<time>#<message>`      | the same, for a non-job   | `replay.rs`   |
 //! | `FLEET`       | `WORKER#<id>`                 | a worker's heartbeat      | `fleet.rs`    |
+//! | `DRIFT#<src>` | `ROUND#<epoch ms, 15 digits>` | a drift-watch round       | `drift.rs`    |
 //!
 //! `records.rs` turns items into records and back, `error.rs` says what
 //! failed, and `accept.rs` decides whether a message is a planned job. This
@@ -33,6 +34,7 @@ use backfill_aws::{describe, is_retryable, RetryPolicy};
 use futures::{StreamExt, TryStreamExt};
 
 mod accept;
+mod drift;
 mod error;
 mod fleet;
 mod handback;
@@ -49,6 +51,7 @@ pub use backfill_capacity::FleetCount;
 /// A heartbeat's hot keys are the key pacer's own; re-exported so that
 /// readers of heartbeats (`status`) need not link capacity.
 pub use backfill_capacity::HotKey;
+pub use drift::DriftRound;
 pub use error::ControlError;
 pub use fleet::{TargetLoad, WorkerBeat, HOT_KEYS_PER_BEAT};
 pub use handback::HandedBack;

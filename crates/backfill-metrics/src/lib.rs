@@ -6,6 +6,7 @@
 //! into it, Prometheus and the kubelet read from it. `docs/OBSERVABILITY.md`
 //! describes every metric and endpoint.
 
+mod drift;
 mod health;
 mod metrics;
 mod server;

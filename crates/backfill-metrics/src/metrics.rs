@@ -97,7 +97,7 @@ impl TextFormat {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TableLabels {
+pub(crate) struct TableLabels {
     table: String,
 }
 
@@ -113,7 +113,7 @@ struct KindLabels {
 }
 
 type F64Counter = Counter<f64, AtomicU64>;
-type F64Gauge = Gauge<f64, AtomicU64>;
+pub(crate) type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// Job durations from half a second to about two hours: a job is a range of
 /// some ten thousand to a million rows, copied at whatever the budget allows.
@@ -129,7 +129,7 @@ fn job_duration_histogram() -> Histogram {
 /// budgets), as the worker's config names them.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    pub(crate) registry: Registry,
     rows_read: Family<TableLabels, Counter>,
     rows_written: Family<TableLabels, Counter>,
     items_verified: Family<TableLabels, Counter>,
@@ -144,6 +144,8 @@ pub struct Metrics {
     budget_share: Family<TableLabels, F64Gauge>,
     budget: Family<TableLabels, F64Gauge>,
     jobs_in_hand: Gauge,
+    /// Only the drift watch's registry has them ([`Metrics::with_drift`]).
+    pub(crate) drift: Option<crate::drift::DriftFamilies>,
 }
 
 impl Default for Metrics {
@@ -152,7 +154,7 @@ impl Default for Metrics {
     }
 }
 
-fn table(t: &str) -> TableLabels {
+pub(crate) fn table(t: &str) -> TableLabels {
     TableLabels {
         table: t.to_string(),
     }
@@ -183,6 +185,7 @@ impl Metrics {
             budget_share: Family::default(),
             budget: Family::default(),
             jobs_in_hand: Gauge::default(),
+            drift: None,
         };
         let mut registry = Registry::default();
         registry.register(

@@ -13,6 +13,7 @@ pub mod count;
 pub mod reader;
 pub mod schema;
 pub mod split;
+pub mod versions;
 
 // The plain data this crate reads into lives in `backfill-model`, so that
 // the mapper and the layers below the worker need not link sqlx.

@@ -247,7 +247,7 @@ fn decode_value(
 
 /// The select list every row read uses: key columns (as key values), then
 /// every column in its faithful form. [`decode_row`] reads it back.
-fn select_list(schema: &TableSchema) -> String {
+pub(crate) fn select_list(schema: &TableSchema) -> String {
     schema
         .key_columns()
         .map(key_text_expr)
@@ -447,7 +447,7 @@ impl PgSource {
     }
 
     /// Runs a query whose select list is [`select_list`] and decodes its rows.
-    async fn fetch_rows(
+    pub(crate) async fn fetch_rows(
         &self,
         schema: &TableSchema,
         table: &str,
@@ -466,39 +466,6 @@ impl PgSource {
         rows.iter()
             .map(|row| decode_row(schema, table, row))
             .collect()
-    }
-
-    /// Rows for an audit: a Bernoulli sample of `percent` of the rows, and/or
-    /// the rows whose `since.0` column is at least `since.1`; at most `limit`.
-    pub async fn read_audit(
-        &self,
-        schema: &TableSchema,
-        percent: Option<f64>,
-        since: Option<(&ColumnSchema, &str)>,
-        limit: u32,
-    ) -> Result<Vec<SourceRow>, SourceError> {
-        let sample = percent
-            .map(|p| format!(" TABLESAMPLE BERNOULLI ({})", p.clamp(0.0, 100.0)))
-            .unwrap_or_default();
-        let where_ = since
-            .map(|(c, _)| {
-                format!(
-                    " WHERE {} >= CAST($1 AS {})",
-                    quote_ident(&c.name),
-                    c.pg_type
-                )
-            })
-            .unwrap_or_default();
-        let sql = format!(
-            "SELECT {} FROM {}{sample}{where_} LIMIT {limit}",
-            select_list(schema),
-            schema.table.quoted()
-        );
-        let mut q = sqlx::query(&sql);
-        if let Some((_, v)) = since {
-            q = q.bind(v.to_string());
-        }
-        self.fetch_rows(schema, &schema.table.to_string(), q).await
     }
 
     /// Samples the key (TABLESAMPLE SYSTEM, seeded) and picks the boundaries

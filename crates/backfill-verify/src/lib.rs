@@ -92,6 +92,9 @@ pub struct TableReport {
     /// (a reader that skipped or repeated rows).
     pub count_mismatch_count: u64,
     pub count_mismatches: Vec<String>,
+    /// An audit of the rows since a version: the highest version among the
+    /// rows it read (as text a cast reads back), where the next one goes on.
+    pub version_high: Option<String>,
 }
 
 impl TableReport {
@@ -394,6 +397,22 @@ impl Verifier {
         Ok(differing)
     }
 
+    /// The highest value of the table's `version_column` now (as text a
+    /// cast reads back), or `None` for an empty table or one without a
+    /// version column: where a drift watch with no watermark yet starts.
+    pub async fn newest_version(&self, t: &TableConfig) -> Result<Option<String>, VerifyError> {
+        let Some(name) = t.version_column.as_deref() else {
+            return Ok(None);
+        };
+        let schema = self.source.describe(&TableRef::parse(&t.source)).await?;
+        let col = schema.column(name).ok_or_else(|| VerifyError::Usage {
+            table: t.source.clone(),
+            reason: format!("version column {name} does not exist"),
+        })?;
+        let row = self.source.read_newest(&schema, col).await?;
+        Ok(row.and_then(|r| backfill_source::versions::version_text(&schema, name, &r)))
+    }
+
     /// Audits recently changed rows while the application dual-writes: a
     /// Bernoulli sample of `percent` of the rows and/or the rows whose
     /// version column is at least `since`, at most `limit`. A difference is
@@ -430,6 +449,12 @@ impl Verifier {
             .source
             .read_audit(&schema, percent, since_col, limit)
             .await?;
+        // The rows since a version come lowest version first.
+        let version_high = since_col.and_then(|(col, _)| {
+            rows.iter()
+                .rev()
+                .find_map(|r| backfill_source::versions::version_text(&schema, &col.name, r))
+        });
         let mut first = TableReport::default();
         let mut suspects = Vec::new();
         for page in rows.chunks(self.opts.page_rows as usize) {
@@ -443,6 +468,11 @@ impl Verifier {
             target: t.target.clone(),
             rows_checked: first.rows_checked,
             source_digest: first.source_digest,
+            // A row that cannot become an item stays so: no write in flight
+            // settles it, so it needs no second look.
+            unmappable_count: first.unmappable_count,
+            unmappable: first.unmappable,
+            version_high,
             ..Default::default()
         };
         if suspects.is_empty() {
