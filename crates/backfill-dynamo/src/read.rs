@@ -70,12 +70,30 @@ impl DynamoSink {
         start: Option<Item>,
         projection: Option<&[&str]>,
     ) -> Result<(Vec<Item>, Option<Item>), SinkError> {
+        self.scan_segment_page(table, start, projection, None, None)
+            .await
+    }
+
+    /// [`DynamoSink::scan_page`] within one segment `(segment,
+    /// total_segments)` of a parallel Scan, at most `limit` items a page
+    /// (so a reader's memory is bounded by its page, not by 1 MB of keys).
+    pub async fn scan_segment_page(
+        &self,
+        table: &str,
+        start: Option<Item>,
+        projection: Option<&[&str]>,
+        segment: Option<(u32, u32)>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<Item>, Option<Item>), SinkError> {
         let mut req = self
             .client
             .scan()
             .table_name(table)
             .consistent_read(true)
-            .set_exclusive_start_key(start);
+            .set_exclusive_start_key(start)
+            .set_segment(segment.map(|(s, _)| s.min(i32::MAX as u32) as i32))
+            .set_total_segments(segment.map(|(_, n)| n.min(i32::MAX as u32) as i32))
+            .set_limit(limit.map(|l| l.clamp(1, i32::MAX as u32) as i32));
         if let Some(attrs) = projection {
             let names: Vec<String> = (0..attrs.len()).map(|i| format!("#p{i}")).collect();
             req = req.projection_expression(names.join(", "));

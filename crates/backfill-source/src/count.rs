@@ -5,6 +5,8 @@
 //! form once did) cannot pass verification. The SQL here is built on its
 //! own, not from the page query: a shared mistake would hide itself.
 
+use std::ops::Bound;
+
 use backfill_job::KeyTuple;
 
 use crate::{quote_ident, PgSource, SourceError, TableSchema};
@@ -18,6 +20,20 @@ impl PgSource {
         schema: &TableSchema,
         after: Option<&KeyTuple>,
         through: Option<&KeyTuple>,
+    ) -> Result<u64, SourceError> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let upper = through.map_or(Bound::Unbounded, Bound::Included);
+        self.count_between(schema, lower, upper).await
+    }
+
+    /// Rows whose key lies between `lower` and `upper`, each bound inclusive,
+    /// exclusive or open: a page of a half-open range `[lo, hi)` starts at
+    /// `lo` included and, when it is the range's last, ends at `hi` excluded.
+    pub async fn count_between(
+        &self,
+        schema: &TableSchema,
+        lower: Bound<&KeyTuple>,
+        upper: Bound<&KeyTuple>,
     ) -> Result<u64, SourceError> {
         let cols: Vec<String> = schema
             .key_columns()
@@ -35,12 +51,16 @@ impl PgSource {
         let key = cols.join(", ");
         let mut preds = Vec::new();
         let mut next = 1;
-        if after.is_some() {
-            preds.push(format!("({key}) > ({})", tuple(next)));
+        let mut binds: Vec<&KeyTuple> = Vec::new();
+        for (bound, inclusive, exclusive) in [(lower, ">=", ">"), (upper, "<=", "<")] {
+            let (op, k) = match bound {
+                Bound::Included(k) => (inclusive, k),
+                Bound::Excluded(k) => (exclusive, k),
+                Bound::Unbounded => continue,
+            };
+            preds.push(format!("({key}) {op} ({})", tuple(next)));
             next += types.len();
-        }
-        if through.is_some() {
-            preds.push(format!("({key}) <= ({})", tuple(next)));
+            binds.push(k);
         }
         let where_ = if preds.is_empty() {
             String::new()
@@ -52,7 +72,7 @@ impl PgSource {
             schema.table.quoted()
         );
         let mut q = sqlx::query_scalar::<_, i64>(&sql);
-        for bound in [after, through].into_iter().flatten() {
+        for bound in binds {
             for v in bound {
                 q = q.bind(v.to_pg_text());
             }

@@ -10,6 +10,7 @@
 //! `backfill-model`, re-exported here; this crate is what touches sqlx.
 
 pub mod count;
+pub mod lookup;
 pub mod reader;
 pub mod schema;
 pub mod split;

@@ -2,8 +2,11 @@
 //!
 //! [`Verifier::verify_table`] re-reads a whole table from both sides: every
 //! source row is mapped to the item it should be and compared with what
-//! DynamoDB holds (missing, different), then the target is scanned for items
-//! no row produces (extra). [`Verifier::audit`] compares a sample of rows,
+//! DynamoDB holds (missing, different: [`Verifier::verify_range`], `range.rs`),
+//! then the target is scanned for items no row produces (extra:
+//! [`Verifier::scan_segment`], `extras.rs`), a page at a time on both sides,
+//! so memory is bounded by a page whatever the table's size.
+//! [`Verifier::audit`] compares a sample of rows,
 //! or the rows changed since a version value, while the application still
 //! dual-writes; a difference is re-read from both sides after a pause before
 //! it is reported, so a write in flight is not reported as an error.
@@ -14,14 +17,18 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use backfill_config::{Oversize, TableConfig};
+use backfill_config::TableConfig;
 use backfill_dynamo::{DynamoSink, SinkError};
-use backfill_item::compare::{diff_items, AttributeDiff, ItemDigest};
+use backfill_item::compare::{AttributeDiff, ItemDigest};
 use backfill_item::{Item, ItemMapper, MapError};
-use backfill_job::{KeyRange, KeyTuple};
-use backfill_source::reader::PageQuery;
-use backfill_source::{PgSource, SourceError, SourceRow, TableRef, TableSchema};
+use backfill_source::{PgSource, SourceError, TableRef, TableSchema};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+mod claims;
+mod extras;
+mod range;
+
+pub use range::TABLE_SCAN_SEGMENTS;
 
 /// Why a verification could not run (a difference is a finding, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +114,34 @@ impl TableReport {
             && self.count_mismatch_count == 0
     }
 
+    /// Adds another part's findings (a range, a scan segment) to this
+    /// report, keeping at most `max` of each list.
+    pub fn merge(&mut self, other: TableReport, max: usize) {
+        fn take<T>(list: &mut Vec<T>, more: Vec<T>, max: usize) {
+            let room = max.saturating_sub(list.len());
+            list.extend(more.into_iter().take(room));
+        }
+        self.rows_checked += other.rows_checked;
+        self.items_scanned += other.items_scanned;
+        self.missing_count += other.missing_count;
+        self.extra_count += other.extra_count;
+        self.different_count += other.different_count;
+        self.newer_in_target += other.newer_in_target;
+        self.unmappable_count += other.unmappable_count;
+        self.collision_count += other.collision_count;
+        self.count_mismatch_count += other.count_mismatch_count;
+        take(&mut self.missing, other.missing, max);
+        take(&mut self.extra, other.extra, max);
+        take(&mut self.different, other.different, max);
+        take(&mut self.unmappable, other.unmappable, max);
+        take(&mut self.collisions, other.collisions, max);
+        take(&mut self.count_mismatches, other.count_mismatches, max);
+        self.source_digest.merge(&other.source_digest);
+        if self.version_high.is_none() {
+            self.version_high = other.version_high;
+        }
+    }
+
     /// Records a finding of `kind`, listing it while the list has room.
     fn note<T>(count: &mut u64, list: &mut Vec<T>, max: usize, finding: impl FnOnce() -> T) {
         *count += 1;
@@ -176,225 +211,6 @@ impl Verifier {
             }
         }
         Ok(out)
-    }
-
-    /// Re-reads every row and every item of a table; reports each missing,
-    /// extra and different item by key (and attribute).
-    pub async fn verify_table(&self, t: &TableConfig) -> Result<TableReport, VerifyError> {
-        let (schema, mapper) = self.prepare(t).await?;
-        let columns: Vec<&str> = mapper.column_attributes().collect();
-        let mut report = TableReport {
-            source: t.source.clone(),
-            target: t.target.clone(),
-            ..Default::default()
-        };
-        // Item key -> the source key of the row that claims it.
-        let mut expected_keys: HashMap<String, String> = HashMap::new();
-        let query = PageQuery::new(&schema, &KeyRange::all());
-        let mut after: Option<KeyTuple> = None;
-        loop {
-            let rows = self
-                .read_counted_page(&schema, &query, after.as_ref(), &mut report)
-                .await?;
-            let full = rows.len() == self.opts.page_rows as usize;
-            let Some(last) = rows.last() else { break };
-            after = Some(last.key.clone());
-            self.check_rows(
-                t,
-                &mapper,
-                &columns,
-                &rows,
-                &mut report,
-                Some(&mut expected_keys),
-            )
-            .await?;
-            if !full {
-                break;
-            }
-        }
-        // Extra: items whose key no row produces.
-        let key_attrs: Vec<&str> = std::iter::once(mapper.partition_key().attribute.as_str())
-            .chain(mapper.sort_key().map(|k| k.attribute.as_str()))
-            .collect();
-        let mut start = None;
-        loop {
-            self.limiter.until_ready().await;
-            let (items, next) = self
-                .sink
-                .scan_page(&t.target, start.take(), Some(&key_attrs))
-                .await?;
-            for item in &items {
-                report.items_scanned += 1;
-                if !expected_keys.contains_key(&key_id(item)) {
-                    report.extra_count += 1;
-                    if report.extra.len() < self.opts.max_listed {
-                        report.extra.push(display_item_key(item));
-                    }
-                }
-            }
-            match next {
-                Some(n) => start = Some(n),
-                None => break,
-            }
-        }
-        Ok(report)
-    }
-
-    /// Reads the page after `after` and checks its row count against an
-    /// independent count of the same key span, so a reader that skipped rows
-    /// cannot pass. A disagreement is read and counted once more (a row the
-    /// application inserted or deleted in between settles) before it is
-    /// reported.
-    async fn read_counted_page(
-        &self,
-        schema: &TableSchema,
-        query: &PageQuery,
-        after: Option<&KeyTuple>,
-        report: &mut TableReport,
-    ) -> Result<Vec<SourceRow>, VerifyError> {
-        let limit = self.opts.page_rows;
-        let mut attempt = 0;
-        loop {
-            let rows = self.source.read_page(schema, query, after, limit).await?;
-            // A full page covers the span up to its last key; a short one
-            // is the end of the table.
-            let through = (rows.len() == limit as usize)
-                .then(|| rows.last().map(|r| r.key.clone()))
-                .flatten();
-            let counted = self
-                .source
-                .count_span(schema, after, through.as_ref())
-                .await?;
-            if counted == rows.len() as u64 {
-                return Ok(rows);
-            }
-            attempt += 1;
-            if attempt == 2 {
-                let show = |k: Option<&KeyTuple>, open: &str| {
-                    k.map(|k| backfill_job::display_key(k))
-                        .unwrap_or_else(|| open.to_string())
-                };
-                TableReport::note(
-                    &mut report.count_mismatch_count,
-                    &mut report.count_mismatches,
-                    self.opts.max_listed,
-                    || {
-                        format!(
-                            "keys after {} through {}: the source holds {counted} rows, the page reader returned {}",
-                            show(after, "the start"),
-                            show(through.as_ref(), "the end"),
-                            rows.len()
-                        )
-                    },
-                );
-                return Ok(rows);
-            }
-        }
-    }
-
-    /// Compares rows with their items; records missing, different,
-    /// unmappable rows and (with `expected_keys`) items two rows claim.
-    async fn check_rows(
-        &self,
-        t: &TableConfig,
-        mapper: &ItemMapper,
-        columns: &[&str],
-        rows: &[SourceRow],
-        report: &mut TableReport,
-        mut expected_keys: Option<&mut HashMap<String, String>>,
-    ) -> Result<Vec<SourceRow>, VerifyError> {
-        let max = self.opts.max_listed;
-        let mut mapped: Vec<(&SourceRow, Item, Item, String)> = Vec::with_capacity(rows.len());
-        // Two rows of one page may claim one item: it is read once.
-        let mut page_keys: HashMap<String, String> = HashMap::new();
-        let mut keys: Vec<Item> = Vec::with_capacity(rows.len());
-        for row in rows {
-            report.rows_checked += 1;
-            let item = match mapper.map_row(row) {
-                Ok(item) => item,
-                // A row that cannot become an item is a finding, not a
-                // reason to stop: the rest of the table is still checked.
-                Err(e @ MapError::Row { .. }) => {
-                    TableReport::note(
-                        &mut report.unmappable_count,
-                        &mut report.unmappable,
-                        max,
-                        || (backfill_job::display_key(&row.key), e.row_reason()),
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            // The worker rejects an item over 400 KB that has nowhere to go.
-            let size = backfill_item::size::item_size_upper_bound(&item);
-            if size > backfill_item::size::MAX_ITEM_BYTES && t.oversize == Oversize::Fail {
-                TableReport::note(
-                    &mut report.unmappable_count,
-                    &mut report.unmappable,
-                    max,
-                    || {
-                        (
-                            backfill_job::display_key(&row.key),
-                            format!("the item is {size} bytes, over DynamoDB's 400 KB limit"),
-                        )
-                    },
-                );
-                continue;
-            }
-            let key = mapper.key_of(&item);
-            let id = key_id(&key);
-            let source_key = backfill_job::display_key(&row.key);
-            let earlier = match expected_keys.as_deref_mut() {
-                Some(set) => set.insert(id.clone(), source_key.clone()),
-                None => page_keys.get(&id).cloned(),
-            };
-            if let Some(first) = earlier {
-                TableReport::note(
-                    &mut report.collision_count,
-                    &mut report.collisions,
-                    max,
-                    || {
-                        format!(
-                            "item {} is claimed by rows {first} and {source_key}",
-                            display_item_key(&key)
-                        )
-                    },
-                );
-            }
-            if page_keys.insert(id.clone(), source_key).is_none() {
-                keys.push(key.clone());
-            }
-            mapped.push((row, item, key, id));
-        }
-        let actual = self.read_items(&t.target, keys, mapper).await?;
-        let mut differing = Vec::new();
-        for (row, item, key, id) in mapped {
-            report.source_digest.add(&item, columns);
-            match actual.get(&id) {
-                None => {
-                    TableReport::note(&mut report.missing_count, &mut report.missing, max, || {
-                        display_item_key(&key)
-                    });
-                    differing.push(row.clone());
-                }
-                Some(found) if newer_in_target(mapper, &item, found) => {
-                    report.newer_in_target += 1;
-                }
-                Some(found) => {
-                    let diffs = diff_items(&item, found);
-                    if !diffs.is_empty() {
-                        TableReport::note(
-                            &mut report.different_count,
-                            &mut report.different,
-                            max,
-                            || (display_item_key(&key), diffs),
-                        );
-                        differing.push(row.clone());
-                    }
-                }
-            }
-        }
-        Ok(differing)
     }
 
     /// The highest value of the table's `version_column` now (as text a
