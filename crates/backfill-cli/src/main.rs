@@ -20,6 +20,7 @@ mod bootstrap;
 mod plan;
 mod status;
 mod verify;
+mod verify_run;
 mod work;
 use status::human_duration;
 mod dlq;
@@ -90,8 +91,20 @@ enum Command {
         max_jobs: Option<u64>,
     },
     /// Re-reads source and target and reports missing, extra and different
-    /// items by key and attribute; exits 1 on any difference.
+    /// items by key and attribute; exits 1 on any difference. With `--run`,
+    /// a verification run for the worker fleet instead (`verify report`
+    /// prints what it found).
+    #[command(args_conflicts_with_subcommands = true)]
     Verify {
+        #[command(subcommand)]
+        action: Option<VerifyAction>,
+        /// Plan and enqueue verification run R (a new run id): its range
+        /// and scan jobs are taken by `backfill work`, like a copy's.
+        #[arg(long, value_name = "R")]
+        run: Option<String>,
+        /// With --run: segments of each target's parallel Scan for extra items.
+        #[arg(long, default_value_t = 4)]
+        segments: u32,
         /// Only this table (its `source` name); default: every configured table.
         #[arg(long)]
         table: Option<String>,
@@ -178,6 +191,36 @@ enum Command {
         /// Delete the target tables and purge both queues first (local demos only).
         #[arg(long)]
         fresh: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VerifyAction {
+    /// What verification run R found, by table and key; exits 1 on any
+    /// difference or while its jobs are not all done.
+    Report {
+        #[arg(long, value_name = "R")]
+        run: String,
+        /// JSON on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copies again, as copy run `--as`, every range of verification run
+    /// R with missing or different items (the normal copy path, its
+    /// conditional writes included); each range is an audit record on R.
+    /// Verify again afterwards with a new verification run.
+    Repair {
+        #[arg(long, value_name = "R")]
+        run: String,
+        /// The repair run's id (a new run).
+        #[arg(long = "as", value_name = "RUN")]
+        repair_run: String,
+        /// Who repairs (audit record; default: $USER, else $LOGNAME).
+        #[arg(long)]
+        by: Option<String>,
+        /// Why (audit record): the incident or the cause.
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -286,6 +329,26 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             .await
         }
         Command::Verify {
+            action: Some(VerifyAction::Report { run, json }),
+            ..
+        } => verify_run::report(&cfg, &run, json).await,
+        Command::Verify {
+            action:
+                Some(VerifyAction::Repair {
+                    run,
+                    repair_run,
+                    by,
+                    reason,
+                }),
+            ..
+        } => verify_run::repair(&cfg, &run, &repair_run, by, &reason).await,
+        Command::Verify {
+            run: Some(run),
+            table,
+            segments,
+            ..
+        } => verify_run::produce(&cfg, &run, table.as_deref(), segments).await,
+        Command::Verify {
             table,
             sample,
             since,
@@ -293,6 +356,7 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             max_reads_per_sec,
             counts,
             elapsed_secs,
+            ..
         } => {
             if counts {
                 verify::verify_counts(&cfg, elapsed_secs).await

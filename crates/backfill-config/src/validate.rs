@@ -108,6 +108,12 @@ impl BackfillConfig {
         if !(64 * 1024..=1024 * 1024 * 1024).contains(&self.worker.page_bytes) {
             return Err(invalid("worker.page_bytes", "must be 64 KiB to 1 GiB"));
         }
+        if self.worker.verify_reads_per_sec == 0 {
+            return Err(invalid(
+                "worker.verify_reads_per_sec",
+                "must be at least 1 (read requests a second)",
+            ));
+        }
         if !(1..=64).contains(&self.worker.stripes) {
             return Err(invalid("worker.stripes", "must be 1 (off) to 64"));
         }

@@ -58,6 +58,15 @@ pub struct WorkerConfig {
     /// minutes use the whole budget. 0 turns it off.
     #[serde(default = "default_hand_back_secs")]
     pub hand_back_secs: u64,
+    /// DynamoDB read requests a second (BatchGetItem of up to 100 keys, or
+    /// a Scan page) that this worker's verification jobs make, at most.
+    /// 0 is refused: a verification that may not read never ends.
+    #[serde(default = "default_verify_reads_per_sec")]
+    pub verify_reads_per_sec: u32,
+}
+
+fn default_verify_reads_per_sec() -> u32 {
+    50
 }
 
 fn default_stripes() -> u32 {
@@ -111,6 +120,7 @@ impl Default for WorkerConfig {
             reject_allowance: default_reject_allowance(),
             stripes: default_stripes(),
             hand_back_secs: default_hand_back_secs(),
+            verify_reads_per_sec: default_verify_reads_per_sec(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `RUN#<run>`   | `JOB#<job>`                   | a job: state, checkpoint  | `jobs.rs`     |
 //! |               |                               | a job's range handed back | `handback.rs` |
 //! | `RUN#<run>`   | `REJECT#<job>#<key hash>`     | a row that is no item     | `rejects.rs`  |
+//! | `RUN#<run>`   | `VERIFY#<job>`                | a verification's findings | `findings.rs` |
 //! | `RUN#<run>`   | `AUDIT#<time>#<job>`          | an operator's action      | `replay.rs`   |
 //! | `DLQ`         | `AUDIT#<time>#<message>`      | the same, for a non-job   | `replay.rs`   |
 //! | `FLEET`       | `WORKER#<id>`                 | a worker's heartbeat      | `fleet.rs`    |
@@ -36,6 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 mod accept;
 mod drift;
 mod error;
+mod findings;
 mod fleet;
 mod handback;
 mod jobs;
@@ -53,6 +55,7 @@ pub use backfill_capacity::FleetCount;
 pub use backfill_capacity::HotKey;
 pub use drift::DriftRound;
 pub use error::ControlError;
+pub use findings::{VerifyFindings, MAX_LISTED_PER_JOB};
 pub use fleet::{TargetLoad, WorkerBeat, HOT_KEYS_PER_BEAT};
 pub use handback::HandedBack;
 pub use records::{

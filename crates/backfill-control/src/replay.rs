@@ -29,6 +29,9 @@ pub enum AuditAction {
     Purge,
     /// A job's rejects read again and written (`message_id` is empty).
     RejectRetry,
+    /// A verified range with missing or different items copied again in a
+    /// repair run (`verify repair`; `message_id` is empty).
+    Repair,
 }
 
 impl AuditAction {
@@ -37,6 +40,7 @@ impl AuditAction {
             AuditAction::Replay => "replay",
             AuditAction::Purge => "purge",
             AuditAction::RejectRetry => "reject_retry",
+            AuditAction::Repair => "repair",
         }
     }
 
@@ -45,6 +49,7 @@ impl AuditAction {
             "replay" => Some(AuditAction::Replay),
             "purge" => Some(AuditAction::Purge),
             "reject_retry" => Some(AuditAction::RejectRetry),
+            "repair" => Some(AuditAction::Repair),
             _ => None,
         }
     }

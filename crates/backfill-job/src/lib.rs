@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub mod signing;
+mod task;
+pub use task::{Task, MAX_SCAN_SEGMENTS};
 
 /// The version of the message layout; a worker refuses others.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -187,6 +189,9 @@ pub struct JobMessage {
     /// at them cover the whole range (see [`KeyRange::cut`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cuts: Vec<KeyTuple>,
+    /// What to do with the range: copy (absent), verify, or scan a segment.
+    #[serde(default, skip_serializing_if = "Task::is_copy")]
+    pub task: Task,
 }
 
 /// Why a message body is not a job.
@@ -227,6 +232,7 @@ impl JobMessage {
             key_columns,
             range,
             cuts: Vec::new(),
+            task: Task::Copy,
         }
     }
 
@@ -334,6 +340,9 @@ impl JobMessage {
                     ));
                 }
             }
+        }
+        if let Some(p) = self.task.problem() {
+            return bad(format!("job {}: {p}", self.job_id));
         }
         if self.cuts.len() > MAX_CUTS {
             return bad(format!(

@@ -13,6 +13,9 @@ use backfill_source::reader::SampleSpec;
 use backfill_source::{PgSource, SourceError, TableRef};
 use rand::seq::SliceRandom;
 
+mod verify;
+pub use verify::{produce_repair, produce_verification, RepairPlan};
+
 /// Why planning or producing stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -294,6 +297,16 @@ pub async fn produce(
     control: &ControlTable,
     run_id: &str,
 ) -> Result<ProduceReport, ProducerError> {
+    let reused_plan = stored_run(control, run_id).await?;
+    if !reused_plan {
+        let plan = plan(cfg, source, run_id).await?;
+        save_plan(cfg, control, run_id, &plan).await?;
+    }
+    enqueue_planned(control, queue, run_id, reused_plan).await
+}
+
+/// Whether the run's plan is stored already; a cancelled run is refused.
+async fn stored_run(control: &ControlTable, run_id: &str) -> Result<bool, ProducerError> {
     let existing = control.get_run(run_id).await?;
     if let Some(run) = existing.as_ref().filter(|r| r.state == RunState::Cancelled) {
         return Err(ProducerError::Cancelled {
@@ -305,9 +318,17 @@ pub async fn produce(
                 .unwrap_or_default(),
         });
     }
-    let reused_plan = existing.is_some();
-    if !reused_plan {
-        let plan = plan(cfg, source, run_id).await?;
+    Ok(existing.is_some())
+}
+
+/// Stores a plan without problems as the run's, before anything is enqueued.
+async fn save_plan(
+    cfg: &BackfillConfig,
+    control: &ControlTable,
+    run_id: &str,
+    plan: &Plan,
+) -> Result<(), ProducerError> {
+    {
         let problems = plan.problems();
         if !problems.is_empty() {
             return Err(ProducerError::Problems(problems));
@@ -336,6 +357,16 @@ pub async fn produce(
         control.save_plan(run_id, &jobs, &run_plan).await?;
         tracing::info!(run_id, jobs = jobs.len(), "plan stored");
     }
+    Ok(())
+}
+
+/// Enqueues, in shuffled order, every job of the stored plan not yet enqueued.
+async fn enqueue_planned(
+    control: &ControlTable,
+    queue: &JobQueue,
+    run_id: &str,
+    reused_plan: bool,
+) -> Result<ProduceReport, ProducerError> {
     let records = control.jobs(run_id).await?;
     let jobs_total = records.len();
     // The jobs about to be enqueued must be the jobs the plan stored: a

@@ -305,7 +305,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
          [queue]\nurl = {}\ndlq_url = {}\nmax_receive_count = {}\nvisibility_timeout_secs = {}\nwait_time_secs = {}\n\n\
          [control]\ntable = {}\n\n\
          [producer]\nrows_per_job = {}\nsamples_per_job = {}\nmax_sample_rows = {}\n\n\
-         [worker]\nconcurrency = {}\npage_rows = {}\npage_bytes = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\nstripes = {}\nhand_back_secs = {}\n",
+         [worker]\nconcurrency = {}\npage_rows = {}\npage_bytes = {}\nwrite_concurrency = {}\nmax_write_attempts = {}\nshutdown_grace_secs = {}\nverify_sample_rate = {:?}\nstripes = {}\nhand_back_secs = {}\nverify_reads_per_sec = {}\n",
         q(cfg.source.url.expose()),
         cfg.source.max_connections,
         q(&cfg.aws.region),
@@ -331,6 +331,7 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         cfg.worker.verify_sample_rate,
         cfg.worker.stripes,
         cfg.worker.hand_back_secs,
+        cfg.worker.verify_reads_per_sec,
     );
     if let Some(name) = &cfg.queue.signing_key_env {
         out = out.replacen(

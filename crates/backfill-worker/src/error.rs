@@ -47,6 +47,8 @@ pub enum JobError {
         job: String,
         range: String,
     },
+    #[error("table {table}: cannot verify: {reason}")]
+    VerifyUsage { table: String, reason: String },
     #[error(
         "DynamoDB table {table}: {mismatches} items differ from their rows after writing: {detail}"
     )]
@@ -73,6 +75,7 @@ impl JobError {
             JobError::UnknownTable(_)
             | JobError::Map(_)
             | JobError::Verify { .. }
+            | JobError::VerifyUsage { .. }
             | JobError::TooManyRejects { .. }
             | JobError::Oversize { .. }
             | JobError::BadCuts { .. }

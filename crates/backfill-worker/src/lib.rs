@@ -30,8 +30,10 @@ mod handback;
 pub mod heartbeat;
 mod outcome;
 pub mod policy;
+mod preflight;
 mod rejects;
 mod stripes;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +47,7 @@ use backfill_job::JobMessage;
 use backfill_metrics::{Health, Metrics};
 use backfill_offload::S3Offloader;
 use backfill_queue::{DeadLetter, JobQueue, ReceivedMessage};
-use backfill_source::{PgSource, SourceError};
+use backfill_source::PgSource;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +60,7 @@ pub use error::JobError;
 pub use heartbeat::VisibilityHeartbeat;
 use outcome::Outcome;
 pub use outcome::WorkSummary;
+pub use preflight::preflight;
 pub use rejects::{retry_rejects, RetryPath, RetryReport, RetryRequest};
 
 /// How `run` ends.
@@ -80,6 +83,8 @@ pub struct Worker {
     targets: std::sync::Mutex<fleet::Targets>,
     /// Where items over 400 KB go, for tables with `oversize = "s3"`.
     offloader: Option<S3Offloader>,
+    /// Verification jobs' reader; its limiter holds this worker's reads.
+    verifier: backfill_verify::Verifier,
     /// Jobs in hand now, and when there last were any (or the worker
     /// started): whether this worker counts in the division of budgets.
     in_hand: AtomicUsize,
@@ -120,7 +125,9 @@ impl Worker {
         let health = Arc::new(Health::new(Duration::from_secs(
             cfg.metrics.liveness_max_age_secs,
         )));
+        let verifier = verify::verifier(&cfg, &source, &sink, None);
         Worker {
+            verifier,
             cfg,
             source,
             sink,
@@ -153,6 +160,7 @@ impl Worker {
 
     /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
     pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
+        self.verifier = verify::verifier(&self.cfg, &self.source, &self.sink, Some(&offloader));
         self.offloader = Some(offloader);
         self
     }
@@ -410,6 +418,11 @@ impl Worker {
             msg.receipt_handle.clone(),
             self.cfg.queue.visibility_timeout_secs,
         );
+        if !job.task.is_copy() {
+            let result = verify::verify_job(self, &job, &cancel).await;
+            drop(heartbeat);
+            return self.after_verify(&msg, &job, result).await;
+        }
         let result = copy::copy_range(self, &job, &cancel, checkpoint).await;
         drop(heartbeat);
         match result {
@@ -461,27 +474,26 @@ impl Worker {
                 }
                 Outcome::Released
             }
-            Err(e) => {
-                let max = self.cfg.queue.max_receive_count;
-                match policy::after_error(&e, msg.receive_count, max) {
-                    Action::LeaveToOwner => {
-                        // Another delivery owns the job now; its worker acknowledges it.
-                        tracing::info!(
-                            "job claimed by another worker: stopping without acknowledging"
-                        );
-                        Outcome::Duplicate
-                    }
-                    Action::DropCancelled => {
-                        tracing::info!(
-                            "the job's run was cancelled while it was copied: dropping the job"
-                        );
-                        self.drop_cancelled(&msg).await
-                    }
-                    Action::Retry | Action::DeadLetter(_) => {
-                        self.after_failure(&msg, &job, e).await
-                    }
-                }
+            Err(e) => self.after_error(&msg, &job, e).await,
+        }
+    }
+
+    /// What follows a job's error: by the failure policy, leave it to the
+    /// delivery that owns it now, drop it (its run was cancelled), retry
+    /// or dead-letter it.
+    async fn after_error(&self, msg: &ReceivedMessage, job: &JobMessage, e: JobError) -> Outcome {
+        let max = self.cfg.queue.max_receive_count;
+        match policy::after_error(&e, msg.receive_count, max) {
+            Action::LeaveToOwner => {
+                // Another delivery owns the job now; its worker acknowledges it.
+                tracing::info!("job claimed by another worker: stopping without acknowledging");
+                Outcome::Duplicate
             }
+            Action::DropCancelled => {
+                tracing::info!("the job's run was cancelled while it ran: dropping the job");
+                self.drop_cancelled(msg).await
+            }
+            Action::Retry | Action::DeadLetter(_) => self.after_failure(msg, job, e).await,
         }
     }
 
@@ -552,41 +564,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// Checks every configured table against the source's catalog before a
-/// worker takes a job: the table exists, has a key that can bound ranges,
-/// and every column the config names (keys, include, exclude, renames,
-/// types, version) is the table's. Returns the problems, each naming the
-/// table and column; an error only when the source cannot be asked.
-///
-/// A table dropped later still fails only its own jobs (to the DLQ); this
-/// catches a wrong config before a fleet starts on it.
-pub async fn preflight(
-    cfg: &BackfillConfig,
-    source: &PgSource,
-) -> Result<Vec<String>, SourceError> {
-    let mut problems = Vec::new();
-    for t in &cfg.tables {
-        let schema = match source
-            .describe(&backfill_source::TableRef::parse(&t.source))
-            .await
-        {
-            Ok(s) => s,
-            Err(e) if e.is_retryable() => return Err(e),
-            Err(e) => {
-                problems.push(e.to_string());
-                continue;
-            }
-        };
-        if let Err(e) = schema.check_key_types() {
-            problems.push(e.to_string());
-        }
-        if let Err(e) = backfill_item::ItemMapper::new(t, &schema) {
-            problems.push(e.to_string());
-        }
-    }
-    Ok(problems)
 }
 
 fn record_join(summary: &mut WorkSummary, done: Result<Outcome, tokio::task::JoinError>) {

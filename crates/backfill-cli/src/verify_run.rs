@@ -1,0 +1,187 @@
+//! `verify --run R`: verification as a fleet run (range jobs and scan
+//! jobs on the queue, taken by the same workers), and `verify report`,
+//! which reads what its jobs found from the control table.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use backfill_aws::AwsClients;
+use backfill_config::BackfillConfig;
+use backfill_control::{ControlTable, JobState, VerifyFindings};
+use serde_json::json;
+
+use crate::{connect_source, job_queue};
+
+/// Plans and enqueues verification run `run` (or enqueues what a stored
+/// plan of it has not yet).
+pub(crate) async fn produce(
+    cfg: &BackfillConfig,
+    run: &str,
+    table: Option<&str>,
+    segments: u32,
+) -> Result<ExitCode> {
+    let mut cfg = cfg.clone();
+    if let Some(name) = table {
+        let t = cfg
+            .table(name)
+            .with_context(|| format!("table {name} is not in the config"))?
+            .clone();
+        cfg.tables = vec![t];
+    }
+    let source = connect_source(&cfg).await?;
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let queue = job_queue(&cfg, &aws)?;
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
+    let report =
+        backfill_producer::produce_verification(&cfg, &source, &queue, &control, run, segments)
+            .await?;
+    println!(
+        "verification run {}: {} jobs ({} scan segments per table), {} enqueued now, {} enqueued before{}; \
+         workers verify them; `backfill status --run {run}` shows progress, `backfill verify report --run {run}` the findings",
+        report.run_id,
+        report.jobs_total,
+        segments,
+        report.enqueued,
+        report.already_enqueued,
+        if report.reused_plan { " (stored plan reused)" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One table's findings, summed over its jobs.
+#[derive(Default)]
+struct TableSum {
+    target: String,
+    sum: VerifyFindings,
+    /// Each listed finding, with the job that found it.
+    listed: Vec<String>,
+}
+
+fn add(into: &mut TableSum, f: &VerifyFindings) {
+    let s = &mut into.sum;
+    s.rows_checked += f.rows_checked;
+    s.items_scanned += f.items_scanned;
+    s.newer_in_target += f.newer_in_target;
+    s.missing += f.missing;
+    s.extra += f.extra;
+    s.different += f.different;
+    s.collisions += f.collisions;
+    s.unmappable += f.unmappable;
+    s.count_mismatches += f.count_mismatches;
+    into.target = f.target.clone();
+    into.listed.extend(
+        f.listed
+            .iter()
+            .map(|l| format!("{l}  (job {}, {})", f.job_id, f.covered)),
+    );
+}
+
+/// Prints what verification run `run` found; exits 1 on any difference
+/// or while jobs are not done.
+pub(crate) async fn report(cfg: &BackfillConfig, run: &str, as_json: bool) -> Result<ExitCode> {
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
+    let stored = control.get_run(run).await?.with_context(|| {
+        format!(
+            "run {run} is not in the control table {}",
+            cfg.control.table
+        )
+    })?;
+    let jobs = control.jobs(run).await?;
+    let done = jobs.iter().filter(|j| j.state == JobState::Done).count();
+    let failed = jobs.iter().filter(|j| j.state == JobState::Failed).count();
+    let verification = jobs.iter().filter(|j| !j.job.task.is_copy()).count();
+    anyhow::ensure!(
+        verification > 0 || jobs.is_empty(),
+        "run {run} is a copy run, not a verification run (`backfill verify --run <new id>` starts one)"
+    );
+    let mut tables: BTreeMap<String, TableSum> = BTreeMap::new();
+    for f in control.findings(run).await? {
+        add(tables.entry(f.table.clone()).or_default(), &f);
+    }
+    let complete = done == jobs.len() && stored.jobs_planned == jobs.len() as u64;
+    let clean = tables.values().all(|t| t.sum.is_clean());
+    if as_json {
+        let out = json!({
+            "run": run,
+            "complete": complete,
+            "jobs": jobs.len(),
+            "jobs_done": done,
+            "jobs_failed": failed,
+            "clean": clean,
+            "tables": tables.iter().map(|(name, t)| json!({
+                "table": name,
+                "target": t.target,
+                "rows_checked": t.sum.rows_checked,
+                "items_scanned": t.sum.items_scanned,
+                "newer_in_target": t.sum.newer_in_target,
+                "missing": t.sum.missing,
+                "extra": t.sum.extra,
+                "different": t.sum.different,
+                "collisions": t.sum.collisions,
+                "unmappable": t.sum.unmappable,
+                "count_mismatches": t.sum.count_mismatches,
+                "findings": t.listed,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "verification run {run}: {done} of {} jobs done{}{}",
+            jobs.len(),
+            if failed > 0 {
+                format!(", {failed} failed (see `backfill dlq list`)")
+            } else {
+                String::new()
+            },
+            if complete { "" } else { "  INCOMPLETE" }
+        );
+        for (name, t) in &tables {
+            let s = &t.sum;
+            println!(
+                "{name} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different, {} unmappable, {} collisions, {} count mismatches{}",
+                t.target, s.rows_checked, s.items_scanned, s.newer_in_target, s.missing, s.extra,
+                s.different, s.unmappable, s.collisions, s.count_mismatches,
+                if s.is_clean() { "" } else { "  DIFFERENCES" }
+            );
+            for l in &t.listed {
+                println!("  {l}");
+            }
+        }
+    }
+    Ok(if complete && clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Copies again every range of verification run `run` that has missing or
+/// different items, as copy run `repair_run`.
+pub(crate) async fn repair(
+    cfg: &BackfillConfig,
+    run: &str,
+    repair_run: &str,
+    by: Option<String>,
+    reason: &str,
+) -> Result<ExitCode> {
+    let by = crate::status::by_or_user(by);
+    let aws = AwsClients::from_config(&cfg.aws).await;
+    let queue = job_queue(cfg, &aws)?;
+    let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
+    let plan =
+        backfill_producer::produce_repair(&control, &queue, run, repair_run, &by, reason).await?;
+    for (job, table, range) in &plan.ranges {
+        println!("repair {table} {range}  (verification job {job})");
+    }
+    for l in &plan.left {
+        println!("left   {l}");
+    }
+    let r = &plan.report;
+    println!(
+        "repair run {}: {} ranges, {} enqueued now, {} enqueued before; `backfill work` copies them, then verify again with a new run",
+        r.run_id, r.jobs_total, r.enqueued, r.already_enqueued
+    );
+    Ok(ExitCode::SUCCESS)
+}
