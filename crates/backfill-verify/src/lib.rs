@@ -54,6 +54,10 @@ pub struct VerifyOptions {
     pub max_reads_per_sec: NonZeroU32,
     /// Findings listed per kind; the counts are always complete.
     pub max_listed: usize,
+    /// How long a range's missing and different rows get to settle (a
+    /// write of the application in flight between the two stores) before
+    /// they are read again and reported.
+    pub recheck_after: std::time::Duration,
 }
 
 impl Default for VerifyOptions {
@@ -62,6 +66,7 @@ impl Default for VerifyOptions {
             page_rows: 500,
             max_reads_per_sec: NonZeroU32::new(50).expect("50 is not zero"),
             max_listed: 100,
+            recheck_after: std::time::Duration::from_secs(2),
         }
     }
 }

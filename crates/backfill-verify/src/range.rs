@@ -25,6 +25,10 @@ use crate::{display_item_key, newer_in_target, TableReport, Verifier, VerifyErro
 /// same code a fleet of scan jobs runs, each on its own segment.
 pub const TABLE_SCAN_SEGMENTS: u32 = 4;
 
+/// Missing and different rows of one range read again before they are
+/// reported; more are reported as first seen.
+const MAX_RECHECK_ROWS: usize = 10_000;
+
 impl Verifier {
     /// Re-reads every row and every item of a table; reports each missing,
     /// extra and different item by key (and attribute): the whole key
@@ -67,6 +71,7 @@ impl Verifier {
         };
         let query = PageQuery::new(&schema, range);
         let mut after: Option<KeyTuple> = None;
+        let mut suspects: Vec<SourceRow> = Vec::new();
         loop {
             let rows = self
                 .read_counted_page(&schema, &query, range, after.as_ref(), &mut report)
@@ -78,13 +83,83 @@ impl Verifier {
                 schema: &schema,
                 reader: &reader,
             };
-            self.check_rows(t, &mapper, &columns, &rows, &mut report, Some(claims))
+            let mut page = TableReport::default();
+            let differing = self
+                .check_rows(t, &mapper, &columns, &rows, &mut page, Some(claims))
                 .await?;
+            // Missing and different rows are read again at the end (up to a
+            // bound, so memory stays bounded on a badly broken range; past
+            // it they are reported as first seen). Collisions and rows that
+            // cannot be mapped do not settle: they stand as found.
+            if !differing.is_empty() && suspects.len() + differing.len() <= MAX_RECHECK_ROWS {
+                page.missing_count = 0;
+                page.missing.clear();
+                page.different_count = 0;
+                page.different.clear();
+                suspects.extend(differing);
+            }
+            report.merge(page, self.opts.max_listed);
             if !full {
                 break;
             }
         }
+        if !suspects.is_empty() {
+            self.recheck(
+                t,
+                &schema,
+                &mapper,
+                &reader,
+                &columns,
+                &suspects,
+                &mut report,
+            )
+            .await?;
+        }
         Ok(report)
+    }
+
+    /// Reads the suspect rows and their items again after
+    /// `recheck_after` and reports what still differs: a row the
+    /// application changed (in both stores) or deleted while the range was
+    /// read is no finding.
+    #[allow(clippy::too_many_arguments)]
+    async fn recheck(
+        &self,
+        t: &TableConfig,
+        schema: &TableSchema,
+        mapper: &ItemMapper,
+        reader: &KeyReader,
+        columns: &[&str],
+        suspects: &[SourceRow],
+        report: &mut TableReport,
+    ) -> Result<(), VerifyError> {
+        tracing::info!(table = %t.source, suspects = suspects.len(), "re-checking differences after a pause");
+        tokio::time::sleep(self.opts.recheck_after).await;
+        for chunk in suspects.chunks(self.opts.page_rows.max(1) as usize) {
+            let mut now_rows = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                if let Some(row) = self.source.read_key(schema, &r.key).await? {
+                    now_rows.push(row);
+                }
+            }
+            let claims = Claims { schema, reader };
+            let mut second = TableReport::default();
+            self.check_rows(t, mapper, columns, &now_rows, &mut second, Some(claims))
+                .await?;
+            // Only what still differs: the rest of the second look was
+            // counted by the first.
+            report.merge(
+                TableReport {
+                    missing_count: second.missing_count,
+                    missing: second.missing,
+                    different_count: second.different_count,
+                    different: second.different,
+                    ..Default::default()
+                },
+                self.opts.max_listed,
+            );
+        }
+        Ok(())
     }
 
     /// Reads the page of `range` after `after` and checks its row count
