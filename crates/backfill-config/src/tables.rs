@@ -60,6 +60,12 @@ pub struct TableConfig {
     /// capacity, read with DescribeTable; the rest is left to the application.
     #[serde(default)]
     pub write_budget_fraction: Option<f64>,
+    /// The fleet's read budget on the target for verification jobs, in RCU
+    /// per second (all workers together, divided among the live ones as
+    /// the write budget is); reads are eventually consistent, half a unit
+    /// per 4 KB. None: only `worker.verify_reads_per_sec` bounds them.
+    #[serde(default)]
+    pub read_budget_rcu: Option<f64>,
 }
 
 /// What happens to an item over DynamoDB's 400 KB limit.
@@ -144,6 +150,7 @@ impl TableConfig {
             ambiguous_keys: AmbiguousKeys::default(),
             write_budget_wcu: None,
             write_budget_fraction: None,
+            read_budget_rcu: None,
         }
     }
 }

@@ -176,6 +176,11 @@ impl BackfillConfig {
                 ));
             }
             check_table_name(&at("target"), &t.target)?;
+            if let Some(r) = t.read_budget_rcu {
+                if r.is_nan() || r < 1.0 {
+                    return Err(invalid(at("read_budget_rcu"), "must be at least 1"));
+                }
+            }
             match (t.write_budget_wcu, t.write_budget_fraction) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(

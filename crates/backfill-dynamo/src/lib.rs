@@ -23,6 +23,7 @@ use backfill_capacity::WriteLimiter;
 mod admin;
 mod keys;
 mod read;
+pub use read::ScanPage;
 mod resend;
 mod wire;
 mod write;

@@ -437,6 +437,9 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
         if let Some(f) = t.write_budget_fraction {
             out.push_str(&format!("write_budget_fraction = {f:?}\n"));
         }
+        if let Some(r) = t.read_budget_rcu {
+            out.push_str(&format!("read_budget_rcu = {r:?}\n"));
+        }
         if let Some(v) = &t.version_column {
             out.push_str(&format!("version_column = {}\n", q(v)));
         }

@@ -71,7 +71,7 @@ impl Verifier {
         let mut start = None;
         loop {
             self.limiter.until_ready().await;
-            let (page, next) = self
+            let scanned = self
                 .sink
                 .scan_segment_page(
                     &t.target,
@@ -79,8 +79,11 @@ impl Verifier {
                     Some(&projection),
                     Some((segment, total_segments)),
                     Some(self.opts.page_rows),
+                    self.opts.consistent_reads,
                 )
                 .await?;
+            self.budgets.charge(&t.target, scanned.consumed_rcu).await;
+            let (page, next) = (scanned.items, scanned.next);
             let mut items: Vec<(Item, Option<Vec<String>>)> = Vec::with_capacity(page.len());
             for item in page {
                 let key = mapper.key_of(&item);

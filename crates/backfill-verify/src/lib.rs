@@ -24,6 +24,9 @@ use backfill_item::{Item, ItemMapper, MapError};
 use backfill_source::{PgSource, SourceError, TableRef, TableSchema};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+pub use budget::ReadBudgets;
+
+mod budget;
 mod claims;
 mod extras;
 mod range;
@@ -58,6 +61,10 @@ pub struct VerifyOptions {
     /// write of the application in flight between the two stores) before
     /// they are read again and reported.
     pub recheck_after: std::time::Duration,
+    /// Strongly consistent reads (twice the read capacity); by default
+    /// eventually consistent, which the re-check of every difference
+    /// makes safe.
+    pub consistent_reads: bool,
 }
 
 impl Default for VerifyOptions {
@@ -67,6 +74,7 @@ impl Default for VerifyOptions {
             max_reads_per_sec: NonZeroU32::new(50).expect("50 is not zero"),
             max_listed: 100,
             recheck_after: std::time::Duration::from_secs(2),
+            consistent_reads: false,
         }
     }
 }
@@ -171,6 +179,8 @@ pub struct Verifier {
     /// Resolves pointer items of offloaded (over 400 KB) items.
     offloader: Option<backfill_offload::S3Offloader>,
     limiter: DefaultDirectRateLimiter,
+    /// Read capacity budgets per target (none: requests a second only).
+    budgets: ReadBudgets,
     opts: VerifyOptions,
 }
 
@@ -182,7 +192,14 @@ impl Verifier {
             limiter: RateLimiter::direct(Quota::per_second(opts.max_reads_per_sec)),
             opts,
             offloader: None,
+            budgets: ReadBudgets::default(),
         }
+    }
+
+    /// Holds reads to these read capacity budgets, per target.
+    pub fn with_read_budgets(mut self, budgets: ReadBudgets) -> Self {
+        self.budgets = budgets;
+        self
     }
 
     /// Compares offloaded items with their S3 copy instead of their pointer.
@@ -207,7 +224,12 @@ impl Verifier {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(100) {
             self.limiter.until_ready().await;
-            for item in self.sink.get_items(target, chunk.to_vec()).await? {
+            let (items, rcu) = self
+                .sink
+                .get_items_costed(target, chunk.to_vec(), self.opts.consistent_reads)
+                .await?;
+            self.budgets.charge(target, rcu).await;
+            for item in items {
                 let item = match &self.offloader {
                     Some(off) if backfill_offload::is_pointer(&item) => off.fetch(&item).await?,
                     _ => item,

@@ -67,6 +67,10 @@ pub(crate) struct Targets {
     /// Every table written so far: the pacing of its partition-key values,
     /// shared by all of this worker's jobs on it.
     pacers: HashMap<String, Arc<KeyPacer>>,
+    /// Tables with a read budget (`read_budget_rcu`): the fleet budget, and
+    /// the limiters the verifier charges its reads to.
+    read_budgets: HashMap<String, f64>,
+    pub(crate) reads: backfill_verify::ReadBudgets,
 }
 
 impl Worker {
@@ -176,7 +180,18 @@ impl Worker {
                 ),
             );
         }
-        self.targets().budgets = out;
+        let mut t = self.targets();
+        t.budgets = out;
+        for table in &self.cfg.tables {
+            if let Some(rcu) = table.read_budget_rcu {
+                tracing::info!(target = %table.target, budget_rcu = rcu, "fleet read budget (verification)");
+                t.read_budgets.insert(table.target.clone(), rcu);
+                t.reads.set(
+                    &table.target,
+                    Arc::new(WriteLimiter::ramping(&table.target, rcu, JOIN_START)),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -222,6 +237,11 @@ impl Worker {
                     let share = backfill_capacity::share(*budget, divide);
                     l.set_share(share);
                     self.metrics.set_budget_share(target, share);
+                }
+                for (target, budget) in t.read_budgets.iter() {
+                    if let Some(l) = t.reads.get(target) {
+                        l.set_share(backfill_capacity::share(*budget, divide));
+                    }
                 }
                 drop(t);
                 for (target, load) in &loads {

@@ -125,7 +125,8 @@ impl Worker {
         let health = Arc::new(Health::new(Duration::from_secs(
             cfg.metrics.liveness_max_age_secs,
         )));
-        let verifier = verify::verifier(&cfg, &source, &sink, None);
+        let targets = fleet::Targets::default();
+        let verifier = verify::verifier(&cfg, &source, &sink, None, &targets.reads);
         Worker {
             verifier,
             cfg,
@@ -134,7 +135,7 @@ impl Worker {
             queue,
             control,
             runs: std::sync::Mutex::new(HashMap::new()),
-            targets: std::sync::Mutex::default(),
+            targets: std::sync::Mutex::new(targets),
             offloader: None,
             gate: tokio::sync::Mutex::new(None),
             tail: handback::Tail::default(),
@@ -160,7 +161,18 @@ impl Worker {
 
     /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
     pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
-        self.verifier = verify::verifier(&self.cfg, &self.source, &self.sink, Some(&offloader));
+        let reads = self
+            .targets
+            .lock()
+            .map(|t| t.reads.clone())
+            .unwrap_or_default();
+        self.verifier = verify::verifier(
+            &self.cfg,
+            &self.source,
+            &self.sink,
+            Some(&offloader),
+            &reads,
+        );
         self.offloader = Some(offloader);
         self
     }

@@ -18,26 +18,28 @@ use backfill_job::{JobMessage, Task};
 use backfill_offload::S3Offloader;
 use backfill_queue::ReceivedMessage;
 use backfill_source::PgSource;
-use backfill_verify::{TableReport, Verifier, VerifyError, VerifyOptions};
+use backfill_verify::{ReadBudgets, TableReport, Verifier, VerifyError, VerifyOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::outcome::Outcome;
 use crate::{JobError, Worker};
 
 /// The worker's verifier: one read limiter for all its verification jobs,
-/// `worker.verify_reads_per_sec` DynamoDB read requests a second.
+/// `worker.verify_reads_per_sec` DynamoDB read requests a second, and each
+/// target's share of its fleet read budget (`read_budget_rcu`).
 pub(crate) fn verifier(
     cfg: &BackfillConfig,
     source: &PgSource,
     sink: &DynamoSink,
     offloader: Option<&S3Offloader>,
+    reads: &ReadBudgets,
 ) -> Verifier {
     let opts = VerifyOptions {
         max_reads_per_sec: NonZeroU32::new(cfg.worker.verify_reads_per_sec)
             .unwrap_or(NonZeroU32::MIN),
         ..VerifyOptions::default()
     };
-    let v = Verifier::new(source.clone(), sink.clone(), opts);
+    let v = Verifier::new(source.clone(), sink.clone(), opts).with_read_budgets(reads.clone());
     match offloader {
         Some(o) => v.with_offloader(o.clone()),
         None => v,
