@@ -149,6 +149,9 @@ pub fn render_plain(s: &RunStatus) -> String {
         Some(c) => format!("{} visible, {} in flight", c.visible, c.in_flight),
         None => "unreadable".to_string(),
     };
+    if let Some(v) = &s.verification {
+        out.push_str(&verification_line(&s.run_id, v));
+    }
     out.push_str(&format!(
         "  fleet: {} workers live, {} busy; queue: {}; DLQ: {}\n",
         s.workers_live,
@@ -207,6 +210,23 @@ pub fn render_plain(s: &RunStatus) -> String {
 }
 
 /// `, 2 orphaned (...)` when jobs are recorded running by workers that are gone.
+/// A verification run's findings so far, in one line.
+fn verification_line(run: &str, v: &backfill_control::VerifyFindings) -> String {
+    format!(
+        "  verified: {} rows checked, {} items scanned; {}\n",
+        thousands(v.rows_checked),
+        thousands(v.items_scanned),
+        if v.is_clean() {
+            "no difference so far".to_string()
+        } else {
+            format!(
+                "DIFFERENCES: {} missing, {} extra, {} different, {} collisions, {} unmappable, {} count mismatches (`backfill verify report --run {run}`)",
+                v.missing, v.extra, v.different, v.collisions, v.unmappable, v.count_mismatches
+            )
+        }
+    )
+}
+
 fn orphaned(j: &backfill_status::JobCounts) -> String {
     if j.orphaned == 0 {
         return String::new();
@@ -364,7 +384,12 @@ impl Bars {
 
     fn update(&mut self, s: &RunStatus) {
         let plain = render_plain(s);
-        let head: Vec<String> = plain.lines().take(2).map(|l| fit(l, WATCH_WIDTH)).collect();
+        let head_lines = if s.verification.is_some() { 3 } else { 2 };
+        let head: Vec<String> = plain
+            .lines()
+            .take(head_lines)
+            .map(|l| fit(l, WATCH_WIDTH))
+            .collect();
         self.header.set_message(head.join("\n"));
         let name_width = s.tables.iter().map(|t| t.source.len()).max().unwrap_or(10);
         for (b, t) in self.tables.iter().zip(&s.tables) {

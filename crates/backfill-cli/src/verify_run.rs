@@ -58,23 +58,30 @@ struct TableSum {
     listed: Vec<String>,
 }
 
-fn add(into: &mut TableSum, f: &VerifyFindings) {
-    let s = &mut into.sum;
-    s.rows_checked += f.rows_checked;
-    s.items_scanned += f.items_scanned;
-    s.newer_in_target += f.newer_in_target;
-    s.missing += f.missing;
-    s.extra += f.extra;
-    s.different += f.different;
-    s.collisions += f.collisions;
-    s.unmappable += f.unmappable;
-    s.count_mismatches += f.count_mismatches;
-    into.target = f.target.clone();
-    into.listed.extend(
-        f.listed
-            .iter()
-            .map(|l| format!("{l}  (job {}, {})", f.job_id, f.covered)),
-    );
+fn by_table(all: Vec<VerifyFindings>) -> BTreeMap<String, TableSum> {
+    let mut groups: BTreeMap<String, Vec<VerifyFindings>> = BTreeMap::new();
+    for f in all {
+        groups.entry(f.table.clone()).or_default().push(f);
+    }
+    groups
+        .into_iter()
+        .map(|(table, fs)| {
+            let listed = fs
+                .iter()
+                .flat_map(|f| {
+                    f.listed
+                        .iter()
+                        .map(move |l| format!("{l}  (job {}, {})", f.job_id, f.covered))
+                })
+                .collect();
+            let sum = TableSum {
+                target: fs.first().map(|f| f.target.clone()).unwrap_or_default(),
+                sum: backfill_status::sum_findings(&fs),
+                listed,
+            };
+            (table, sum)
+        })
+        .collect()
 }
 
 /// Prints what verification run `run` found; exits 1 on any difference
@@ -96,10 +103,7 @@ pub(crate) async fn report(cfg: &BackfillConfig, run: &str, as_json: bool) -> Re
         verification > 0 || jobs.is_empty(),
         "run {run} is a copy run, not a verification run (`backfill verify --run <new id>` starts one)"
     );
-    let mut tables: BTreeMap<String, TableSum> = BTreeMap::new();
-    for f in control.findings(run).await? {
-        add(tables.entry(f.table.clone()).or_default(), &f);
-    }
+    let tables = by_table(control.findings(run).await?);
     let complete = done == jobs.len() && stored.jobs_planned == jobs.len() as u64;
     let clean = tables.values().all(|t| t.sum.is_clean());
     if as_json {

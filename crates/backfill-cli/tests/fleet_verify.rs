@@ -152,6 +152,10 @@ async fn a_fleet_verification_names_each_planted_difference_by_key() -> Result<(
     );
     let (code, out, err) = backfill(&path, &["status", "--run", "check"]).await?;
     assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("verified: 402 rows checked, 400 items scanned; DIFFERENCES: 1 missing, 1 extra, 1 different, 1 collisions, 1 unmappable"),
+        "{out}"
+    );
     // Repair: the ranges with missing or different items are copied
     // again; a new verification finds only what a copy cannot mend.
     let (code, out, err) = backfill(

@@ -16,7 +16,8 @@ use std::time::SystemTime;
 
 use backfill_config::BackfillConfig;
 use backfill_control::{
-    Annotation, ControlError, ControlTable, JobRecord, JobState, RunRecord, RunState, WorkerBeat,
+    Annotation, ControlError, ControlTable, JobRecord, JobState, RunRecord, RunState,
+    VerifyFindings, WorkerBeat,
 };
 use backfill_queue::{JobQueue, QueueDepth};
 use serde::Serialize;
@@ -178,6 +179,10 @@ pub struct RunStatus {
     pub dlq: Option<QueueCounts>,
     /// The most recent failures (at most five).
     pub failures: Vec<FailedJob>,
+    /// A verification run's findings so far, summed over its done jobs
+    /// (`verify report` lists them by key); `None` for a copy run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerifyFindings>,
 }
 
 impl RunStatus {
@@ -345,6 +350,7 @@ pub fn summarize(
         queue: None,
         dlq: None,
         failures,
+        verification: None,
     }
 }
 
@@ -397,11 +403,31 @@ pub async fn gather(
         }
     }
     let mut status = summarize(&run, &jobs, &fleet, &budgets, SystemTime::now());
+    if jobs.iter().any(|j| !j.job.task.is_copy()) {
+        status.verification = Some(sum_findings(&control.findings(&run.run_id).await?));
+    }
     if let Some(q) = queue {
         status.queue = q.depth().await.ok().map(Into::into);
         status.dlq = q.depth_of(q.dlq_url()).await.ok().map(Into::into);
     }
     Ok(status)
+}
+
+/// Every job's findings added up (no listed lines: `verify report` has them).
+pub fn sum_findings(all: &[VerifyFindings]) -> VerifyFindings {
+    let mut s = VerifyFindings::default();
+    for f in all {
+        s.rows_checked += f.rows_checked;
+        s.items_scanned += f.items_scanned;
+        s.newer_in_target += f.newer_in_target;
+        s.missing += f.missing;
+        s.extra += f.extra;
+        s.different += f.different;
+        s.collisions += f.collisions;
+        s.unmappable += f.unmappable;
+        s.count_mismatches += f.count_mismatches;
+    }
+    s
 }
 
 #[cfg(test)]

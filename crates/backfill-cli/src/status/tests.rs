@@ -57,6 +57,7 @@ fn plain_lines_name_every_figure() {
         }),
         dlq: None,
         failures: vec![],
+        verification: None,
     };
     let text = render_plain(&s);
     assert!(text.starts_with("run demo [produced]: 4/10 jobs done, 2 running, 0 failed, 4 queued; 400,000 of ~1,000,000 rows; 7,512 rows/s; ETA 80 s"), "{text}");
