@@ -105,6 +105,11 @@ enum Command {
         /// With --run: segments of each target's parallel Scan for extra items.
         #[arg(long, default_value_t = 4)]
         segments: u32,
+        /// With --run: check the ranges of this copy run, each confirmed by
+        /// the count and digest its copy recorded where source and target
+        /// still agree with them (else compared row by row).
+        #[arg(long, value_name = "COPY_RUN", requires = "run")]
+        of: Option<String>,
         /// Only this table (its `source` name); default: every configured table.
         #[arg(long)]
         table: Option<String>,
@@ -346,8 +351,9 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             run: Some(run),
             table,
             segments,
+            of,
             ..
-        } => verify_run::produce(&cfg, &run, table.as_deref(), segments).await,
+        } => verify_run::produce(&cfg, &run, table.as_deref(), segments, of.as_deref()).await,
         Command::Verify {
             table,
             sample,

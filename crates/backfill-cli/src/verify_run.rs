@@ -20,6 +20,7 @@ pub(crate) async fn produce(
     run: &str,
     table: Option<&str>,
     segments: u32,
+    of: Option<&str>,
 ) -> Result<ExitCode> {
     let mut cfg = cfg.clone();
     if let Some(name) = table {
@@ -34,7 +35,7 @@ pub(crate) async fn produce(
     let queue = job_queue(&cfg, &aws)?;
     let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let report =
-        backfill_producer::produce_verification(&cfg, &source, &queue, &control, run, segments)
+        backfill_producer::produce_verification(&cfg, &source, &queue, &control, run, segments, of)
             .await?;
     println!(
         "verification run {}: {} jobs ({} scan segments per table), {} enqueued now, {} enqueued before{}; \
@@ -56,6 +57,8 @@ struct TableSum {
     sum: VerifyFindings,
     /// Each listed finding, with the job that found it.
     listed: Vec<String>,
+    /// Ranges confirmed by their copy's count and digest.
+    confirmed: usize,
 }
 
 fn by_table(all: Vec<VerifyFindings>) -> BTreeMap<String, TableSum> {
@@ -74,7 +77,9 @@ fn by_table(all: Vec<VerifyFindings>) -> BTreeMap<String, TableSum> {
                         .map(move |l| format!("{l}  (job {}, {})", f.job_id, f.covered))
                 })
                 .collect();
+            let confirmed = fs.iter().filter(|f| f.confirmed_by_digest).count();
             let sum = TableSum {
+                confirmed,
                 target: fs.first().map(|f| f.target.clone()).unwrap_or_default(),
                 sum: backfill_status::sum_findings(&fs),
                 listed,
@@ -126,6 +131,7 @@ pub(crate) async fn report(cfg: &BackfillConfig, run: &str, as_json: bool) -> Re
                 "collisions": t.sum.collisions,
                 "unmappable": t.sum.unmappable,
                 "count_mismatches": t.sum.count_mismatches,
+                "ranges_confirmed_by_digest": t.confirmed,
                 "findings": t.listed,
             })).collect::<Vec<_>>(),
         });
@@ -144,8 +150,8 @@ pub(crate) async fn report(cfg: &BackfillConfig, run: &str, as_json: bool) -> Re
         for (name, t) in &tables {
             let s = &t.sum;
             println!(
-                "{name} -> {}: {} rows checked, {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different, {} unmappable, {} collisions, {} count mismatches{}",
-                t.target, s.rows_checked, s.items_scanned, s.newer_in_target, s.missing, s.extra,
+                "{name} -> {}: {} rows checked ({} ranges confirmed by their copy's digest), {} items scanned ({} newer in DynamoDB): {} missing, {} extra, {} different, {} unmappable, {} collisions, {} count mismatches{}",
+                t.target, s.rows_checked, t.confirmed, s.items_scanned, s.newer_in_target, s.missing, s.extra,
                 s.different, s.unmappable, s.collisions, s.count_mismatches,
                 if s.is_clean() { "" } else { "  DIFFERENCES" }
             );

@@ -47,6 +47,8 @@ pub struct VerifyFindings {
     pub count_mismatches: u64,
     /// The first findings, each `<kind> <key>[: <detail>]`.
     pub listed: Vec<String>,
+    /// Confirmed by the count and digest its copy recorded, not item by item.
+    pub confirmed_by_digest: bool,
 }
 
 impl VerifyFindings {

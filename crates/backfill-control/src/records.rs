@@ -141,6 +141,9 @@ pub struct JobRecord {
     /// Its rows that could not become items and are recorded as rejects
     /// (not yet written by `rejects retry`).
     pub rejects: u64,
+    /// Where the job ends now (exclusive) when it handed the rest of its
+    /// range back to other jobs; `None`: its range's own end.
+    pub ends_at: Option<backfill_job::KeyTuple>,
 }
 
 impl JobRecord {
@@ -321,6 +324,7 @@ pub(crate) fn job_record(
     let state_text = get_s(item, "state").unwrap_or_default();
     let state = JobState::parse(&state_text)
         .ok_or_else(|| corrupt(format!("unknown state {state_text:?}")))?;
+    let ends_at = crate::handback::handed_back(table, &job, item)?.hi;
     Ok((
         get_n(item, "ordinal"),
         JobRecord {
@@ -339,6 +343,7 @@ pub(crate) fn job_record(
             replays: get_n(item, "replays"),
             last_replay_at: get_s(item, "last_replay_at"),
             rejects: get_n(item, "rejects"),
+            ends_at,
         },
     ))
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub mod signing;
 mod task;
-pub use task::{Task, MAX_SCAN_SEGMENTS};
+pub use task::{Expect, Task, MAX_SCAN_SEGMENTS};
 
 /// The version of the message layout; a worker refuses others.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -192,6 +192,9 @@ pub struct JobMessage {
     /// What to do with the range: copy (absent), verify, or scan a segment.
     #[serde(default, skip_serializing_if = "Task::is_copy")]
     pub task: Task,
+    /// A verification of a copied range: what its copy recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
 }
 
 /// Why a message body is not a job.
@@ -233,6 +236,7 @@ impl JobMessage {
             range,
             cuts: Vec::new(),
             task: Task::Copy,
+            expect: None,
         }
     }
 
@@ -341,7 +345,11 @@ impl JobMessage {
                 }
             }
         }
-        if let Some(p) = self.task.problem() {
+        if let Some(p) = self
+            .task
+            .problem()
+            .or_else(|| self.expect.as_ref()?.problem())
+        {
             return bad(format!("job {}: {p}", self.job_id));
         }
         if self.cuts.len() > MAX_CUTS {

@@ -63,7 +63,45 @@ impl Task {
     }
 }
 
+/// What a copy recorded of a range: the items it wrote and their digest
+/// (`ItemDigest::sum_hex`). A verification that finds the same in the
+/// source and the target confirms the range without comparing each item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub rows: u64,
+    pub digest: String,
+}
+
+impl Expect {
+    pub(crate) fn problem(&self) -> Option<String> {
+        (self.digest.len() != 32 || !self.digest.bytes().all(|b| b.is_ascii_hexdigit())).then(
+            || {
+                format!(
+                    "expected digest {:?} is not 32 hex digits",
+                    self.digest.chars().take(40).collect::<String>()
+                )
+            },
+        )
+    }
+}
+
 impl JobMessage {
+    /// The verification of a copied range, in verification run `run_id`,
+    /// carrying what the copy recorded of it.
+    pub fn confirm_of(
+        run_id: &str,
+        table: &str,
+        key_columns: Vec<String>,
+        range: KeyRange,
+        expect: Option<Expect>,
+    ) -> JobMessage {
+        let mut job = JobMessage::new(run_id, table, key_columns, range);
+        job.task = Task::Verify;
+        job.expect = expect;
+        job
+    }
+
     /// The verification of a copy job's range, in verification run `run_id`.
     pub fn verify_of(run_id: &str, copy: &JobMessage) -> JobMessage {
         let mut job = JobMessage::new(
@@ -117,6 +155,24 @@ mod tests {
         for j in [v, s0, s1] {
             assert_eq!(JobMessage::from_body(&j.to_body()).unwrap(), j);
         }
+        let c = JobMessage::confirm_of(
+            "r-verify",
+            "public.t",
+            vec!["id".into()],
+            KeyRange::all(),
+            Some(Expect {
+                rows: 3,
+                digest: "0123456789abcdef0123456789ABCDEF".into(),
+            }),
+        );
+        assert_eq!(JobMessage::from_body(&c.to_body()).unwrap(), c);
+        let mut bad_digest = c.clone();
+        bad_digest.expect = Some(Expect {
+            rows: 3,
+            digest: "xyz\u{0}".into(),
+        });
+        let e = JobMessage::from_body(&bad_digest.to_body()).unwrap_err();
+        assert!(e.to_string().contains("not 32 hex digits"), "{e}");
         // A copy job's body is what it was before tasks existed.
         assert!(!copy.to_body().contains("task"));
         let mut bad = JobMessage::scan("r", "public.t", vec!["id".into()], 0, 2);

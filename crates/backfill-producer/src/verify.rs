@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use backfill_config::BackfillConfig;
-use backfill_control::{AuditAction, AuditRecord, ControlTable, RunPlan, RunTable};
-use backfill_job::{JobMessage, MAX_SCAN_SEGMENTS};
+use backfill_control::{AuditAction, AuditRecord, ControlTable, JobState, RunPlan, RunTable};
+use backfill_job::{Expect, JobMessage, KeyRange, MAX_SCAN_SEGMENTS};
 use backfill_queue::JobQueue;
 use backfill_source::PgSource;
 
@@ -23,6 +23,7 @@ pub async fn produce_verification(
     control: &ControlTable,
     run_id: &str,
     segments: u32,
+    of: Option<&str>,
 ) -> Result<ProduceReport, ProducerError> {
     if segments == 0 || segments > MAX_SCAN_SEGMENTS {
         return Err(ProducerError::Problems(vec![format!(
@@ -31,6 +32,29 @@ pub async fn produce_verification(
     }
     let reused_plan = stored_run(control, run_id).await?;
     if !reused_plan {
+        if let Some(copy_run) = of {
+            let jobs = of_copy_run(cfg, control, run_id, copy_run, segments).await?;
+            let copied = control.get_run(copy_run).await?.ok_or_else(|| {
+                ProducerError::Problems(vec![format!("run {copy_run} is not in the control table")])
+            })?;
+            let tables = copied
+                .tables
+                .iter()
+                .filter(|t| cfg.table(&t.source).is_some())
+                .map(|t| RunTable {
+                    jobs: jobs.iter().filter(|j| j.table == t.source).count() as u64,
+                    // Rows checked and items scanned, as for a planned check.
+                    estimated_rows: t.estimated_rows.saturating_mul(2),
+                    ..t.clone()
+                })
+                .collect();
+            let plan = RunPlan {
+                tables,
+                config: None,
+            };
+            control.save_plan(run_id, &jobs, &plan).await?;
+            return enqueue_planned(control, queue, run_id, false).await;
+        }
         let mut plan = plan(cfg, source, run_id).await?;
         for t in &mut plan.tables {
             let Some(first) = t.jobs.first().cloned() else {
@@ -52,6 +76,59 @@ pub async fn produce_verification(
         save_plan(cfg, control, run_id, &plan).await?;
     }
     enqueue_planned(control, queue, run_id, reused_plan).await
+}
+
+/// The verification jobs of copy run `copy_run`'s ranges (each where it
+/// ends now, after any hand-back), each carrying the count and digest its
+/// copy recorded when it finished, plus the scan jobs of each table.
+async fn of_copy_run(
+    cfg: &BackfillConfig,
+    control: &ControlTable,
+    run_id: &str,
+    copy_run: &str,
+    segments: u32,
+) -> Result<Vec<JobMessage>, ProducerError> {
+    let records = control.jobs(copy_run).await?;
+    let mut jobs = Vec::with_capacity(records.len());
+    let mut scanned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        let c = r.job;
+        if !c.task.is_copy() {
+            return Err(ProducerError::Problems(vec![format!(
+                "run {copy_run} is a verification run; --of names the copy run to confirm"
+            )]));
+        }
+        if cfg.table(&c.table).is_none() {
+            continue;
+        }
+        let range = KeyRange {
+            lo: c.range.lo.clone(),
+            hi: r.ends_at.or(c.range.hi.clone()),
+        };
+        let expect = match (&r.state, r.digest) {
+            (JobState::Done, Some(digest)) => Some(Expect {
+                rows: r.rows,
+                digest,
+            }),
+            _ => None,
+        };
+        scanned
+            .entry(c.table.clone())
+            .or_insert_with(|| c.key_columns.clone());
+        jobs.push(JobMessage::confirm_of(
+            run_id,
+            &c.table,
+            c.key_columns,
+            range,
+            expect,
+        ));
+    }
+    for (table, cols) in scanned {
+        jobs.extend(
+            (0..segments).map(|s| JobMessage::scan(run_id, &table, cols.clone(), s, segments)),
+        );
+    }
+    Ok(jobs)
 }
 
 /// What `verify repair` planned.

@@ -29,6 +29,7 @@ fn rec(table: &str, id: &str, state: JobState, rows: u64, ck: u64) -> JobRecord 
         replays: 0,
         last_replay_at: None,
         rejects: 0,
+        ends_at: None,
     }
 }
 

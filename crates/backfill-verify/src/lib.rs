@@ -28,6 +28,7 @@ pub use budget::ReadBudgets;
 
 mod budget;
 mod claims;
+mod confirm;
 mod extras;
 mod range;
 
@@ -115,6 +116,9 @@ pub struct TableReport {
     /// An audit of the rows since a version: the highest version among the
     /// rows it read (as text a cast reads back), where the next one goes on.
     pub version_high: Option<String>,
+    /// The range was confirmed by what its copy recorded (count and
+    /// digest on both sides), not item by item.
+    pub confirmed_by_digest: bool,
 }
 
 impl TableReport {

@@ -82,6 +82,7 @@ pub(crate) fn findings_of(job: &JobMessage, r: &TableReport) -> VerifyFindings {
         unmappable: r.unmappable_count,
         count_mismatches: r.count_mismatch_count,
         listed: Vec::new(),
+        confirmed_by_digest: r.confirmed_by_digest,
     };
     for (k, why) in &r.unmappable {
         f.list(format!("unmappable {k}: {why}"));
@@ -124,7 +125,11 @@ pub(crate) async fn verify_job(
                 segment,
                 total_segments,
             } => w.verifier.scan_segment(t, segment, total_segments).await,
-            Task::Verify | Task::Copy => w.verifier.verify_range(t, &job.range).await,
+            Task::Verify | Task::Copy => {
+                w.verifier
+                    .verify_range_expecting(t, &job.range, job.expect.as_ref())
+                    .await
+            }
         }
     };
     let report = tokio::select! {
