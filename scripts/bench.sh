@@ -51,6 +51,18 @@ if [ "${BENCH:-all}" = fleet ]; then
     BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/fleet_bench"
     exit 0
 fi
+# verify: fleet verification of BENCH_VERIFY_ROWS (1,000,000) copied ~1 KB
+# rows in dynalite with 1, 2 and 4 `backfill work` processes (rows/s, rows
+# per CPU-second, read requests/s, peak RSS), then one worker verifying
+# BENCH_VERIFY_BIG_ROWS (10,000,000) ~100 B rows never copied, cut to what
+# the emulator answers in BENCH_VERIFY_BIG_SECS (300) (see
+# crates/backfill-testkit/examples/verify_bench.rs). Only with BENCH=verify.
+if [ "${BENCH:-all}" = verify ]; then
+    cargo build --release --locked -q -p backfill-cli
+    cargo build --release --locked -q -p backfill-testkit --example verify_bench
+    BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/verify_bench"
+    exit 0
+fi
 if [ "${BENCH:-all}" != worker ]; then
     cargo run --release --locked -q -p backfill-testkit --example capacity_bench
 fi
