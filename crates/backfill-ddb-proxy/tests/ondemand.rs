@@ -77,11 +77,19 @@ async fn on_demand_absorbs_twice_its_peak_and_warm_throughput_raises_it() {
 
     // A second later, twice that peak.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sent_at = std::time::Instant::now();
     let second = batch(&ddb, &name, 100, 75).await;
-    // About twice the peak of 20: more than the first second took and
-    // well short of the 75 sent (slow CI machines let a little more of
-    // the next second's allowance in: 51 seen once).
-    assert!((40..=65).contains(&second), "{second} written");
+    let took = sent_at.elapsed().as_secs_f64();
+    // About twice the peak of 20: more than the first second took and, on
+    // a machine that sends the three requests within a moment, well short
+    // of the 75 sent. The allowance refills at 40 a second while they are
+    // sent, so a loaded machine (CI under the whole suite: 75 once, with
+    // the requests a second and more apart) may be let through more.
+    let most = (45.0 + 40.0 * took).max(65.0) as usize;
+    assert!(
+        second >= 40 && second <= most,
+        "{second} written in {took:.2} s (at most {most})"
+    );
 
     // Pre-warming raises the level at once; dynalite never sees the field.
     let out = ddb
