@@ -481,13 +481,19 @@ impl Worker {
             }
             Ok(CopyProgress { rows, .. }) => {
                 tracing::info!(rows, "shutting down: handing the job back to the queue");
-                if let Err(e) = self.queue.set_visibility(&msg.receipt_handle, 0).await {
-                    tracing::warn!(error = %e, "handing the job back failed; it returns after its visibility timeout");
-                }
-                Outcome::Released
+                self.release(&msg).await
             }
             Err(e) => self.after_error(&msg, &job, e).await,
         }
+    }
+
+    /// Hands a job stopped by shutdown back to the queue at once
+    /// (visibility 0), for another worker to take.
+    async fn release(&self, msg: &ReceivedMessage) -> Outcome {
+        if let Err(e) = self.queue.set_visibility(&msg.receipt_handle, 0).await {
+            tracing::warn!(error = %e, "handing the job back failed; it returns after its visibility timeout");
+        }
+        Outcome::Released
     }
 
     /// What follows a job's error: by the failure policy, leave it to the

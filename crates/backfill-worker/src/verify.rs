@@ -187,10 +187,7 @@ impl Worker {
             }
             Ok(None) => {
                 tracing::info!("shutting down: handing the verification job back to the queue");
-                if let Err(e) = self.queue.set_visibility(&msg.receipt_handle, 0).await {
-                    tracing::warn!(error = %e, "handing the job back failed; it returns after its visibility timeout");
-                }
-                Outcome::Released
+                self.release(msg).await
             }
             Err(e) => self.after_error(msg, job, e).await,
         }
