@@ -479,10 +479,18 @@ SDK_OPS = {
     "dynamodb": ["batch_write_item", "put_item", "batch_get_item", "describe_table", "get_item",
                  "update_item", "query", "scan", "delete_item", "create_table", "delete_table",
                  "transact_write_items", "update_table"],
-    "s3": ["put_object", "get_object", "head_object", "delete_object", "create_bucket", "head_bucket"],
+    "s3": ["put_object", "get_object", "head_object", "delete_object", "create_bucket", "head_bucket",
+           "create_multipart_upload", "upload_part", "complete_multipart_upload",
+           "abort_multipart_upload", "list_multipart_uploads"],
 }
 # Operations whose IAM action is not their own name.
-IAM_ACTION_OF = {("s3", "head_object"): "s3:GetObject", ("s3", "head_bucket"): "s3:ListBucket"}
+IAM_ACTION_OF = {("s3", "head_object"): "s3:GetObject", ("s3", "head_bucket"): "s3:ListBucket",
+                 # A multipart upload's calls are authorised as PutObject; listing
+                 # a bucket's uploads is its own bucket-level action.
+                 ("s3", "create_multipart_upload"): "s3:PutObject",
+                 ("s3", "upload_part"): "s3:PutObject",
+                 ("s3", "complete_multipart_upload"): "s3:PutObject",
+                 ("s3", "list_multipart_uploads"): "s3:ListBucketMultipartUploads"}
 
 
 def iam_action(service, op):

@@ -58,6 +58,11 @@ pub(crate) async fn bootstrap(cfg: &BackfillConfig, fresh: bool) -> Result<ExitC
         o.ensure_bucket().await?;
         println!("offload bucket {}", o.bucket());
     }
+    if cfg.archive.is_some() {
+        let store = crate::archive::store(cfg, &aws)?;
+        store.ensure_bucket().await?;
+        println!("archive bucket {}", store.bucket());
+    }
     let source = connect_source(cfg).await?;
     for t in &cfg.tables {
         let schema = source.describe(&TableRef::parse(&t.source)).await?;

@@ -15,6 +15,7 @@ use backfill_source::PgSource;
 use backfill_worker::WorkOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod archive;
 mod audit;
 mod bootstrap;
 mod plan;
@@ -187,6 +188,11 @@ enum Command {
         #[arg(long)]
         by: Option<String>,
     },
+    /// The migration's last step: archive the tables to S3 as Parquet
+    /// (`--run R`, taken by `backfill work`), then `archive verify`.
+    Archive(archive::ArchiveArgs),
+    /// Loads an archive run of a table back into a new Postgres table.
+    Restore(archive::RestoreArgs),
     /// The dead-letter queue: list dead jobs with their last error, replay or purge them.
     Dlq(dlq::DlqArgs),
     /// Rows that could not become items: list them, or retry them after a fix.
@@ -414,6 +420,8 @@ async fn dispatch(command: Command, cfg: &BackfillConfig) -> Result<ExitCode> {
             status::cancel(&cfg, &run, &by, &reason).await
         }
         Command::Dlq(args) => dlq::run(&cfg, args).await,
+        Command::Archive(args) => archive::run(&cfg, args).await,
+        Command::Restore(args) => archive::restore(&cfg, args).await,
         Command::Rejects(args) => rejects::run(&cfg, args).await,
     }
 }

@@ -29,9 +29,16 @@ pub(crate) async fn work(cfg: BackfillConfig, opts: WorkOptions) -> Result<ExitC
     let sink = sink(&cfg, &aws);
     let control = ControlTable::new(aws.dynamodb.clone(), &cfg.control.table);
     let offloader = offloader(&cfg, &aws);
+    let archive = match cfg.archive {
+        Some(_) => Some(crate::archive::store(&cfg, &aws)?),
+        None => None,
+    };
     let mut worker = Worker::new(Arc::new(cfg), source, sink, queue, control);
     if let Some(o) = offloader {
         worker = worker.with_offloader(o);
+    }
+    if let Some(a) = archive {
+        worker = worker.with_archive(a);
     }
     let worker = Arc::new(worker);
     // Its own token, not the signal's: through the shutdown grace period

@@ -6,6 +6,7 @@
 //! source URL carries a password) are wrapped in [`Secret`], which never
 //! prints its content.
 
+mod archive;
 mod aws;
 mod capacity;
 mod control;
@@ -26,6 +27,7 @@ mod worker;
 
 use serde::{Deserialize, Serialize};
 
+pub use archive::ArchiveConfig;
 pub use aws::AwsConfig;
 pub use capacity::CapacityConfig;
 pub use control::ControlConfig;
@@ -57,6 +59,9 @@ pub struct BackfillConfig {
     /// Where items over DynamoDB's 400 KB limit go, for tables with `oversize = "s3"`.
     #[serde(default)]
     pub offload: Option<OffloadConfig>,
+    /// Where `backfill archive` writes tables as Parquet.
+    #[serde(default)]
+    pub archive: Option<ArchiveConfig>,
     /// The worker's Prometheus metrics and health endpoints.
     #[serde(default)]
     pub metrics: MetricsConfig,

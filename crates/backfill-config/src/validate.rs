@@ -244,8 +244,34 @@ impl BackfillConfig {
                 }
             }
         }
+        if let Some(a) = &self.archive {
+            check_archive(a)?;
+        }
         Ok(())
     }
+}
+
+fn check_archive(a: &crate::ArchiveConfig) -> Result<(), ConfigError> {
+    if a.bucket.trim().is_empty() {
+        return Err(invalid("archive.bucket", "must not be empty"));
+    }
+    if !(1..=1_048_576).contains(&a.row_group_rows) {
+        return Err(invalid("archive.row_group_rows", "must be 1 to 1048576"));
+    }
+    if !(1..=22).contains(&a.zstd_level) {
+        return Err(invalid(
+            "archive.zstd_level",
+            "must be 1 to 22 (zstd's levels)",
+        ));
+    }
+    const MIB: usize = 1024 * 1024;
+    if !(5 * MIB..=5 * 1024 * MIB).contains(&a.upload_part_bytes) {
+        return Err(invalid(
+            "archive.upload_part_bytes",
+            "must be 5 MiB to 5 GiB (S3's limits on a multipart upload's part)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_http_url(key: &str, value: &str) -> Result<(), ConfigError> {

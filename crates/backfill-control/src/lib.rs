@@ -41,6 +41,7 @@ mod findings;
 mod fleet;
 mod handback;
 mod jobs;
+mod parts;
 mod records;
 mod rejects;
 mod replay;
@@ -58,6 +59,7 @@ pub use error::ControlError;
 pub use findings::{VerifyFindings, MAX_LISTED_PER_JOB};
 pub use fleet::{TargetLoad, WorkerBeat, HOT_KEYS_PER_BEAT};
 pub use handback::HandedBack;
+pub use parts::ArchivePart;
 pub use records::{
     Annotation, Checkpoint, Claim, JobRecord, JobState, RunPlan, RunRecord, RunState, RunTable,
 };

@@ -1,7 +1,7 @@
 //! What a job asks of its worker: copy its range (every job before
 //! verification runs existed, so the default, and absent from the body),
 //! verify its range against the target, or scan one segment of the target
-//! for items no row produces.
+//! for items no row produces, or archive its range to S3 as Parquet.
 //!
 //! Verification runs reuse the copy's machinery whole (queue, claims,
 //! checkpoints' records, DLQ, status); only what the worker does with the
@@ -28,6 +28,8 @@ pub enum Task {
     /// Read one segment of a parallel Scan of the target and look each
     /// item's key up in the source: items no row produces are extra.
     Scan { segment: u32, total_segments: u32 },
+    /// Write the range's rows to one Parquet part of an archive run in S3.
+    Archive,
 }
 
 impl Task {
@@ -59,6 +61,7 @@ impl Task {
             Task::Copy => "copy",
             Task::Verify => "verify",
             Task::Scan { .. } => "scan",
+            Task::Archive => "archive",
         }
     }
 }
@@ -111,6 +114,19 @@ impl JobMessage {
             copy.range.clone(),
         );
         job.task = Task::Verify;
+        job
+    }
+
+    /// The archive of a planned range, in archive run `run_id`: the range
+    /// whole (a Parquet part is written in key order, so no stripes).
+    pub fn archive_of(run_id: &str, planned: &JobMessage) -> JobMessage {
+        let mut job = JobMessage::new(
+            run_id,
+            &planned.table,
+            planned.key_columns.clone(),
+            planned.range.clone(),
+        );
+        job.task = Task::Archive;
         job
     }
 
@@ -207,6 +223,7 @@ mod tests {
                 segment: 3,
                 total_segments: 16,
             },
+            Task::Archive,
         ] {
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), t, "{json}");

@@ -13,7 +13,9 @@ use backfill_source::reader::SampleSpec;
 use backfill_source::{PgSource, SourceError, TableRef};
 use rand::seq::SliceRandom;
 
+mod archive;
 mod verify;
+pub use archive::produce_archive;
 pub use verify::{produce_repair, produce_verification, RepairPlan};
 
 /// Why planning or producing stopped.

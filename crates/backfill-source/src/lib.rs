@@ -12,6 +12,7 @@
 pub mod count;
 pub mod lookup;
 pub mod reader;
+pub mod restore;
 pub mod schema;
 pub mod split;
 pub mod versions;
@@ -200,7 +201,7 @@ impl PgSource {
 /// refuses to guess: without this, `sslmode=verify-ca` with an
 /// `sslrootcert` panics when the first connection is made. ring is what
 /// sqlx's TLS feature names; a provider installed before is kept.
-fn install_tls_provider() {
+pub(crate) fn install_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -7,6 +7,7 @@
 //! `BACKFILL_TEST_DYNAMODB_URL` (http://127.0.0.1:4567, dynalite),
 //! `BACKFILL_TEST_SQS_URL` (http://127.0.0.1:4566, moto).
 
+pub mod corpus;
 pub mod faults;
 
 use anyhow::{Context, Result};
@@ -222,6 +223,7 @@ impl TestStack {
             worker: WorkerConfig::default(),
             capacity: Default::default(),
             offload: None,
+            archive: None,
             // A fixed port would collide between parallel tests; a test that
             // wants the server starts it itself on port 0.
             metrics: backfill_config::MetricsConfig {
@@ -372,6 +374,17 @@ pub fn config_toml(cfg: &BackfillConfig) -> String {
             "\n[offload]\nbucket = {}\nprefix = {}\n",
             q(&o.bucket),
             q(&o.prefix)
+        ));
+    }
+    if let Some(a) = &cfg.archive {
+        out.push_str(&format!(
+            "\n[archive]\nbucket = {}\nprefix = {}\nrow_group_rows = {}\nzstd_level = {}\nupload_part_bytes = {}\ntext_columns = [{}]\n",
+            q(&a.bucket),
+            q(&a.prefix),
+            a.row_group_rows,
+            a.zstd_level,
+            a.upload_part_bytes,
+            a.text_columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")
         ));
     }
     let key = |k: &backfill_config::KeyAttribute| {
@@ -547,6 +560,14 @@ mod tests {
             offload: Some(OffloadConfig {
                 bucket: "b".into(),
                 prefix: "p/".into(),
+            }),
+            archive: Some(backfill_config::ArchiveConfig {
+                bucket: "arch".into(),
+                prefix: "a/".into(),
+                row_group_rows: 100,
+                zstd_level: 5,
+                upload_part_bytes: 6 * 1024 * 1024,
+                text_columns: vec!["public.t.ts".into()],
             }),
             metrics: backfill_config::MetricsConfig {
                 listen: "127.0.0.1:9999".into(),

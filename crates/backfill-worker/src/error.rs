@@ -47,6 +47,14 @@ pub enum JobError {
         job: String,
         range: String,
     },
+    #[error("archive: {reason}")]
+    Archive { reason: String, retryable: bool },
+    #[error("table {table}, key {key}: cannot archive the row: {reason}")]
+    ArchiveRow {
+        table: String,
+        key: String,
+        reason: String,
+    },
     #[error("table {table}: cannot verify: {reason}")]
     VerifyUsage { table: String, reason: String },
     #[error(
@@ -79,8 +87,10 @@ impl JobError {
             | JobError::TooManyRejects { .. }
             | JobError::Oversize { .. }
             | JobError::BadCuts { .. }
+            | JobError::ArchiveRow { .. }
             | JobError::NoOffloader { .. } => false,
             JobError::Offload(e) => e.is_retryable(),
+            JobError::Archive { retryable, .. } => *retryable,
             JobError::Source(e) => e.is_retryable(),
             JobError::Sink(e) => e.is_retryable(),
             JobError::Control(e) => e.is_retryable(),

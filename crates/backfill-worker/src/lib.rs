@@ -22,6 +22,7 @@
 //! permanent one sends the job to the DLQ at once with the reason.
 
 mod admission;
+pub mod archive;
 mod copy;
 mod error;
 mod fleet;
@@ -83,6 +84,8 @@ pub struct Worker {
     targets: std::sync::Mutex<fleet::Targets>,
     /// Where items over 400 KB go, for tables with `oversize = "s3"`.
     offloader: Option<S3Offloader>,
+    /// Where archive jobs write their parts (`[archive]`).
+    archive: Option<backfill_archive::store::ArchiveStore>,
     /// Verification jobs' reader; its limiter holds this worker's reads.
     verifier: backfill_verify::Verifier,
     /// Jobs in hand now, and when there last were any (or the worker
@@ -137,6 +140,7 @@ impl Worker {
             runs: std::sync::Mutex::new(HashMap::new()),
             targets: std::sync::Mutex::new(targets),
             offloader: None,
+            archive: None,
             gate: tokio::sync::Mutex::new(None),
             tail: handback::Tail::default(),
             consumed_at_beat: std::sync::Mutex::default(),
@@ -157,24 +161,6 @@ impl Worker {
     /// The worker's liveness and readiness, for the probes.
     pub fn health(&self) -> &Arc<Health> {
         &self.health
-    }
-
-    /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
-    pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
-        let reads = self
-            .targets
-            .lock()
-            .map(|t| t.reads.clone())
-            .unwrap_or_default();
-        self.verifier = verify::verifier(
-            &self.cfg,
-            &self.source,
-            &self.sink,
-            Some(&offloader),
-            &reads,
-        );
-        self.offloader = Some(offloader);
-        self
     }
 
     pub fn id(&self) -> &str {
@@ -430,6 +416,11 @@ impl Worker {
             msg.receipt_handle.clone(),
             self.cfg.queue.visibility_timeout_secs,
         );
+        if job.task == backfill_job::Task::Archive {
+            let result = archive::archive_job(self, &job, &cancel).await;
+            drop(heartbeat);
+            return self.after_archive(&msg, &job, result).await;
+        }
         if !job.task.is_copy() {
             let result = verify::verify_job(self, &job, &cancel).await;
             drop(heartbeat);

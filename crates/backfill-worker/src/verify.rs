@@ -125,7 +125,7 @@ pub(crate) async fn verify_job(
                 segment,
                 total_segments,
             } => w.verifier.scan_segment(t, segment, total_segments).await,
-            Task::Verify | Task::Copy => {
+            Task::Verify | Task::Copy | Task::Archive => {
                 w.verifier
                     .verify_range_expecting(t, &job.range, job.expect.as_ref())
                     .await
@@ -162,6 +162,24 @@ pub(crate) async fn verify_job(
 }
 
 impl Worker {
+    /// Items over 400 KB of tables with `oversize = "s3"` go to S3 through this.
+    pub fn with_offloader(mut self, offloader: S3Offloader) -> Self {
+        let reads = self
+            .targets
+            .lock()
+            .map(|t| t.reads.clone())
+            .unwrap_or_default();
+        self.verifier = verifier(
+            &self.cfg,
+            &self.source,
+            &self.sink,
+            Some(&offloader),
+            &reads,
+        );
+        self.offloader = Some(offloader);
+        self
+    }
+
     /// Records a finished verification job as done (its rows are the rows
     /// it checked, or the items it scanned) and acknowledges it; hands it
     /// back at shutdown; else what follows an error.
