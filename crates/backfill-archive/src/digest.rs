@@ -124,9 +124,14 @@ mod tests {
 
     #[test]
     fn the_encoding_is_fixed() {
-        // The first implementation's bits: a change here breaks every
-        // stored manifest's digest.
-        assert_eq!(format!("{:032x}", row_hash(&row())), "PIN");
+        // The first implementation's bits (the same as an independent
+        // Python encoding of the layout gives): a change here breaks
+        // every stored manifest's digest. The empty row is SHA-256 of
+        // eight zero bytes (its cell count).
+        assert_eq!(
+            format!("{:032x}", row_hash(&row())),
+            "5b4eb50a637d294c69517e05825d6d12"
+        );
         assert_eq!(
             format!("{:032x}", row_hash(&[])),
             "af5570f5a1810b7af78caf4bc70a660f"
