@@ -398,10 +398,10 @@ pub fn batch_cells(
     for (i, ty) in schema.columns.iter().enumerate() {
         let array = batch.column(i);
         for (r, row) in rows.iter_mut().enumerate() {
-            let cell = cell_at(ty, array.as_ref(), r).ok_or_else(|| ArchiveError::CellType {
+            let cell = cell_at(ty, array.as_ref(), r).ok_or_else(|| ArchiveError::Schema {
                 column: schema.name(i).to_string(),
-                column_type: format!("{ty:?}"),
-                cell: format!("Arrow {}", array.data_type()),
+                pg_type: schema.pg_type(i).to_string(),
+                reason: format!("the batch holds {}, not {ty:?}", array.data_type()),
             })?;
             row.push(cell);
         }

@@ -163,6 +163,12 @@ impl PartWriter {
         bytes
     }
 
+    /// About how many bytes the writer holds: the batch being gathered,
+    /// the row group being encoded, and the bytes not yet taken.
+    pub fn memory_size(&self) -> usize {
+        self.batch.approx_bytes() + self.writer.memory_size() + self.buffered_bytes()
+    }
+
     /// Rows pushed so far.
     pub fn rows(&self) -> u64 {
         self.rows
