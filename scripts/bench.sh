@@ -63,6 +63,18 @@ if [ "${BENCH:-all}" = verify ]; then
     BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/verify_bench"
     exit 0
 fi
+# archive: one `backfill work` process archiving BENCH_ARCHIVE_ROWS
+# (300,000) ~1 KB rows into moto's S3 (rows/s, rows per CPU-second), then
+# BENCH_ARCHIVE_BIG_ROWS (3,000) 64 KB rows, whose peak RSS must stay below
+# BENCH_ARCHIVE_RSS_MB (200) or the run exits non-zero; each run passes
+# `archive verify --no-source` (see
+# crates/backfill-testkit/examples/archive_bench.rs). Only with BENCH=archive.
+if [ "${BENCH:-all}" = archive ]; then
+    cargo build --release --locked -q -p backfill-cli
+    cargo build --release --locked -q -p backfill-testkit --example archive_bench
+    BENCH_BIN="$ROOT/target/release/backfill" "$ROOT/target/release/examples/archive_bench"
+    exit 0
+fi
 if [ "${BENCH:-all}" != worker ]; then
     cargo run --release --locked -q -p backfill-testkit --example capacity_bench
 fi
