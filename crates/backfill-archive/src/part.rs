@@ -72,7 +72,14 @@ impl PartSink {
     pub async fn push(&mut self, cells: &[Cell]) -> Result<(), PartError> {
         self.writer.push(cells)?;
         if self.writer.buffered_bytes() > 0 {
-            self.pending.extend(self.writer.take_bytes());
+            let bytes = self.writer.take_bytes();
+            // Moved, not copied, when nothing waits: a row group's bytes
+            // are the biggest buffer a job holds.
+            if self.pending.is_empty() {
+                self.pending = bytes;
+            } else {
+                self.pending.extend_from_slice(&bytes);
+            }
         }
         if self.pending.len() >= self.part_bytes {
             let body = std::mem::take(&mut self.pending);

@@ -271,14 +271,17 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc hands freed memory back to the OS soon, the next page faults it
 /// in again, zeroed by the kernel (`clear_page` was 4% of a worker's CPU in
 /// the profile). On 300,000 rows of 1 KB: a 10 ms delay (mimalloc v2's
-/// default) made 200,000 page faults, 1 s about 7,400, and a minute about
-/// 830, as few as never purging. The working set is bounded by the page
-/// sizes anyway, so it is kept while the worker copies and handed back a
-/// minute after it goes idle. MIMALLOC_PURGE_DELAY, when set, still decides.
+/// default) made 200,000 page faults, 250 ms about 30,000, 1 s about 7,400,
+/// and a minute about 830. A minute cost archive jobs their memory bound:
+/// their row groups and upload parts are megabytes each, and four jobs of
+/// 64 KB rows held 209 MB of freed memory with it against 175 MB at 250 ms
+/// (115 MB purging at once); the copy's rows per CPU-second did not move
+/// measurably between 250 ms and a minute (docs/PERFORMANCE.md).
+/// MIMALLOC_PURGE_DELAY, when set, still decides.
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options at any time.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 60_000) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 250) };
     }
 }
 
