@@ -17,6 +17,7 @@ use backfill_source::TableRef;
 use crate::{connect_source, job_queue};
 
 mod check;
+mod keys;
 mod restore;
 
 #[derive(clap::Args, Debug)]

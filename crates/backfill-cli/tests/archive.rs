@@ -252,6 +252,33 @@ async fn the_corpus_archives_verifies_and_restores_equal_and_a_changed_part_is_n
         out.contains("the source's range") && out.contains("now has 5 rows (digest"),
         "the changed source row's range is named: {out}"
     );
+    // The corrupt part's keys cannot be read; plant a second difference in
+    // an intact archive to see them named: a new run, then a row changed,
+    // one added and one deleted.
+    let (code, out, err) = backfill(&path, &["archive", "--run", "a2"]).await?;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = backfill(&path, &["work", "--until-idle"]).await?;
+    assert_eq!(code, 0, "{err}");
+    stack
+        .sql(&format!(
+            "UPDATE {src} SET t = 'changed again' WHERE id = 5; INSERT INTO {src} (id) VALUES (6); DELETE FROM {src} WHERE id = 4;"
+        ))
+        .await?;
+    let (code, out, _) = backfill(&path, &["archive", "verify", "--run", "a2"]).await?;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("key (5) changed since it was archived"),
+        "{out}"
+    );
+    assert!(out.contains("key (6) not in the archive"), "{out}");
+    assert!(
+        out.contains("key (4) archived, no longer in the source"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 rows not in the archive, 1 changed, 1 no longer in the source"),
+        "{out}"
+    );
     stack.cleanup().await
 }
 

@@ -23,6 +23,7 @@ use backfill_source::reader::PageQuery;
 use backfill_source::{PgSource, TableRef, TableSchema};
 use backfill_worker::archive::{manifest_columns, table_archive_schema};
 
+use super::keys::key_differences;
 use super::{manifest, store, tables};
 use crate::connect_source;
 
@@ -126,6 +127,11 @@ async fn verify_table(
                     p.rows,
                     p.digest
                 ));
+                if let Some(file) = found.file {
+                    for line in key_differences(file, source, schema, archived, &range).await? {
+                        bad.push(line);
+                    }
+                }
             }
         }
         if bad.is_empty() {
@@ -156,6 +162,8 @@ async fn verify_table(
 struct PartCheck {
     rows: u64,
     problems: Vec<String>,
+    /// The downloaded part, when its bytes are the manifest's.
+    file: Option<std::fs::File>,
 }
 
 /// Downloads a part and checks it against what its job recorded.
@@ -168,10 +176,14 @@ async fn check_part(store: &ArchiveStore, p: &ManifestPart) -> Result<PartCheck>
             "{bytes} bytes with SHA-256 {sha}; the manifest says {} bytes with {}: the object changed after it was written",
             p.bytes, p.sha256
         ));
-        return Ok(PartCheck { rows: 0, problems });
+        return Ok(PartCheck {
+            rows: 0,
+            problems,
+            file: None,
+        });
     }
     file.rewind()?;
-    let reader = PartReader::open(file, None)?;
+    let reader = PartReader::open(file.try_clone()?, None)?;
     let mut d = ItemDigest::default();
     for rows in reader {
         for cells in &rows? {
@@ -190,6 +202,7 @@ async fn check_part(store: &ArchiveStore, p: &ManifestPart) -> Result<PartCheck>
     Ok(PartCheck {
         rows: d.count,
         problems,
+        file: Some(file),
     })
 }
 
