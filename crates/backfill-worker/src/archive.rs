@@ -179,6 +179,30 @@ pub(crate) async fn archive_job(
     }))
 }
 
+/// Writes the manifest of every table of run `run_id` once the whole run
+/// is done. Each finished job calls it, so it first reads only the run's
+/// record (one item): listing a run's jobs after each of ten thousand
+/// jobs would read a hundred million records.
+pub async fn write_manifests_if_run_complete(
+    control: &backfill_control::ControlTable,
+    store: &ArchiveStore,
+    run_id: &str,
+) -> Result<Vec<Manifest>, JobError> {
+    let Some(run) = control.get_run(run_id).await? else {
+        return Ok(Vec::new());
+    };
+    if run.jobs_done < run.jobs_planned {
+        return Ok(Vec::new());
+    }
+    let mut written = Vec::new();
+    for t in &run.tables {
+        if let Some(m) = write_manifest_if_complete(control, store, run_id, &t.source).await? {
+            written.push(m);
+        }
+    }
+    Ok(written)
+}
+
 /// Writes `table`'s manifest of `run_id` when every one of its archive
 /// jobs is done, and aborts the uploads crashed workers left; `Ok(None)`
 /// while jobs remain. Any worker (or `archive --run`) may call it: the
@@ -304,8 +328,7 @@ impl Worker {
         if let Some(store) = &self.archive {
             // A failure here leaves the run without its manifest, which
             // `backfill archive --run` writes when run again.
-            if let Err(e) =
-                write_manifest_if_complete(&self.control, store, &job.run_id, &job.table).await
+            if let Err(e) = write_manifests_if_run_complete(&self.control, store, &job.run_id).await
             {
                 tracing::warn!(error = %e, "writing the archive manifest failed; `backfill archive --run {}` writes it", job.run_id);
             }
