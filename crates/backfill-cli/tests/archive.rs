@@ -300,7 +300,23 @@ async fn a_worker_killed_mid_archive_loses_no_part_and_leaves_no_half_part() -> 
         .await?;
     let target = stack.target("big");
     stack.create_target(&target, ("id", T::N), None).await?;
-    let mut cfg = stack.config(vec![table(src.clone(), target, &["id"], None)]);
+    // A second table in the same run: the run's last job writes both
+    // tables' manifests.
+    let small = stack.source("small");
+    stack
+        .sql(&format!(
+            "CREATE TABLE {small} (k text PRIMARY KEY, n int); \
+             INSERT INTO {small} SELECT 'k' || g, g FROM generate_series(1, 10) g; ANALYZE {small};"
+        ))
+        .await?;
+    let small_target = stack.target("small");
+    stack
+        .create_target(&small_target, ("k", T::S), None)
+        .await?;
+    let mut cfg = stack.config(vec![
+        table(src.clone(), target, &["id"], None),
+        table(small.clone(), small_target, &["k"], None),
+    ]);
     cfg.producer.rows_per_job = 6000;
     cfg.worker.page_rows = 50;
     let bucket = with_archive(&stack, &mut cfg);
@@ -352,6 +368,7 @@ async fn a_worker_killed_mid_archive_loses_no_part_and_leaves_no_half_part() -> 
     );
     let (code, out, err) = backfill(&path, &["archive", "verify", "--run", "k1"]).await?;
     assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("{small}: part")), "{out}");
     let uploads = stack
         .aws
         .s3

@@ -8,13 +8,9 @@
 //! line clipped, so the item stays far below DynamoDB's 400 KB; the counts
 //! are never capped.
 
-use std::collections::HashMap;
-
-use backfill_aws::RetryPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::records::Item;
-use crate::{get_s, run_pk, s, ControlError, ControlTable};
+use crate::{ControlError, ControlTable};
 
 const VERIFY_PREFIX: &str = "VERIFY#";
 
@@ -89,45 +85,13 @@ impl ControlTable {
         run_id: &str,
         f: &VerifyFindings,
     ) -> Result<(), ControlError> {
-        let body = serde_json::to_string(f).map_err(|e| ControlError::Corrupt {
-            table: self.table.clone(),
-            run_id: run_id.to_string(),
-            sk: verify_sk(&f.job_id),
-            reason: format!("findings: {e}"),
-        })?;
-        let item: Item = HashMap::from([
-            ("pk".to_string(), s(run_pk(run_id))),
-            ("sk".to_string(), s(verify_sk(&f.job_id))),
-            ("findings".to_string(), s(body)),
-        ]);
-        self.put(item, None, RetryPolicy::CALL).await?;
-        Ok(())
+        self.put_json(run_id, verify_sk(&f.job_id), "findings", f)
+            .await
     }
 
     /// Every verification job's findings of a run, in job-id order.
     pub async fn findings(&self, run_id: &str) -> Result<Vec<VerifyFindings>, ControlError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :v)")
-            .expression_attribute_values(":pk", s(run_pk(run_id)))
-            .expression_attribute_values(":v", s(VERIFY_PREFIX))
-            .consistent_read(true);
-        self.query_all(query)
-            .await?
-            .iter()
-            .map(|item| {
-                let sk = get_s(item, "sk").unwrap_or_default();
-                let body = get_s(item, "findings").unwrap_or_default();
-                serde_json::from_str(&body).map_err(|e| ControlError::Corrupt {
-                    table: self.table.clone(),
-                    run_id: run_id.to_string(),
-                    sk,
-                    reason: format!("findings: {e}"),
-                })
-            })
-            .collect()
+        self.query_json(run_id, VERIFY_PREFIX, "findings").await
     }
 }
 

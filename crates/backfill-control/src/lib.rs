@@ -41,6 +41,7 @@ mod findings;
 mod fleet;
 mod handback;
 mod jobs;
+mod json_records;
 mod parts;
 mod records;
 mod rejects;

@@ -7,13 +7,9 @@
 //! and a job re-run after a crash replaces its own record and object (the
 //! object key is the job's, so a retry never leaves two parts of a range).
 
-use std::collections::HashMap;
-
-use backfill_aws::RetryPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::records::Item;
-use crate::{get_s, run_pk, s, ControlError, ControlTable};
+use crate::{ControlError, ControlTable};
 
 const PART_PREFIX: &str = "PART#";
 
@@ -49,44 +45,11 @@ fn part_sk(job_id: &str) -> String {
 impl ControlTable {
     /// Stores (or replaces) an archive job's part.
     pub async fn record_part(&self, run_id: &str, p: &ArchivePart) -> Result<(), ControlError> {
-        let body = serde_json::to_string(p).map_err(|e| ControlError::Corrupt {
-            table: self.table.clone(),
-            run_id: run_id.to_string(),
-            sk: part_sk(&p.job_id),
-            reason: format!("part: {e}"),
-        })?;
-        let item: Item = HashMap::from([
-            ("pk".to_string(), s(run_pk(run_id))),
-            ("sk".to_string(), s(part_sk(&p.job_id))),
-            ("part".to_string(), s(body)),
-        ]);
-        self.put(item, None, RetryPolicy::CALL).await?;
-        Ok(())
+        self.put_json(run_id, part_sk(&p.job_id), "part", p).await
     }
 
     /// Every recorded part of a run, in job-id order.
     pub async fn parts(&self, run_id: &str) -> Result<Vec<ArchivePart>, ControlError> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :v)")
-            .expression_attribute_values(":pk", s(run_pk(run_id)))
-            .expression_attribute_values(":v", s(PART_PREFIX))
-            .consistent_read(true);
-        self.query_all(query)
-            .await?
-            .iter()
-            .map(|item| {
-                let sk = get_s(item, "sk").unwrap_or_default();
-                let body = get_s(item, "part").unwrap_or_default();
-                serde_json::from_str(&body).map_err(|e| ControlError::Corrupt {
-                    table: self.table.clone(),
-                    run_id: run_id.to_string(),
-                    sk,
-                    reason: format!("part: {e}"),
-                })
-            })
-            .collect()
+        self.query_json(run_id, PART_PREFIX, "part").await
     }
 }
