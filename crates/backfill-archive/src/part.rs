@@ -105,15 +105,8 @@ impl PartSink {
                     .await?
             }
             Some(mut u) => {
-                let sent = async {
-                    u.part(body).await?;
-                    Ok::<_, StoreError>(u)
-                }
-                .await;
-                match sent {
-                    Ok(u) => u.complete().await?,
-                    Err(e) => return Err(e.into()),
-                }
+                u.part(body).await?;
+                u.complete().await?;
             }
         }
         Ok(WrittenPart {

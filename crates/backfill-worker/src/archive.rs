@@ -11,7 +11,7 @@
 use backfill_archive::file::PartOptions;
 use backfill_archive::manifest::{Manifest, ManifestColumn, ManifestPart};
 use backfill_archive::part::{PartError, PartSink};
-use backfill_archive::store::ArchiveStore;
+use backfill_archive::store::{ArchiveStore, StoreError};
 use backfill_archive::types::{archive_schema, ArchiveSchema};
 use backfill_control::{ArchivePart, JobState};
 use backfill_job::{display_key, JobMessage};
@@ -29,6 +29,15 @@ impl Worker {
     pub fn with_archive(mut self, store: ArchiveStore) -> Self {
         self.archive = Some(store);
         self
+    }
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError::Archive {
+            retryable: e.retryable,
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -270,11 +279,7 @@ pub async fn write_manifest_if_complete(
     .map_err(|e| invalid(e.to_string()))?;
     let aborted = store
         .abort_stale_uploads(&store.run_dir(table, run_id))
-        .await
-        .map_err(|e| JobError::Archive {
-            retryable: e.retryable,
-            reason: e.to_string(),
-        })?;
+        .await?;
     if aborted > 0 {
         tracing::info!(
             aborted,
@@ -284,11 +289,7 @@ pub async fn write_manifest_if_complete(
     let body = serde_json::to_vec_pretty(&manifest).map_err(|e| invalid(e.to_string()))?;
     store
         .put(&store.manifest_key(table, run_id), body, "application/json")
-        .await
-        .map_err(|e| JobError::Archive {
-            retryable: e.retryable,
-            reason: e.to_string(),
-        })?;
+        .await?;
     tracing::info!(
         table,
         parts = manifest.parts.len(),

@@ -213,8 +213,24 @@ async fn range_digest(
     archived: &ArchiveSchema,
     range: &KeyRange,
 ) -> Result<ItemDigest> {
-    let query = PageQuery::new(schema, range);
     let mut d = ItemDigest::default();
+    for_each_row(source, schema, archived, range, |_, cells| {
+        add_row(&mut d, &cells)
+    })
+    .await?;
+    Ok(d)
+}
+
+/// Calls `f` with each row of `range` in the source now and its cells as
+/// the archive stores them, a page at a time.
+pub(super) async fn for_each_row(
+    source: &PgSource,
+    schema: &TableSchema,
+    archived: &ArchiveSchema,
+    range: &KeyRange,
+    mut f: impl FnMut(&backfill_source::SourceRow, Vec<backfill_archive::Cell>),
+) -> Result<()> {
+    let query = PageQuery::new(schema, range);
     let mut after = None;
     loop {
         let page = source
@@ -228,10 +244,10 @@ async fn range_digest(
                     backfill_job::display_key(&row.key)
                 )
             })?;
-            add_row(&mut d, &cells);
+            f(row, cells);
         }
         if (page.len() as u32) < PAGE_ROWS {
-            return Ok(d);
+            return Ok(());
         }
         after = page.last().map(|r| r.key.clone());
     }

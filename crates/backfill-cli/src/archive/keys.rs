@@ -12,12 +12,12 @@ use backfill_archive::file::PartReader;
 use backfill_archive::types::ArchiveSchema;
 use backfill_archive::Cell;
 use backfill_job::{display_key, KeyRange};
-use backfill_source::reader::PageQuery;
 use backfill_source::{PgSource, TableSchema};
+
+use super::check::for_each_row;
 
 /// Differences listed per part at most; the counts go on.
 const MAX_LISTED: usize = 20;
-const PAGE_ROWS: u32 = 2_000;
 
 /// A key's cells as one string: the same cells give the same string.
 fn key_of(schema: &TableSchema, cells: &[Cell]) -> String {
@@ -55,34 +55,23 @@ pub(super) async fn key_differences(
     }
     let (mut missing, mut changed) = (0usize, 0usize);
     let mut lines = Vec::new();
-    let query = PageQuery::new(schema, range);
-    let mut after = None;
-    loop {
-        let page = source
-            .read_page(schema, &query, after.as_ref(), PAGE_ROWS)
-            .await?;
-        for row in &page {
-            let cells = backfill_archive::cell::row_cells(archived, row)?;
-            let what = match archived_rows.remove(&key_of(schema, &cells)) {
-                None => {
-                    missing += 1;
-                    "not in the archive"
-                }
-                Some(h) if h != row_hash(&cells) => {
-                    changed += 1;
-                    "changed since it was archived"
-                }
-                Some(_) => continue,
-            };
-            if lines.len() < MAX_LISTED {
-                lines.push(format!("key {} {what}", display_key(&row.key)));
+    for_each_row(source, schema, archived, range, |row, cells| {
+        let what = match archived_rows.remove(&key_of(schema, &cells)) {
+            None => {
+                missing += 1;
+                "not in the archive"
             }
+            Some(h) if h != row_hash(&cells) => {
+                changed += 1;
+                "changed since it was archived"
+            }
+            Some(_) => return,
+        };
+        if lines.len() < MAX_LISTED {
+            lines.push(format!("key {} {what}", display_key(&row.key)));
         }
-        if (page.len() as u32) < PAGE_ROWS {
-            break;
-        }
-        after = page.last().map(|r| r.key.clone());
-    }
+    })
+    .await?;
     let mut gone: Vec<&String> = archived_rows.keys().collect();
     gone.sort();
     for k in gone.iter().take(MAX_LISTED.saturating_sub(lines.len())) {
