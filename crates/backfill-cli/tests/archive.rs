@@ -9,11 +9,10 @@ use aws_sdk_dynamodb::types::ScalarAttributeType as T;
 use backfill_config::{ArchiveConfig, BackfillConfig};
 use backfill_testkit::corpus::corpus;
 use backfill_testkit::{config_toml, table, unique, TestStack};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod common;
 
-use common::{backfill, spawn_worker};
+use common::{backfill, spawn_worker, wait_for_job_start};
 
 fn with_archive(stack: &TestStack, cfg: &mut BackfillConfig) -> String {
     let bucket = unique("arch").replace('_', "-").to_lowercase();
@@ -330,18 +329,10 @@ async fn a_worker_killed_mid_archive_loses_no_part_and_leaves_no_half_part() -> 
     assert_eq!(code, 0, "{out}{err}");
 
     let mut first = spawn_worker(&path, &[])?;
-    let stderr = first.stderr.take().context("stderr is piped")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let started = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("job started") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(started, Ok(true)), "the first worker took no job");
+    assert!(
+        wait_for_job_start(&mut first).await?,
+        "the first worker took no job"
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
     first.kill().await?;
     let dir = format!("{}/{src}/run=k1/", stack.name);

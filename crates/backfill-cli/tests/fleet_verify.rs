@@ -3,16 +3,13 @@
 //! like copy jobs, `verify report --run V` names every planted difference
 //! by key, and a worker killed mid-verification loses no range.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::{AttributeValue as A, ScalarAttributeType as T};
 use backfill_testkit::{config_toml, table, TestStack};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 mod common;
 
-use common::{backfill, spawn_worker};
+use common::{backfill, spawn_worker, wait_for_job_start};
 
 /// A copied table, then one of each difference planted: the item of
 /// `k5` deleted (missing), an item no row produces (extra), row `k7`
@@ -83,18 +80,10 @@ async fn a_fleet_verification_names_each_planted_difference_by_key() -> Result<(
     let slow_path = std::env::temp_dir().join(format!("{}-slow.toml", stack.name));
     std::fs::write(&slow_path, config_toml(&slow))?;
     let mut first = spawn_worker(&slow_path, &[])?;
-    let stderr = first.stderr.take().context("stderr is piped")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let started = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("job started") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(started, Ok(true)), "the first worker took no job");
+    assert!(
+        wait_for_job_start(&mut first).await?,
+        "the first worker took no job"
+    );
     first.kill().await?;
     let (code, _, err) = backfill(&path, &["work", "--until-idle"]).await?;
     assert_eq!(code, 0, "{err}");

@@ -89,3 +89,20 @@ pub async fn wait_for_pages(
         ),
     }
 }
+
+/// Waits (at most 60 s) until a spawned worker logs that it started a
+/// job; whether it did. The rest of its log is left unread.
+pub async fn wait_for_job_start(worker: &mut Child) -> Result<bool> {
+    let stderr = worker.stderr.take().context("stderr is piped")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let started = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("job started") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    Ok(matches!(started, Ok(true)))
+}
