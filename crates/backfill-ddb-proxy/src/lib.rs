@@ -155,6 +155,11 @@ pub struct ProxyConfig {
     /// `burst_secs` are not used, and writes over what the table absorbs
     /// are throttled with `TableWriteMaxOnDemandThroughputExceeded`.
     pub on_demand: Option<OnDemand>,
+    /// The table whose capacity this is. Writes that name another table
+    /// (a worker's control table, which has capacity of its own) are
+    /// forwarded unpriced and uncounted, so the counters hold the target's
+    /// writes alone. `None`: every write is priced as the one table's.
+    pub table: Option<String>,
 }
 
 /// Failures the proxy injects on purpose, for fault-injection tests.
@@ -186,6 +191,7 @@ impl ProxyConfig {
             partition_wcu_per_sec: PARTITION_MAX_WCU,
             partition_burst_secs: DEFAULT_PARTITION_BURST_SECS,
             on_demand: None,
+            table: None,
         }
     }
 

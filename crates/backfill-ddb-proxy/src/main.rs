@@ -69,6 +69,10 @@ struct Args {
     /// Seconds an on-demand table remembers its peak.
     #[arg(long, default_value_t = DEFAULT_PEAK_WINDOW.as_secs_f64(), requires = "on_demand")]
     on_demand_peak_window_secs: f64,
+    /// The table whose capacity this is; writes to other tables pass
+    /// unpriced and uncounted (default: every write is priced).
+    #[arg(long)]
+    table: Option<String>,
 }
 
 #[tokio::main]
@@ -95,6 +99,7 @@ async fn main() -> ExitCode {
         partition_wcu_per_sec: args.partition_wcu,
         partition_burst_secs: args.partition_burst_secs,
         on_demand: None,
+        table: args.table,
     };
     let cfg = if args.on_demand {
         let Ok(peak_window) = Duration::try_from_secs_f64(args.on_demand_peak_window_secs) else {

@@ -61,9 +61,15 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     /// Requests seen, for choosing which ones fail.
     fault_draws: AtomicU64,
+    table: Option<String>,
 }
 
 impl Shared {
+    /// Whether writes to `table` pay this proxy's capacity.
+    pub(crate) fn prices(&self, table: &str) -> bool {
+        self.table.as_deref().is_none_or(|t| t == table)
+    }
+
     pub(crate) fn new(cfg: &ProxyConfig) -> Result<Shared, ProxyError> {
         let rate = cfg.write_capacity_per_sec;
         if !(rate.is_finite() && rate >= 0.0) {
@@ -122,6 +128,7 @@ impl Shared {
             request_ids: AtomicU64::new(0),
             faults: cfg.faults,
             fault_draws: AtomicU64::new(0),
+            table: cfg.table.clone(),
         })
     }
 }

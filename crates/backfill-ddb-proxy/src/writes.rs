@@ -23,6 +23,13 @@ pub(crate) async fn single_write(
     body: Bytes,
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
     let json = parse_body(&body)?;
+    if !shared.prices(table_name(&json)) {
+        return Ok(relay(
+            shared,
+            forward(shared, parts, body, None).await?,
+            None,
+        ));
+    }
     let cost = single_write_cost(op, &json)?;
     let charge = Charge {
         cost,
@@ -74,6 +81,15 @@ pub(crate) async fn batch_write(
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
     let json = parse_body(&body)?;
     let batch = BatchWrite::parse(&json)?;
+    // A batch pays when it writes the priced table at all (a worker's
+    // batches each name one table).
+    if !batch.entries.iter().any(|e| shared.prices(&e.table)) {
+        return Ok(relay(
+            shared,
+            forward(shared, parts, body, None).await?,
+            None,
+        ));
+    }
     let charges: Vec<Charge> = batch
         .entries
         .iter()

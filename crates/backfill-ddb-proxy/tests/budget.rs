@@ -340,3 +340,63 @@ async fn blackhole_answers_writes_without_forwarding() {
     p.shutdown().await;
     drop_table(&name).await;
 }
+
+/// A worker's control table has capacity of its own: writes that name
+/// another table than the priced one pass unpriced and uncounted, even
+/// far over the priced table's budget, and are really written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_another_table_pass_unpriced() {
+    let priced = table("priced").await;
+    let other = table("other").await;
+    let p = start(ProxyConfig {
+        burst_secs: 1.0,
+        table: Some(priced.clone()),
+        ..ProxyConfig::new(default_upstream(), 1.0)
+    })
+    .await
+    .unwrap();
+    let ddb = client(&p.url).await;
+    // 30 WCU of singles and a 25-item batch of 3 KB (75 WCU) into the
+    // other table, at a priced budget of 1 WCU/s: none is refused.
+    for i in 0..30 {
+        ddb.put_item()
+            .table_name(&other)
+            .set_item(Some(to_item(&sized_item(&format!("s{i}"), 512, false))))
+            .send()
+            .await
+            .unwrap();
+    }
+    let writes: Vec<WriteRequest> = (0..25)
+        .map(|i| put_request(to_item(&sized_item(&format!("b{i}"), 3000, false))))
+        .collect();
+    let out = ddb
+        .batch_write_item()
+        .request_items(&other, writes)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.unprocessed_items().is_none_or(|u| u.is_empty()));
+    assert_eq!(count(&other).await, 55);
+    assert_eq!(p.counters.accepted_wcu(), 0.0);
+    assert_eq!(p.counters.throttled_requests(), 0);
+
+    // The priced table still pays: a second 1 KB put within the same
+    // second is over its 1 WCU/s.
+    let put = |id: &'static str| {
+        ddb.put_item()
+            .table_name(&priced)
+            .set_item(Some(to_item(&sized_item(id, 512, false))))
+            .send()
+    };
+    put("a").await.unwrap();
+    let refused = put("b").await.expect_err("over the priced table's budget");
+    assert!(
+        format!("{:?}", refused).contains("ProvisionedThroughputExceeded"),
+        "{refused:?}"
+    );
+    assert_eq!(p.counters.accepted_wcu(), 1.0);
+    assert_eq!(p.counters.throttled_requests(), 1);
+    p.shutdown().await;
+    drop_table(&priced).await;
+    drop_table(&other).await;
+}

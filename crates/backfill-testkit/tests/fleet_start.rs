@@ -35,6 +35,7 @@ async fn eight_workers_started_at_once_ask_for_no_more_than_the_budget_and_its_b
         burst_secs: 1.0,
         mode: Mode::BlackholeBatches,
         partition_key: Some("id".into()),
+        table: Some(target.clone()),
         ..ProxyConfig::new(stack.env.dynamodb_url.clone(), BUDGET)
     })
     .await?;
