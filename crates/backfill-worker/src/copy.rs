@@ -1,6 +1,6 @@
 //! Copying one job's range: keyset pages from Postgres, mapped to items,
-//! written to DynamoDB. The next page is read while the current one is
-//! written (a channel of one page bounds the memory to two pages).
+//! written to DynamoDB, in one lane or, for a clustered table, one lane per
+//! stripe (`pages`). Here: the job's set-up, and what a page goes through.
 
 use std::collections::HashMap;
 
@@ -11,10 +11,9 @@ use backfill_item::{Item, ItemMapper, MapError, ShapedItem};
 use backfill_job::{JobMessage, KeyTuple};
 use backfill_source::reader::PageQuery;
 use backfill_source::{SourceRow, TableRef};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::handback::{maybe_hand_back, HandBacks};
+use crate::pages::{merge, JobCopy, Lane};
 use crate::{JobError, Worker};
 
 /// How far a job got.
@@ -40,17 +39,17 @@ pub struct CopyProgress {
 }
 
 /// Rejects a job may have after `rows` rows before it fails.
-fn reject_limit(cfg: &backfill_config::WorkerConfig, rows: u64) -> u64 {
+pub(crate) fn reject_limit(cfg: &backfill_config::WorkerConfig, rows: u64) -> u64 {
     let by_fraction = (rows as f64 * cfg.max_reject_fraction).floor() as u64;
     by_fraction.max(cfg.reject_allowance)
 }
 
 /// Item key ids of a job's rows (already hashes: hashed again by identity).
-type Claimed = HashMap<u128, KeyTuple, std::hash::BuildHasherDefault<IdHasher>>;
+pub(crate) type Claimed = HashMap<u128, KeyTuple, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A hasher for keys that are already uniform hashes: their low 64 bits.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -100,7 +99,7 @@ type Split = (
 /// (an unmappable value, or an item key an earlier row of the job already
 /// has) with every problem. A mapping that fails for the table, not the
 /// row, fails the job.
-fn split_rejects(
+pub(crate) fn split_rejects(
     mapper: &ItemMapper,
     page: Vec<SourceRow>,
     claimed: &mut Claimed,
@@ -156,9 +155,9 @@ pub(crate) async fn copy_range(
     schema.check_job_key(&job.key_columns)?;
     schema.check_key_types()?;
     let mapper = ItemMapper::new(tcfg, &schema)?;
-    let query = PageQuery::new(&schema, &job.range);
     // A resumed job goes on in key order from its checkpoint; a fresh one
-    // of a clustered table reads interleaved stripes (and checkpoints none).
+    // of a clustered table copies its stripes side by side (and
+    // checkpoints none).
     let stripes = if checkpoint.is_none()
         && w.cfg.worker.stripes > 1
         && crate::stripes::clusters(&schema, &mapper)
@@ -168,71 +167,29 @@ pub(crate) async fn copy_range(
     } else {
         Vec::new()
     };
-    let striped = stripes.len() > 1;
-    if striped {
-        tracing::debug!(stripes = stripes.len(), "reading interleaved stripes");
+    let cx = JobCopy::new(w, job, tcfg, &schema, &mapper, cancel);
+    let wc = &w.cfg.worker;
+    if stripes.len() > 1 {
+        // One lane per stripe, side by side, each with its part of the
+        // job's page and write concurrency.
+        let n = stripes.len();
+        tracing::debug!(stripes = n, "copying stripes side by side");
+        let lanes = stripes.iter().map(|range| {
+            cx.run(
+                Lane {
+                    query: PageQuery::new(&schema, range),
+                    start_after: None,
+                    checkpoint: false,
+                    hand_back: false,
+                    page_rows: (wc.page_rows / n as u32).max(1),
+                    write_concurrency: wc.write_concurrency.div_ceil(n),
+                },
+                CopyProgress::default(),
+            )
+        });
+        // The first lane to fail stops the others (they are dropped).
+        return Ok(merge(futures::future::try_join_all(lanes).await?));
     }
-    let page_rows = w.cfg.worker.page_rows;
-    let page_bytes = w.cfg.worker.page_bytes;
-
-    // Reader task: pages in key order into a channel of one, so reading the
-    // next page overlaps with writing this one.
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<SourceRow>, JobError>>(1);
-    // A resumed job starts after its checkpoint: the rows before it are not read again.
-    let start_after = checkpoint.as_ref().map(|c| c.last_key.clone());
-    // It owns the sender, so the channel closes when it stops.
-    let reader = {
-        let (schema, query, stripes) = (&schema, &query, &stripes);
-        async move {
-            if striped {
-                return crate::stripes::read_striped(w, job, schema, stripes, tx, cancel).await;
-            }
-            let mut after: Option<KeyTuple> = start_after;
-            // Pages are sized in bytes as well as rows, so big rows make
-            // small pages: the first is small, later ones follow the rows seen.
-            let mut limit = page_rows.min(FIRST_PAGE_ROWS);
-            let mut hand_backs = HandBacks::new(job.range.clone(), job.cuts.clone());
-            let mut narrowed: Option<PageQuery> = None;
-            loop {
-                if cancel.is_cancelled() || !w.source_open(cancel).await {
-                    return;
-                }
-                let at = after.as_ref();
-                if let Some(q) = maybe_hand_back(w, job, &mut hand_backs, schema, at).await {
-                    narrowed = Some(q);
-                }
-                let query = narrowed.as_ref().unwrap_or(query);
-                let page = w
-                    .source
-                    .read_page(schema, query, after.as_ref(), limit)
-                    .await;
-                let page = match page {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                w.metrics.rows_read(&job.table, page.len() as u64);
-                // Fewer rows than asked for: the range is exhausted.
-                let last = page.len() < limit as usize;
-                after = page.last().map(|r| r.key.clone());
-                limit = next_page_rows(&page, page_rows, page_bytes);
-                if page.is_empty() || tx.send(Ok(page)).await.is_err() || last {
-                    return;
-                }
-            }
-        }
-    };
-    // The reader runs beside the writer below; when the writer stops (done,
-    // failed or cancelled) the reader is dropped wherever it is.
-    let reader = async {
-        reader.await;
-        std::future::pending::<()>().await
-    };
-    tokio::pin!(reader);
-
-    let shape = mapper.shape();
     let mut progress = CopyProgress::default();
     if let Some(ck) = &checkpoint {
         progress.rows = ck.rows;
@@ -242,173 +199,15 @@ pub(crate) async fn copy_range(
             sum: ck.digest_sum,
         };
     }
-    // The item key of every row of this attempt, with the row's key: two
-    // rows that would be one item are caught here, not merged in DynamoDB.
-    let mut claimed: Claimed = HashMap::default();
-    // The first reject, to name in the error when there are too many.
-    let mut first_reject: Option<String> = None;
-    let writer = async {
-        loop {
-            if cancel.is_cancelled() {
-                break Ok(());
-            }
-            let page = match rx.recv().await {
-                None => {
-                    progress.complete = !cancel.is_cancelled();
-                    break Ok(());
-                }
-                Some(Err(e)) => break Err(e),
-                Some(Ok(p)) => p,
-            };
-            // The rows move into their items; only the keys stay, for the
-            // checkpoint and for naming an item that is too big.
-            let rows_in_page = page.len() as u64;
-            // Items are made in the job's shape (values in name order, no
-            // map per item), which the digest, the size and the body writer
-            // walk directly.
-            // A row that cannot become an item is a reject: recorded, and
-            // the rest of the page is written.
-            let page_last = page.last().map(|r| r.key.clone());
-            let (keys, items, mut rejects) =
-                match split_rejects(&mapper, page, &mut claimed, &tcfg.source) {
-                    Ok(split) => split,
-                    Err(e) => break Err(e),
-                };
-            let Fitted { items, pointers } = match fit_items(
-                w,
-                tcfg,
-                &mapper,
-                items,
-                &keys,
-                &mut rejects,
-                &mut progress.digest,
-            )
-            .await
-            {
-                Ok(fitted) => fitted,
-                Err(e) => break Err(e),
-            };
-            let rows_in_items = (items.len() + pointers.len()) as u64;
-            progress.rejects += rejects.len() as u64;
-            if first_reject.is_none() {
-                first_reject = rejects.first().map(|(key, problems)| {
-                    let why: Vec<String> = problems
-                        .iter()
-                        .map(|p| format!("column {}: {}", p.column, p.reason))
-                        .collect();
-                    format!("key {}, {}", backfill_job::display_key(key), why.join("; "))
-                });
-            }
-            if let Err(e) = w.control.record_rejects(job, &w.worker_id, rejects).await {
-                break Err(e.into());
-            }
-            // Too many rejects is a wrong mapping, not bad rows: stop early.
-            let limit = reject_limit(&w.cfg.worker, progress.rows_read + rows_in_page);
-            if progress.rejects > limit {
-                break Err(JobError::TooManyRejects {
-                    table: job.table.clone(),
-                    rejects: progress.rejects,
-                    rows: progress.rows_read + rows_in_page,
-                    limit,
-                    first: first_reject.clone().unwrap_or_default(),
-                });
-            }
-            // Only the items to read back are kept (as maps, to compare
-            // with what is read); the rest move into the write. Positions
-            // count the shaped items, then the pointers.
-            let sample: Vec<(usize, Item)> = verify_sample(
-                w.cfg.worker.verify_sample_rate,
-                items.len() + pointers.len(),
-            )
-            .into_iter()
-            .filter_map(|i| match items.get(i) {
-                Some((item, _)) => Some((i, shape.to_item(item))),
-                None => pointers
-                    .get(i - items.len())
-                    .map(|(item, _)| (i, item.clone())),
-            })
-            .collect();
-            let sink = w.sink_for(&tcfg.target, &mapper.partition_key().attribute);
-            let written = match mapper.version_attribute() {
-                Some(version) => {
-                    let all = items
-                        .into_iter()
-                        .map(|(item, wcu)| (shape.into_item(item), wcu))
-                        .chain(pointers)
-                        .collect();
-                    sink.put_items_if_newer(
-                        &tcfg.target,
-                        all,
-                        &mapper.partition_key().attribute,
-                        version,
-                        w.cfg.worker.write_concurrency * backfill_dynamo::MAX_BATCH_ITEMS,
-                    )
-                    .await
-                }
-                None => {
-                    let concurrency = w.cfg.worker.write_concurrency;
-                    async {
-                        let mut total = sink
-                            .put_shaped_estimated(&tcfg.target, shape, items, concurrency)
-                            .await?;
-                        if !pointers.is_empty() {
-                            let o = sink
-                                .put_items_estimated(&tcfg.target, pointers, concurrency)
-                                .await?;
-                            total.add(&o);
-                        }
-                        Ok(total)
-                    }
-                    .await
-                }
-            };
-            let written = match written {
-                Ok(o) => o,
-                Err(e) => break Err(e.into()),
-            };
-            w.metrics.write(
-                &tcfg.target,
-                written.consumed_wcu,
-                u64::from(written.throttled),
-                u64::from(written.retries),
-            );
-            w.metrics
-                .key_range_throttles(&tcfg.target, u64::from(written.throttled_key_range));
-            let rows_now = rows_in_items.saturating_sub(written.skipped_newer as u64);
-            w.metrics.rows_written(&job.table, rows_now);
-            progress.skipped_newer += written.skipped_newer as u64;
-            match verify_page(w, &tcfg.target, &mapper, sample, &written.skipped_indexes).await {
-                Ok(n) => {
-                    progress.verified += n;
-                    w.metrics.items_verified(&job.table, n);
-                }
-                Err(e) => break Err(e),
-            }
-            progress.rows += rows_in_items;
-            progress.rows_read += rows_in_page;
-            progress.last_key = page_last;
-            // The page is durable and verified: record how far the job got,
-            // so a redelivery resumes here instead of at the start. (A
-            // striped job's pages are no prefix of its range.)
-            if let (Some(last_key), false) = (&progress.last_key, striped) {
-                let ck = Checkpoint {
-                    last_key: last_key.clone(),
-                    rows: progress.rows,
-                    digest_count: progress.digest.count,
-                    digest_sum: progress.digest.sum,
-                };
-                if let Err(e) = w.control.checkpoint(job, &w.worker_id, &ck).await {
-                    break Err(e.into());
-                }
-            }
-            tracing::debug!(rows = progress.rows, "page written");
-        }
+    let lane = Lane {
+        query: PageQuery::new(&schema, &job.range),
+        start_after: checkpoint.map(|c| c.last_key),
+        checkpoint: true,
+        hand_back: true,
+        page_rows: wc.page_rows,
+        write_concurrency: wc.write_concurrency,
     };
-    let result = tokio::select! {
-        r = writer => r,
-        _ = &mut reader => unreachable!("the reader future never completes"),
-    };
-    result.map(|()| progress)
+    cx.run(lane, progress).await
 }
 
 /// The rows of a job's first page, before any row size is known.
@@ -429,7 +228,7 @@ pub(crate) fn next_page_rows(page: &[SourceRow], page_rows: u32, page_bytes: u64
 /// what its row should produce. Items skipped as newer are not compared, and
 /// neither is one whose version grew in between: the application wrote it
 /// after us, which conditional writes allow.
-async fn verify_page(
+pub(crate) async fn verify_page(
     w: &Worker,
     target: &str,
     mapper: &ItemMapper,
@@ -484,7 +283,7 @@ async fn verify_page(
 
 /// The positions of the items of a page to read back after writing (each
 /// with probability `rate`), chosen before the page moves into the write.
-fn verify_sample(rate: f64, len: usize) -> Vec<usize> {
+pub(crate) fn verify_sample(rate: f64, len: usize) -> Vec<usize> {
     if rate <= 0.0 {
         return Vec::new();
     }
@@ -494,11 +293,11 @@ fn verify_sample(rate: f64, len: usize) -> Vec<usize> {
 }
 
 /// A page's items ready to write, each with its write capacity estimate.
-struct Fitted {
+pub(crate) struct Fitted {
     /// The items that fit, in page order.
-    items: Vec<(ShapedItem, u64)>,
+    pub items: Vec<(ShapedItem, u64)>,
     /// Pointer items standing in for offloaded ones (not of the job's shape).
-    pointers: Vec<(Item, u64)>,
+    pub pointers: Vec<(Item, u64)>,
 }
 
 /// Items over DynamoDB's 400 KB limit (by the size upper bound, so nothing
@@ -506,7 +305,7 @@ struct Fitted {
 /// S3 whole with a pointer item in their place, as the table's config says.
 /// Each item comes out with its write capacity estimate, from the same
 /// size, so the sink need not size the items again.
-async fn fit_items(
+pub(crate) async fn fit_items(
     w: &Worker,
     tcfg: &backfill_config::TableConfig,
     mapper: &ItemMapper,

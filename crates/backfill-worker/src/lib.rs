@@ -30,6 +30,7 @@ mod gate;
 mod handback;
 pub mod heartbeat;
 mod outcome;
+mod pages;
 pub mod policy;
 mod preflight;
 mod rejects;
