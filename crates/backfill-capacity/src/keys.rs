@@ -23,6 +23,12 @@ const MIN_FACTOR: f64 = 0.02;
 const DECREASE: f64 = 0.5;
 /// Additive increase of the factor per second without a throttle.
 const INCREASE_PER_SEC: f64 = 0.1;
+/// A key not throttled for this long doubles its rate every second on top
+/// (it probes): once the keys that crowded its partition are done, a key
+/// slowed to a twentieth of the cap took ten seconds to come back, and the
+/// last jobs of a clustered run wrote at a fraction of the budget for
+/// that long.
+const QUIET: Duration = Duration::from_secs(1);
 /// A key may bank this much time of its rate (a short burst).
 const TOLERANCE: Duration = Duration::from_millis(100);
 /// Keys idle this long with a full factor are forgotten.
@@ -36,6 +42,7 @@ struct KeyState {
     tat: Instant,
     factor: f64,
     last_change: Instant,
+    last_throttle: Instant,
     throttles: u64,
     /// The key as a person reads it, kept once the key was throttled.
     label: Option<String>,
@@ -52,6 +59,7 @@ impl KeyState {
             tat: now,
             factor: 1.0,
             last_change: now,
+            last_throttle: now,
             throttles: 0,
             label: None,
             window_start: now,
@@ -82,10 +90,13 @@ impl KeyState {
 
     fn recover(&mut self, now: Instant) {
         if self.factor < 1.0 {
-            let secs = now
-                .saturating_duration_since(self.last_change)
+            let from = self.last_change;
+            let secs = now.saturating_duration_since(from).as_secs_f64();
+            // The part of this step after the key had been quiet for QUIET.
+            let fast = now
+                .saturating_duration_since((self.last_throttle + QUIET).max(from))
                 .as_secs_f64();
-            self.factor = (self.factor + INCREASE_PER_SEC * secs).min(1.0);
+            self.factor = (self.factor * fast.exp2() + INCREASE_PER_SEC * secs).min(1.0);
             self.last_change = now;
         }
     }
@@ -168,6 +179,26 @@ impl KeyPacer {
     /// its ceiling: a key written at a tenth of the cap and halved from the
     /// cap would not slow at all).
     pub fn on_throttle(&self, key: u64, now: Instant) {
+        self.slow(key, DECREASE, now);
+    }
+
+    /// DynamoDB took only `accepted` (0 to 1) of what was sent of `key`
+    /// and left the rest unprocessed: the key's partition let through that
+    /// share of the rate the key was written at, so the key goes on at
+    /// that share (at most halved). Halving on every partial answer cut
+    /// the keys of a partition that was a few percent over its limit to
+    /// half, all of them within the same second, and the partition idled
+    /// while they recovered.
+    pub fn on_partial(&self, key: u64, accepted: f64, now: Instant) {
+        let by = if accepted.is_finite() {
+            accepted.clamp(DECREASE, 1.0)
+        } else {
+            DECREASE
+        };
+        self.slow(key, by, now);
+    }
+
+    fn slow(&self, key: u64, by: f64, now: Instant) {
         let cap = self.cap;
         let mut keys = self.lock();
         let k = keys.map.entry(key).or_insert_with(|| KeyState::new(now));
@@ -178,8 +209,9 @@ impl KeyPacer {
         } else {
             k.factor
         };
-        k.factor = (from * DECREASE).max(MIN_FACTOR);
+        k.factor = (from * by).max(MIN_FACTOR);
         k.last_change = now;
+        k.last_throttle = now;
         k.throttles += 1;
     }
 
@@ -271,10 +303,11 @@ mod tests {
         assert_eq!(hot.len(), 1);
         assert_eq!(hot[0].label, "tenant=acme");
         assert_eq!(hot[0].throttles, 21);
-        // 0.1 of the cap per second: full again ten seconds later.
-        assert!((p.rate(7, t0 + Duration::from_secs(5)) - 520.0).abs() < 1.0);
-        assert_eq!(p.rate(7, t0 + Duration::from_secs(11)), 1000.0);
-        assert!(p.hot_keys(3, t0 + Duration::from_secs(11)).is_empty());
+        // 0.1 of the cap per second, and after a quiet second twice the
+        // rate every second on top: 0.02 * 2^4 + 0.5 five seconds later.
+        assert!((p.rate(7, t0 + Duration::from_secs(5)) - 820.0).abs() < 1.0);
+        assert_eq!(p.rate(7, t0 + Duration::from_secs(6)), 1000.0);
+        assert!(p.hot_keys(3, t0 + Duration::from_secs(6)).is_empty());
     }
 
     #[test]
@@ -295,6 +328,53 @@ mod tests {
         // A key never booked is halved from its cap.
         p.on_throttle(6, t1);
         assert_eq!(p.rate(6, t1), 500.0);
+    }
+
+    #[test]
+    fn a_key_throttled_again_recovers_additively_only() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        for _ in 0..6 {
+            p.on_throttle(3, t0);
+        }
+        // 0.02 (the floor), then +0.1 a second while throttled each 0.8 s.
+        let mut t = t0;
+        for _ in 0..5 {
+            t += Duration::from_millis(800);
+            let before = p.rate(3, t);
+            p.on_throttle(3, t);
+            assert!(
+                before < 200.0,
+                "probed fast while still throttled: {before}"
+            );
+        }
+        // Quiet from t: additive for a second, then doubling on top.
+        let halved = p.rate(3, t);
+        let r = p.rate(3, t + Duration::from_secs(1));
+        assert!((r - (halved + 100.0)).abs() < 1.0, "{halved} -> {r}");
+        assert!(p.rate(3, t + Duration::from_secs(3)) > 4.0 * halved + 200.0);
+    }
+
+    #[test]
+    fn a_partial_answer_slows_the_key_to_the_share_accepted() {
+        let p = KeyPacer::new(1000.0);
+        let t0 = Instant::now();
+        // 200 WCU/s for two seconds, then 80% of a batch taken.
+        for i in 0..20 {
+            p.reserve(&[(5, 20)], t0 + Duration::from_millis(100 * i));
+        }
+        let t1 = t0 + Duration::from_secs(2);
+        p.on_partial(5, 0.8, t1);
+        let r = p.rate(5, t1);
+        assert!((150.0..=170.0).contains(&r), "0.8 of ~200: {r}");
+        // Little taken: halved, not cut to nothing; nonsense is halved.
+        p.on_partial(6, 0.05, t1);
+        assert_eq!(p.rate(6, t1), 500.0);
+        p.on_partial(7, f64::NAN, t1);
+        assert_eq!(p.rate(7, t1), 500.0);
+        p.on_partial(8, 1.5, t1);
+        assert_eq!(p.rate(8, t1), 1000.0, "all taken: not slowed");
+        assert_eq!(p.hot_keys(10, t1).len(), 3, "5, 6 and 7");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! provisioned rate, or anything unnamed, slows the whole fleet's share
 //! ([`backfill_capacity::WriteLimiter`]).
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -129,36 +130,40 @@ impl KeyPacing {
             .collect()
     }
 
-    /// DynamoDB throttled these items' keys: slow each key once.
-    pub fn throttled<'a>(&self, items: impl Iterator<Item = &'a Item>) {
-        let now = Instant::now();
-        let mut seen = std::collections::HashSet::new();
-        for v in items.filter_map(|i| self.of_item(i)) {
-            let k = key_hash(v);
-            if seen.insert(k) {
-                self.pacer.on_throttle(k, now);
-                self.pacer.name(k, || key_label(&self.attribute, v));
-            }
-        }
-    }
-
-    /// Items DynamoDB left unprocessed, which carry no reason: few keys
-    /// are hot key ranges, and are slowed (true); more than
+    /// Items DynamoDB left unprocessed, which carry no reason, of a call
+    /// that sent `sent` (`(key, wcu)` of each item): few keys are hot key
+    /// ranges, and each is slowed to the share of it that was taken
+    /// ([`KeyPacer::on_partial`]) (true); more than
     /// [`MAX_HOT_KEYS_PER_ANSWER`] is the table's (or an on-demand
     /// table's) limit cutting the batch short, which the caller answers by
     /// slowing the fleet (false). Slowing each of those keys instead left
     /// the fleet writing at full rate into an on-demand table that absorbed
     /// a fifth of it: the fleet benchmark's on-demand case dead-lettered jobs.
-    pub fn unprocessed<'a>(&self, items: impl Iterator<Item = &'a Item> + Clone) -> bool {
-        let keys: std::collections::HashSet<u64> = items
-            .clone()
-            .filter_map(|i| self.of_item(i))
-            .map(key_hash)
-            .collect();
-        if keys.is_empty() || keys.len() > MAX_HOT_KEYS_PER_ANSWER {
+    pub fn unprocessed<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a Item, u64)>,
+        sent: &[(u64, u64)],
+    ) -> bool {
+        let mut left: HashMap<u64, (u64, &AttributeValue)> = HashMap::new();
+        for (item, wcu) in items {
+            if let Some(v) = self.of_item(item) {
+                left.entry(key_hash(v)).or_insert((0, v)).0 += wcu;
+            }
+        }
+        if left.is_empty() || left.len() > MAX_HOT_KEYS_PER_ANSWER {
             return false;
         }
-        self.throttled(items);
+        let now = Instant::now();
+        for (k, (unsent, v)) in left {
+            let of_key: u64 = sent.iter().filter(|(s, _)| *s == k).map(|(_, w)| w).sum();
+            let accepted = if of_key == 0 {
+                0.0
+            } else {
+                1.0 - unsent as f64 / of_key as f64
+            };
+            self.pacer.on_partial(k, accepted, now);
+            self.pacer.name(k, || key_label(&self.attribute, v));
+        }
         true
     }
 
@@ -187,20 +192,33 @@ mod tests {
         };
         let item = |t: &str| Item::from([("tenant".to_string(), AttributeValue::S(t.into()))]);
         let hot: Vec<Item> = ["a,\"", "a,\"", "b"].into_iter().map(item).collect();
-        assert!(pacing.unprocessed(hot.iter()));
+        let costs = |items: &[Item]| -> Vec<(u64, u64)> {
+            pacing.costs_of_items(items.iter().map(|i| (i, 1)))
+        };
+        let sent = costs(&hot);
+        assert!(pacing.unprocessed(hot.iter().map(|i| (i, 1)), &sent));
         let now = Instant::now() + std::time::Duration::from_secs(1);
         assert_eq!(pacing.pacer.hot_keys(5, now).len(), 2, "both keys slowed");
         let tail: Vec<Item> = (0..=MAX_HOT_KEYS_PER_ANSWER)
             .map(|i| item(&format!("t{i}")))
             .collect();
-        assert!(!pacing.unprocessed(tail.iter()), "the table's limit");
+        assert!(
+            !pacing.unprocessed(tail.iter().map(|i| (i, 1)), &costs(&tail)),
+            "the table's limit"
+        );
         assert_eq!(
             pacing.pacer.hot_keys(10, now).len(),
             2,
             "no key slowed for it"
         );
+        // Three of four WCU of one key taken: that key goes on at 0.75.
+        let c = [item("c"), item("c"), item("c"), item("c")];
+        assert!(pacing.unprocessed(c[..1].iter().map(|i| (i, 1)), &costs(&c)));
+        let c_key = key_hash(&AttributeValue::S("c".into()));
+        let r = pacing.pacer.rate(c_key, Instant::now());
+        assert!((r - 675.0).abs() < 1.0, "{r}");
         let keyless = [Item::new()];
-        assert!(!pacing.unprocessed(keyless.iter()));
+        assert!(!pacing.unprocessed(keyless.iter().map(|i| (i, 1)), &[]));
     }
 
     fn reason(r: &str) -> ThrottlingReason {

@@ -402,7 +402,9 @@ impl DynamoSink {
                         .iter()
                         .filter_map(|w| w.put_request().map(|p| p.item()));
                     let by_key = match &self.pacing {
-                        Some(p) if !left.is_empty() => p.unprocessed(left_items.clone()),
+                        Some(p) if !left.is_empty() => {
+                            p.unprocessed(left_items.clone().map(|i| (i, estimate_wcu(i))), &keys)
+                        }
                         _ => false,
                     };
                     self.settle(estimated, consumed, !left.is_empty() && !by_key)
