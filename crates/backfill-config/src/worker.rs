@@ -44,10 +44,12 @@ pub struct WorkerConfig {
     /// in a job's small first page does not fail it).
     #[serde(default = "default_reject_allowance")]
     pub reject_allowance: u64,
-    /// Stripes of its range a job reads side by side and interleaves, when
-    /// the target's partition key is a leading key column (rows of one key
-    /// next to each other): each batch then spans many partition-key
-    /// values instead of writing one partition at a time. 1 turns it off.
+    /// Stripes of its range a job copies side by side, each in key order
+    /// with its part of the job's pages and writes, when the target's
+    /// partition key is a leading key column (rows of one key next to each
+    /// other): the job then writes many partition-key values at once
+    /// instead of one partition at a time, and a key DynamoDB slows holds
+    /// back its own stripe only. 1 turns it off.
     /// A striped job does not checkpoint mid-way (a redelivery starts it
     /// again; its puts are idempotent).
     #[serde(default = "default_stripes")]

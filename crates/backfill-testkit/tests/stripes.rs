@@ -159,3 +159,130 @@ async fn a_job_whose_cuts_are_out_of_order_is_dead_lettered_by_name() -> Result<
     );
     stack.cleanup().await
 }
+
+/// The stripes of a job go side by side, each at its own keys' pace: three
+/// tenants on one slow partition do not hold back a fourth on another.
+/// (Read as slices of every stripe in one page, the fourth tenant went at
+/// the pace of the page, and finished with the other three.)
+#[tokio::test]
+async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
+    use backfill_ddb_proxy::{partition_of, start, Mode, ProxyConfig};
+    use std::time::{Duration, Instant};
+    const PER: u32 = 150;
+    const PARTITION_WCU: f64 = 100.0;
+    let stack = TestStack::new("stripes_lanes").await?;
+    // Tenant names the proxy's hash puts three on partition 0 and one on
+    // partition 1, in key order.
+    let on = |p: u32| {
+        (0..1000)
+            .map(|i| format!("t-{i:03}"))
+            .filter(move |t| partition_of(&serde_json::json!({ "S": t }), 2) == p)
+    };
+    let hot: Vec<String> = on(0).take(3).collect();
+    let cold = on(1).next().expect("a name on partition 1");
+    let mut tenants = hot.clone();
+    tenants.push(cold.clone());
+    tenants.sort();
+    let src = stack.source("lanes");
+    let values: Vec<String> = tenants.iter().map(|t| format!("('{t}')")).collect();
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (tenant text, sku int, v text, PRIMARY KEY (tenant, sku)); \
+             INSERT INTO {src} SELECT t.name, s, repeat('x', 100) \
+             FROM (VALUES {}) t(name), generate_series(1, {PER}) s; ANALYZE {src};",
+            values.join(", ")
+        ))
+        .await?;
+    let target = stack.target("lanes");
+    stack
+        .create_target(&target, ("tenant", T::S), Some(("sku", T::N)))
+        .await?;
+    let proxy = start(ProxyConfig {
+        mode: Mode::Forward,
+        partition_key: Some("tenant".into()),
+        partitions: Some(2),
+        partition_wcu_per_sec: PARTITION_WCU,
+        partition_burst_secs: 0.5,
+        table: Some(target.clone()),
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 100_000.0)
+    })
+    .await?;
+    let mut t = table(src.clone(), target.clone(), &["tenant"], None);
+    t.sort_key = Some(KeyAttribute::columns(&["sku"], None));
+    let mut cfg = stack.config(vec![t]);
+    cfg.worker.stripes = 4;
+    cfg.worker.page_rows = 40;
+    cfg.capacity.key_wcu_per_sec = 0.9 * PARTITION_WCU;
+    // One job, one stripe per tenant.
+    let k = |t: &str| vec![KeyValue::Text(t.to_string()), KeyValue::Int(1)];
+    let job = JobMessage::new(
+        "r",
+        &src,
+        vec!["tenant".into(), "sku".into()],
+        KeyRange { lo: None, hi: None },
+    )
+    .with_cuts(tenants[1..].iter().map(|t| k(t)).collect());
+    stack.plan_jobs("r", std::slice::from_ref(&job)).await?;
+    stack
+        .queue()
+        .send_raw(&stack.queue_url, vec![job.to_body()])
+        .await?;
+
+    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
+        .await
+        .dynamodb;
+    let source = PgSource::connect(cfg.source.url.expose(), 4).await?;
+    let w = Arc::new(Worker::new(
+        Arc::new(cfg.clone()),
+        source,
+        backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default()),
+        stack.queue(),
+        stack.control(),
+    ));
+    let work = w.run(
+        CancellationToken::new(),
+        WorkOptions {
+            until_idle: true,
+            ..Default::default()
+        },
+    );
+    // When each partition had all its tenants' items, from the first write.
+    let counters = proxy.counters.clone();
+    let watch = async {
+        let (mut first, mut done) = (None::<Instant>, [None::<Instant>; 2]);
+        let want = [3.0 * f64::from(PER), f64::from(PER)];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.iter().any(Option::is_none) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = Instant::now();
+            for (p, d) in done.iter_mut().enumerate() {
+                let wcu = counters.partition_wcu(p);
+                if wcu > 0.0 {
+                    first.get_or_insert(now);
+                }
+                if d.is_none() && wcu >= want[p] {
+                    *d = Some(now);
+                }
+            }
+        }
+        let first = first?;
+        Some((done[0]? - first, done[1]? - first))
+    };
+    let (summary, times) = tokio::join!(work, watch);
+    assert_eq!(summary.rows_copied, 4 * u64::from(PER), "{summary:?}");
+    assert_eq!(summary.jobs_dead_lettered, 0, "{summary:?}");
+    assert_eq!(stack.sink().count_items(&target).await?, 4 * u64::from(PER));
+    let (hot_took, cold_took) = times.expect("both partitions got all their items");
+    // 450 WCU through the hot partition's 100 WCU/s: over 4 s. The cold
+    // tenant's 150 at its key's 90 WCU/s: under 2 s, not the hot pace.
+    assert!(
+        hot_took >= Duration::from_secs(4),
+        "the hot partition was not the limit: {hot_took:?}"
+    );
+    assert!(
+        cold_took.as_secs_f64() < 0.6 * hot_took.as_secs_f64(),
+        "the cold tenant waited for the hot ones: {cold_took:?} against {hot_took:?}"
+    );
+    proxy.shutdown().await;
+    stack.cleanup().await
+}
