@@ -245,9 +245,11 @@ impl Verifier {
         let max = self.opts.max_listed;
         let mut mapped: Vec<(&SourceRow, Item, Item, String)> = Vec::with_capacity(rows.len());
         // Two rows of one page may claim one item: it is read once.
-        let mut page_keys: HashMap<String, String> = HashMap::new();
-        // Rows already named with another of their page: their item is the
-        // other row's, which is not a difference too.
+        let mut page_keys: HashMap<String, (String, usize)> = HashMap::new();
+        // Rows named with another of their page, both of them: their item
+        // is one of theirs (which one depends on which the copy took
+        // first: stripes copied side by side take either), and the other
+        // row's values in it are not a difference too.
         let mut collided: HashSet<usize> = HashSet::new();
         let mut keys: Vec<Item> = Vec::with_capacity(rows.len());
         for row in rows {
@@ -286,7 +288,7 @@ impl Verifier {
             let key = mapper.key_of(&item);
             let id = key_id(&key);
             let source_key = backfill_job::display_key(&row.key);
-            if let Some(first) = page_keys.get(&id) {
+            if let Some((first, at)) = page_keys.get(&id) {
                 TableReport::note(
                     &mut report.collision_count,
                     &mut report.collisions,
@@ -298,9 +300,10 @@ impl Verifier {
                         )
                     },
                 );
+                collided.insert(*at);
                 collided.insert(mapped.len());
             } else {
-                page_keys.insert(id.clone(), source_key);
+                page_keys.insert(id.clone(), (source_key, mapped.len()));
                 keys.push(key.clone());
             }
             mapped.push((row, item, key, id));
