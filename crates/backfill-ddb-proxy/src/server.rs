@@ -240,11 +240,7 @@ async fn handle_inner(
         Some(WriteOp::BatchWriteItem) => writes::batch_write(shared, &parts, body).await,
         Some(op) => writes::single_write(shared, op, &parts, body).await,
         None if update_table => ondemand::update_table(shared, &parts, body).await,
-        None => Ok(relay(
-            shared,
-            forward(shared, &parts, body, None).await?,
-            None,
-        )),
+        None => pass_through(shared, &parts, body).await,
     }
 }
 
@@ -363,6 +359,19 @@ pub(crate) async fn forward(
 
 /// The upstream's answer with its status and headers; with `body` in
 /// place of its own when given (length and CRC32 header recomputed).
+/// Forwards a request unpriced and relays the upstream's answer as it is.
+pub(crate) async fn pass_through(
+    shared: &Shared,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    Ok(relay(
+        shared,
+        forward(shared, parts, body, None).await?,
+        None,
+    ))
+}
+
 pub(crate) fn relay(shared: &Shared, up: Upstream, body: Option<Bytes>) -> Response<Full<Bytes>> {
     let replaced = body.is_some();
     let body = body.unwrap_or(up.body);

@@ -13,7 +13,7 @@ use crate::request::{
     merge_unprocessed, parse_body, single_write_cost, single_write_item, unprocessed_entries,
     BatchWrite, WriteOp,
 };
-use crate::server::{forward, json_response, relay, Shared};
+use crate::server::{forward, json_response, pass_through, relay, Shared};
 use crate::{Counters, Mode};
 
 pub(crate) async fn single_write(
@@ -24,11 +24,7 @@ pub(crate) async fn single_write(
 ) -> Result<Response<Full<Bytes>>, ProxyError> {
     let json = parse_body(&body)?;
     if !shared.prices(table_name(&json)) {
-        return Ok(relay(
-            shared,
-            forward(shared, parts, body, None).await?,
-            None,
-        ));
+        return pass_through(shared, parts, body).await;
     }
     let cost = single_write_cost(op, &json)?;
     let charge = Charge {
@@ -84,11 +80,7 @@ pub(crate) async fn batch_write(
     // A batch pays when it writes the priced table at all (a worker's
     // batches each name one table).
     if !batch.entries.iter().any(|e| shared.prices(&e.table)) {
-        return Ok(relay(
-            shared,
-            forward(shared, parts, body, None).await?,
-            None,
-        ));
+        return pass_through(shared, parts, body).await;
     }
     let charges: Vec<Charge> = batch
         .entries

@@ -14,11 +14,20 @@ use backfill_worker::{WorkOptions, WorkSummary, Worker};
 use tokio_util::sync::CancellationToken;
 
 async fn work_until_idle(stack: &TestStack, cfg: &BackfillConfig) -> Result<WorkSummary> {
+    work_until_idle_through(stack, cfg, stack.sink()).await
+}
+
+/// [`work_until_idle`] writing through `sink` (a proxy's, say).
+async fn work_until_idle_through(
+    stack: &TestStack,
+    cfg: &BackfillConfig,
+    sink: backfill_dynamo::DynamoSink,
+) -> Result<WorkSummary> {
     let source = PgSource::connect(cfg.source.url.expose(), 4).await?;
     let w = Arc::new(Worker::new(
         Arc::new(cfg.clone()),
         source,
-        stack.sink(),
+        sink,
         stack.queue(),
         stack.control(),
     ));
@@ -231,21 +240,8 @@ async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
     let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
         .await
         .dynamodb;
-    let source = PgSource::connect(cfg.source.url.expose(), 4).await?;
-    let w = Arc::new(Worker::new(
-        Arc::new(cfg.clone()),
-        source,
-        backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default()),
-        stack.queue(),
-        stack.control(),
-    ));
-    let work = w.run(
-        CancellationToken::new(),
-        WorkOptions {
-            until_idle: true,
-            ..Default::default()
-        },
-    );
+    let sink = backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default());
+    let work = work_until_idle_through(&stack, &cfg, sink);
     // When each partition had all its tenants' items, from the first write.
     let counters = proxy.counters.clone();
     let watch = async {
@@ -269,6 +265,7 @@ async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
         Some((done[0]? - first, done[1]? - first))
     };
     let (summary, times) = tokio::join!(work, watch);
+    let summary = summary?;
     assert_eq!(summary.rows_copied, 4 * u64::from(PER), "{summary:?}");
     assert_eq!(summary.jobs_dead_lettered, 0, "{summary:?}");
     assert_eq!(stack.sink().count_items(&target).await?, 4 * u64::from(PER));

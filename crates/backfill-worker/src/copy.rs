@@ -179,8 +179,7 @@ pub(crate) async fn copy_range(
                 Lane {
                     query: PageQuery::new(&schema, range),
                     start_after: None,
-                    checkpoint: false,
-                    hand_back: false,
+                    whole_job: false,
                     page_rows: (wc.page_rows / n as u32).max(1),
                     write_concurrency: wc.write_concurrency.div_ceil(n),
                 },
@@ -202,8 +201,7 @@ pub(crate) async fn copy_range(
     let lane = Lane {
         query: PageQuery::new(&schema, &job.range),
         start_after: checkpoint.map(|c| c.last_key),
-        checkpoint: true,
-        hand_back: true,
+        whole_job: true,
         page_rows: wc.page_rows,
         write_concurrency: wc.write_concurrency,
     };

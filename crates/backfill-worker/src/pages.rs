@@ -35,11 +35,11 @@ pub(crate) struct Lane {
     pub query: PageQuery,
     /// Where a resumed job goes on (the rows up to it are not read again).
     pub start_after: Option<KeyTuple>,
-    /// Record each page as the job's checkpoint (only a lane that is the
-    /// whole job: a stripe's pages are no prefix of the job's range).
-    pub checkpoint: bool,
-    /// May hand the rest of its range back in the run's tail.
-    pub hand_back: bool,
+    /// The lane is the whole job: it records each page as the job's
+    /// checkpoint and may hand the rest of its range back in the run's
+    /// tail. A stripe does neither: its pages are no prefix of the job's
+    /// range, which both rest on.
+    pub whole_job: bool,
     pub page_rows: u32,
     pub write_concurrency: usize,
 }
@@ -98,15 +98,17 @@ impl<'a> JobCopy<'a> {
         // Pages are sized in bytes as well as rows, so big rows make small
         // pages: the first is small, later ones follow the rows seen.
         let mut limit = lane.page_rows.min(FIRST_PAGE_ROWS);
-        let mut hand_backs = HandBacks::new(job.range.clone(), job.cuts.clone());
+        let mut hand_backs = lane
+            .whole_job
+            .then(|| HandBacks::new(job.range.clone(), job.cuts.clone()));
         let mut narrowed: Option<PageQuery> = None;
         loop {
             if self.cancel.is_cancelled() || !w.source_open(self.cancel).await {
                 return;
             }
-            if lane.hand_back {
+            if let Some(hb) = hand_backs.as_mut() {
                 let at = after.as_ref();
-                if let Some(q) = maybe_hand_back(w, job, &mut hand_backs, self.schema, at).await {
+                if let Some(q) = maybe_hand_back(w, job, hb, self.schema, at).await {
                     narrowed = Some(q);
                 }
             }
@@ -302,7 +304,7 @@ impl<'a> JobCopy<'a> {
         progress.last_key = page_last;
         // The page is durable and verified: record how far the job got, so
         // a redelivery resumes here instead of at the start.
-        if let (Some(last_key), true) = (&progress.last_key, lane.checkpoint) {
+        if let (Some(last_key), true) = (&progress.last_key, lane.whole_job) {
             let ck = Checkpoint {
                 last_key: last_key.clone(),
                 rows: progress.rows,
