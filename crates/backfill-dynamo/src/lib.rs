@@ -151,13 +151,19 @@ impl DynamoSink {
         }
     }
 
-    /// After a write: debit what DynamoDB consumed beyond the estimate, and
-    /// let AIMD know whether the write was throttled.
-    async fn settle(&self, estimated: u64, consumed: f64, throttled: bool) {
+    /// After a write: debit what DynamoDB consumed beyond the estimate, or
+    /// give back what it did not (when it said: an answer without consumed
+    /// capacity changes nothing), and let AIMD know whether the write was
+    /// throttled.
+    async fn settle(&self, estimated: u64, consumed: Option<f64>, throttled: bool) {
         if let Some(l) = &self.limiter {
-            let extra = consumed.ceil() as u64;
-            if extra > estimated {
-                l.acquire(extra - estimated).await;
+            if let Some(consumed) = consumed.filter(|c| c.is_finite() && *c >= 0.0) {
+                let extra = consumed.ceil() as u64;
+                if extra > estimated {
+                    l.acquire(extra - estimated).await;
+                } else {
+                    l.refund(estimated as f64 - consumed);
+                }
             }
             if throttled {
                 l.on_throttle();
@@ -171,7 +177,10 @@ impl DynamoSink {
     /// attempt that got it (nothing was consumed, so nothing is debited). A
     /// hot key range slows the call's keys alone when the sink paces keys
     /// (returns true); any other reason slows the fleet's share.
-    fn throttled_for(&self, reason: ThrottleReason, keys: &[(u64, u64)]) -> bool {
+    /// What the refused request was admitted for (`estimated` WCU) was
+    /// not written, and is given back.
+    fn throttled_for(&self, reason: ThrottleReason, keys: &[(u64, u64)], estimated: u64) -> bool {
+        self.refund(estimated as f64);
         match (&self.pacing, reason) {
             (Some(p), ThrottleReason::KeyRange) if !keys.is_empty() => {
                 p.throttled_keys(keys);
@@ -183,6 +192,13 @@ impl DynamoSink {
                 }
                 false
             }
+        }
+    }
+
+    /// `wcu` admitted was not written: the fleet share may spend it again.
+    fn refund(&self, wcu: f64) {
+        if let Some(l) = &self.limiter {
+            l.refund(wcu);
         }
     }
 

@@ -269,7 +269,7 @@ impl DynamoSink {
                 if is_throttling(e) {
                     outcome.throttled += 1;
                     let reason = ThrottleReason::of(put_reasons(e).unwrap_or_default());
-                    if self.throttled_for(reason, &keys) {
+                    if self.throttled_for(reason, &keys, estimated) {
                         outcome.throttled_key_range += 1;
                     }
                 }
@@ -286,7 +286,8 @@ impl DynamoSink {
                     .and_then(|c| c.capacity_units())
                     .unwrap_or(0.0);
                 outcome.consumed_wcu += consumed;
-                self.settle(estimated, consumed, false).await;
+                let reported = resp.consumed_capacity().and_then(|c| c.capacity_units());
+                self.settle(estimated, reported, false).await;
                 Ok(outcome)
             }
             Err(e)
@@ -294,7 +295,7 @@ impl DynamoSink {
                     .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
             {
                 // A failed condition still consumes capacity (at least 1 WCU).
-                self.settle(estimated, 1.0, false).await;
+                self.settle(estimated, Some(1.0), false).await;
                 outcome.skipped_newer = 1;
                 Ok(outcome)
             }
@@ -386,11 +387,12 @@ impl DynamoSink {
             attempt += 1;
             match result {
                 Ok(resp) => {
-                    let consumed = resp
+                    let reported: Vec<f64> = resp
                         .consumed_capacity()
                         .iter()
                         .filter_map(|c| c.capacity_units())
-                        .sum::<f64>();
+                        .collect();
+                    let consumed = reported.iter().sum::<f64>();
                     outcome.consumed_wcu += consumed;
                     let left = resp
                         .unprocessed_items
@@ -406,6 +408,14 @@ impl DynamoSink {
                             p.unprocessed(left_items.clone().map(|i| (i, estimate_wcu(i))), &keys)
                         }
                         _ => false,
+                    };
+                    // What DynamoDB consumed is what was written; without
+                    // that figure, the items it sent back were not.
+                    let consumed = if reported.is_empty() {
+                        self.refund(estimate(&left) as f64);
+                        None
+                    } else {
+                        Some(consumed)
                     };
                     self.settle(estimated, consumed, !left.is_empty() && !by_key)
                         .await;
@@ -436,7 +446,7 @@ impl DynamoSink {
                     if is_throttling(&e) {
                         outcome.throttled += 1;
                         let reason = ThrottleReason::of(batch_reasons(&e).unwrap_or_default());
-                        if self.throttled_for(reason, &keys) {
+                        if self.throttled_for(reason, &keys, estimated) {
                             outcome.throttled_key_range += 1;
                             paced_resend = true;
                         }

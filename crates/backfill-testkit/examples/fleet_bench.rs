@@ -89,6 +89,75 @@ fn run_worker(config: &std::path::Path) -> Result<Usage> {
     })
 }
 
+/// How long one sample of the partitions' rates spans.
+const SPREAD_EVERY: Duration = Duration::from_secs(5);
+
+/// Partition rates per [`SPREAD_EVERY`] over the run.
+struct Spread {
+    at: Instant,
+    last: Vec<f64>,
+    /// Each interval's partition rates (WCU/s), sorted.
+    rates: Vec<Vec<f64>>,
+}
+
+impl Spread {
+    fn new(partitions: usize) -> Self {
+        Spread {
+            at: Instant::now(),
+            last: vec![0.0; partitions],
+            rates: Vec::new(),
+        }
+    }
+
+    fn sample(&mut self, c: &backfill_ddb_proxy::Counters, now: Instant) {
+        let secs = now.duration_since(self.at).as_secs_f64();
+        if secs < SPREAD_EVERY.as_secs_f64() || self.last.is_empty() {
+            return;
+        }
+        let now_wcu: Vec<f64> = (0..self.last.len()).map(|i| c.partition_wcu(i)).collect();
+        let mut r: Vec<f64> = now_wcu
+            .iter()
+            .zip(&self.last)
+            .map(|(n, l)| (n - l) / secs)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        self.rates.push(r);
+        self.last = now_wcu;
+        self.at = now;
+    }
+
+    /// Over the intervals whose total is at least half the budget (the
+    /// ramp and the tail left out): the mean slowest, median and fastest
+    /// partition, and the share of partition-intervals under 500 WCU/s.
+    fn report(&self, budget: f64) -> Option<String> {
+        let full: Vec<&Vec<f64>> = self
+            .rates
+            .iter()
+            .filter(|r| !r.is_empty() && r.iter().sum::<f64>() >= 0.5 * budget)
+            .collect();
+        if full.is_empty() {
+            return None;
+        }
+        let n = full.len() as f64;
+        let mean = |f: &dyn Fn(&Vec<f64>) -> f64| full.iter().map(|r| f(r)).sum::<f64>() / n;
+        let low = full
+            .iter()
+            .flat_map(|r| r.iter())
+            .filter(|w| **w < 500.0)
+            .count();
+        let all: usize = full.iter().map(|r| r.len()).sum();
+        Some(format!(
+            "partitions per {} s ({} intervals at half the budget or more): slowest {:.0}, median {:.0}, fastest {:.0} WCU/s on average; {:.1}% of partition-intervals under 500",
+            SPREAD_EVERY.as_secs(),
+            full.len(),
+            mean(&|r| r[0]),
+            mean(&|r| r[r.len() / 2]),
+            mean(&|r| r[r.len() - 1]),
+            low as f64 * 100.0 / all.max(1) as f64,
+        ))
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Layout {
     Hashed,
@@ -222,8 +291,13 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
         .collect();
     // First and last moment the proxy accepted a write, to 50 ms.
     let (mut first, mut last, mut seen) = (None::<Instant>, started, 0.0f64);
+    // Every partition's consumed WCU each SPREAD_EVERY: where the budget
+    // that is not used goes unused (some partitions idle, or all of them
+    // below their limit).
+    let mut spread = Spread::new(counters.partitions());
     while handles.iter().any(|h| !h.is_finished()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
+        spread.sample(&counters, Instant::now());
         let now = counters.accepted_wcu();
         if now > seen {
             first.get_or_insert_with(Instant::now);
@@ -327,6 +401,24 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
             ),
             None => println!("  on demand: no second reached 0.9 of the budget"),
         }
+    }
+    // No fleet ends before its busiest partition has taken all of its
+    // items at 1,000 WCU/s: where keys hash unevenly over the partitions,
+    // that, not the budget, bounds the first-to-last figure.
+    let busiest = (0..counters.partitions())
+        .map(|i| counters.partition_wcu(i))
+        .fold(0.0, f64::max);
+    if busiest > 0.0 {
+        let shortest = busiest / backfill_ddb_proxy::PARTITION_MAX_WCU;
+        let best = (accepted / shortest / budget).min(1.0);
+        println!(
+            "  partition bound: the busiest of {} partitions took {busiest:.0} WCU, at least {shortest:.1} s at 1,000 WCU/s; best first to last {best:.3} of budget, reached {:.3} of that",
+            counters.partitions(),
+            accepted / window / budget / best
+        );
+    }
+    if let Some(line) = spread.report(budget) {
+        println!("  {line}");
     }
     if let Some((i, w)) = hottest {
         println!(
