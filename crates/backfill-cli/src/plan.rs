@@ -135,8 +135,9 @@ pub(crate) async fn plan(cfg: &BackfillConfig, run: &str, prewarm: bool) -> Resu
 }
 
 /// What stands between a table's budget and its target: a key layout
-/// with too few partition-key values, an on-demand table not yet scaled
-/// to the budget (pre-warmed with `--prewarm`).
+/// with too few partition-key values, or values spread unevenly over the
+/// target's partitions, an on-demand table not yet scaled to the budget
+/// (pre-warmed with `--prewarm`).
 async fn capacity_notes(
     cfg: &BackfillConfig,
     aws: &AwsClients,
@@ -146,11 +147,24 @@ async fn capacity_notes(
     prewarm: bool,
 ) {
     if let Some(keys) = t.partition_key_values.filter(|k| *k > 0.0) {
-        let reach = cost::key_layout_ceiling(keys, cfg.capacity.key_wcu_per_sec);
-        if reach < budget {
+        let ceiling = cost::key_layout_ceiling(keys, cfg.capacity.key_wcu_per_sec);
+        if ceiling < budget {
             println!(
-                "    key layout: ~{keys:.0} distinct partition-key values, each in one partition (at most 1,000 WCU/s; capacity.key_wcu_per_sec {}): the copy reaches at most ~{reach:.0} WCU/s of the {budget:.0} budget",
+                "    key layout: ~{keys:.0} distinct partition-key values, each in one partition (at most 1,000 WCU/s; capacity.key_wcu_per_sec {}): the copy reaches at most ~{ceiling:.0} WCU/s of the {budget:.0} budget",
                 cfg.capacity.key_wcu_per_sec
+            );
+        }
+        let provisioned = c
+            .target
+            .as_ref()
+            .ok()
+            .and_then(|t| t.provisioned_wcu)
+            .unwrap_or(0) as f64;
+        let partitions = t.partitions_at_least(budget.max(provisioned));
+        let reach = cost::key_layout_reach(keys, cfg.capacity.key_wcu_per_sec, Some(partitions));
+        if reach < 0.99 * budget.min(ceiling) {
+            println!(
+                "    key spread: ~{keys:.0} partition-key values hash unevenly over at least {partitions} partitions (one per 1,000 WCU/s and per 10 GB): the copy lasts as long as its busiest partition takes at 1,000 WCU/s, so it averages at most ~{reach:.0} WCU/s of the {budget:.0} budget (values of about equal rows assumed; DynamoDB splits partitions that stay hot, which only helps)"
             );
         }
     }

@@ -313,7 +313,7 @@ fn table_notes(t: &TableStatus) -> Vec<String> {
     }
     if let (Some(reach), Some(budget)) = (t.key_layout_limit(), t.budget_wcu) {
         notes.push(format!(
-            "key layout reaches at most {} of {} WCU/s (too few partition-key values; see `backfill plan`)",
+            "key layout reaches at most {} of {} WCU/s (too few partition-key values, or spread unevenly over its partitions; see `backfill plan`)",
             thousands(reach.round() as u64),
             thousands(budget.round() as u64)
         ));

@@ -70,6 +70,28 @@ impl TablePlan {
     pub fn wcu_needed(&self) -> f64 {
         self.estimated_rows as f64 * self.wcu_per_item
     }
+
+    /// The fewest partitions the target has while the copy writes at
+    /// `write_units` WCU/s: by that rate and by the table's estimated size.
+    pub fn partitions_at_least(&self, write_units: f64) -> u32 {
+        backfill_capacity::cost::partitions_at_least(
+            write_units,
+            self.estimated_rows as f64 * self.avg_item_bytes,
+        )
+    }
+
+    /// The most WCU/s the partition-key layout lets the copy write over
+    /// its run ([`backfill_capacity::cost::key_layout_reach`]), the target
+    /// taking `write_units` WCU/s when known; `None` when the catalog did
+    /// not know the partition key's values.
+    pub fn key_reach(&self, key_wcu_per_sec: f64, write_units: Option<f64>) -> Option<f64> {
+        let keys = self.partition_key_values.filter(|k| *k > 0.0)?;
+        Some(backfill_capacity::cost::key_layout_reach(
+            keys,
+            key_wcu_per_sec,
+            write_units.map(|w| self.partitions_at_least(w)),
+        ))
+    }
 }
 
 /// Rows whose items are sized to estimate a table's write cost.
@@ -346,9 +368,12 @@ async fn save_plan(
                     jobs: t.jobs.len() as u64,
                     estimated_rows: t.estimated_rows,
                     wcu_per_item: t.wcu_per_item,
-                    key_ceiling_wcu: t.partition_key_values.filter(|k| *k > 0.0).map(|k| {
-                        backfill_capacity::cost::key_layout_ceiling(k, cfg.capacity.key_wcu_per_sec)
-                    }),
+                    // The partitions of a given budget; a fraction of
+                    // provisioned capacity is not read here.
+                    key_ceiling_wcu: t.key_reach(
+                        cfg.capacity.key_wcu_per_sec,
+                        cfg.table(&t.source).and_then(|c| c.write_budget_wcu),
+                    ),
                 })
                 .collect(),
             // JSON, which tools read back; the source URL's password is

@@ -104,8 +104,10 @@ pub struct TableStatus {
     /// The fleet's write budget for the target, when one is set.
     pub budget_wcu: Option<f64>,
     /// The most WCU/s the table's key layout lets the copy write, as
-    /// planned (`None`: the catalog did not know its partition-key values,
-    /// or the run was planned before this was stored).
+    /// planned: few partition-key values, or values spread unevenly over
+    /// the partitions of a given budget (`None`: the catalog did not know
+    /// its partition-key values, or the run was planned before this was
+    /// stored).
     pub key_ceiling_wcu: Option<f64>,
     /// Throttles by reason, summed over the live workers.
     pub throttles: Throttles,

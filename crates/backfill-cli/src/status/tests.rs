@@ -205,7 +205,7 @@ fn throttles_hot_keys_and_the_key_layout_are_told_when_they_hold_a_table_back() 
         [
             "throttled: 12 table-wide, 1,340 key-range",
             "hot keys: tenant=7 at 450 WCU/s (12 throttles), tenant=9 at 1,200 WCU/s (1 throttle)",
-            "key layout reaches at most 10,800 of 20,000 WCU/s (too few partition-key values; see `backfill plan`)",
+            "key layout reaches at most 10,800 of 20,000 WCU/s (too few partition-key values, or spread unevenly over its partitions; see `backfill plan`)",
         ]
     );
     // A layout that reaches the budget, and no throttles, say nothing.
