@@ -90,7 +90,7 @@ pub fn key_spread_share(keys: f64, partitions: u32) -> f64 {
     // Beyond a million partitions (a billion WCU/s) nothing is bounded.
     let p = partitions.min(1 << 20) as usize;
     let mean = keys / p as f64;
-    let mut rng = SplitMix(0x5eed_0f_ba_c4f1_11);
+    let mut rng = SplitMix(0x005e_ed0f_bac4_f111);
     // Past a hundred keys a partition its load is near normal: simulate
     // the busiest of `p` normal loads instead of every key.
     let exact = keys <= 100.0 * p as f64;
