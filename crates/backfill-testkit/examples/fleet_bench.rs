@@ -98,6 +98,8 @@ struct Spread {
     last: Vec<f64>,
     /// Each interval's partition rates (WCU/s), sorted.
     rates: Vec<Vec<f64>>,
+    /// Each interval's partition rates by partition.
+    by_partition: Vec<Vec<f64>>,
 }
 
 impl Spread {
@@ -106,6 +108,7 @@ impl Spread {
             at: Instant::now(),
             last: vec![0.0; partitions],
             rates: Vec::new(),
+            by_partition: Vec::new(),
         }
     }
 
@@ -120,10 +123,22 @@ impl Spread {
             .zip(&self.last)
             .map(|(n, l)| (n - l) / secs)
             .collect();
+        self.by_partition.push(r.clone());
         r.sort_by(f64::total_cmp);
         self.rates.push(r);
         self.last = now_wcu;
         self.at = now;
+    }
+
+    /// Partition `i`'s rate in each interval, in hundreds of WCU/s.
+    fn series(&self, i: usize) -> String {
+        let r: Vec<String> = self
+            .by_partition
+            .iter()
+            .filter_map(|r| r.get(i))
+            .map(|w| format!("{:.1}", w / 100.0))
+            .collect();
+        r.join(" ")
     }
 
     /// Over the intervals whose total is at least half the budget (the
@@ -419,6 +434,13 @@ async fn case(name: &str, layout: Layout) -> Result<()> {
     }
     if let Some(line) = spread.report(budget) {
         println!("  {line}");
+    }
+    if let Some((i, _)) = hottest {
+        println!(
+            "  the busiest partition #{i} per {} s, in hundreds of WCU/s: {}",
+            SPREAD_EVERY.as_secs(),
+            spread.series(i)
+        );
     }
     if let Some((i, w)) = hottest {
         println!(
