@@ -171,6 +171,10 @@ mod tests {
         // agrees with counting at the border.
         let (counted, modelled) = (key_spread_share(2_000.0, 20), key_spread_share(2_001.0, 20));
         assert!((counted - modelled).abs() < 0.02, "{counted} {modelled}");
+        // The 750 GB copy with tenants of 1,000 items: 750,000 values over
+        // the 75 partitions its size alone gives (40,000 WCU/s gives 40).
+        let big = key_spread_share(750_000.0, 75);
+        assert!((0.96..0.99).contains(&big), "{big}");
         // Fewer keys than partitions: most partitions hold none.
         assert!(key_spread_share(12.0, 20) < 0.4);
         // One partition, or nonsense, bounds nothing.
