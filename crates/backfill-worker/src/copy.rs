@@ -174,17 +174,37 @@ pub(crate) async fn copy_range(
         // job's page and write concurrency.
         let n = stripes.len();
         tracing::debug!(stripes = n, "copying stripes side by side");
+        let left = std::sync::atomic::AtomicUsize::new(n);
+        let (cx, schema, left) = (&cx, &schema, &left);
         let lanes = stripes.iter().map(|range| {
-            cx.run(
-                Lane {
-                    query: PageQuery::new(&schema, range),
-                    start_after: None,
-                    whole_job: false,
-                    page_rows: (wc.page_rows / n as u32).max(1),
-                    write_concurrency: wc.write_concurrency.div_ceil(n),
-                },
-                CopyProgress::default(),
-            )
+            async move {
+                let lane = cx
+                    .run(
+                        Lane {
+                            query: PageQuery::new(schema, range),
+                            start_after: None,
+                            whole_job: false,
+                            page_rows: (wc.page_rows / n as u32).max(1),
+                            write_concurrency: wc.write_concurrency.div_ceil(n),
+                        },
+                        CopyProgress::default(),
+                    )
+                    .await;
+                // Most lanes done: the job's place goes to the next job
+                // while the rest finish (`slot`), unless the worker already
+                // runs twice its concurrency.
+                let now_left = left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+                if crate::slot::mostly_done(n, now_left)
+                    && w.in_hand.load(std::sync::atomic::Ordering::Relaxed) < 2 * wc.concurrency
+                    && crate::slot::give_up()
+                {
+                    tracing::debug!(
+                        lanes_left = now_left,
+                        "most stripes done: the next job may start"
+                    );
+                }
+                lane
+            }
         });
         // The first lane to fail stops the others (they are dropped).
         return Ok(merge(futures::future::try_join_all(lanes).await?));

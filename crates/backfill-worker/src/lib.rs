@@ -34,6 +34,7 @@ mod pages;
 pub mod policy;
 mod preflight;
 mod rejects;
+mod slot;
 mod stripes;
 mod verify;
 
@@ -275,14 +276,13 @@ impl Worker {
                 let cancel = cancel.clone();
                 me.in_hand.fetch_add(1, Ordering::Relaxed);
                 me.metrics.job_taken();
-                tasks.spawn(async move {
+                tasks.spawn(slot::holding(permit, async move {
                     let outcome = me.handle(msg, cancel).await;
                     *me.last_busy.lock().expect("last_busy lock") = Instant::now();
                     me.in_hand.fetch_sub(1, Ordering::Relaxed);
                     me.metrics.job_let_go();
-                    drop(permit);
                     outcome
-                });
+                }));
             }
         }
         // No more jobs are taken: out of rotation while the ones in hand stop.
