@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Jobs copied at once by one worker process.
+    /// Jobs copied at once by one worker process. A striped job half of
+    /// whose stripes are done no longer counts, so the next one starts
+    /// while its last stripes finish (at most twice this many in hand).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Rows read from Postgres per page (one keyset query), at most.

@@ -1,6 +1,8 @@
 //! A clustered table's jobs read the stripes their planned cuts start:
-//! produced jobs carry cuts and copy every row once, and a planned job
-//! whose cuts are out of key order goes to the DLQ by name, copying nothing.
+//! produced jobs carry cuts and copy every row once, a planned job whose
+//! cuts are out of key order goes to the DLQ by name, copying nothing, a
+//! stripe on a hot partition holds back only itself, and a job whose
+//! stripes are mostly done lets the next job start.
 
 use std::sync::Arc;
 
@@ -279,6 +281,150 @@ async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
     assert!(
         cold_took.as_secs_f64() < 0.6 * hot_took.as_secs_f64(),
         "the cold tenant waited for the hot ones: {cold_took:?} against {hot_took:?}"
+    );
+    proxy.shutdown().await;
+    stack.cleanup().await
+}
+
+/// A striped job whose stripes are mostly done gives up its place among
+/// `worker.concurrency`: with one place, the next job is copied while the
+/// first one's slow stripe (a tenant on a crowded partition) still runs,
+/// instead of after it.
+#[tokio::test]
+async fn the_next_job_starts_while_a_jobs_last_stripe_finishes() -> Result<()> {
+    use backfill_ddb_proxy::{partition_of, start, Mode, ProxyConfig};
+    use std::time::{Duration, Instant};
+    // Rows of the slow stripe's tenant, of each other tenant of job A, and
+    // of job B's tenant.
+    const HOT: u32 = 600;
+    const COLD: u32 = 20;
+    const B: u32 = 50;
+    let stack = TestStack::new("stripes_place").await?;
+    let on = |p: u32| {
+        (0..1000)
+            .map(|i| format!("t,\"{i:03}"))
+            .filter(move |t| partition_of(&serde_json::json!({ "S": t }), 2) == p)
+    };
+    // Job A: one tenant on the slow partition 0 and three on partition 1;
+    // job B: one more on partition 1, after all of A's in key order.
+    let hot = on(0).next().expect("a name on partition 0");
+    let cold: Vec<String> = on(1).filter(|t| *t > hot).take(4).collect();
+    let mut a: Vec<String> = cold[..3].to_vec();
+    a.push(hot.clone());
+    a.sort();
+    let b = cold[3].clone();
+    let src = stack.source("place");
+    let rows = |t: &String| match t {
+        t if *t == hot => HOT,
+        t if *t == b => B,
+        _ => COLD,
+    };
+    let values: Vec<String> = a
+        .iter()
+        .chain(std::iter::once(&b))
+        .map(|t| format!("('{}', {})", t.replace('\'', "''"), rows(t)))
+        .collect();
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (tenant text, sku int, v text, PRIMARY KEY (tenant, sku)); \
+             INSERT INTO {src} SELECT t.name, s, repeat('x', 100) \
+             FROM (VALUES {}) t(name, n), generate_series(1, t.n) s; ANALYZE {src};",
+            values.join(", ")
+        ))
+        .await?;
+    let target = stack.target("place");
+    stack
+        .create_target(&target, ("tenant", T::S), Some(("sku", T::N)))
+        .await?;
+    // 100 WCU/s a partition: the hot tenant's 600 items on partition 0
+    // take about 6 s; partition 1's 110 about one.
+    let proxy = start(ProxyConfig {
+        mode: Mode::Forward,
+        partition_key: Some("tenant".into()),
+        partitions: Some(2),
+        partition_wcu_per_sec: 100.0,
+        partition_burst_secs: 0.5,
+        table: Some(target.clone()),
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 100_000.0)
+    })
+    .await?;
+    let mut t = table(src.clone(), target.clone(), &["tenant"], None);
+    t.sort_key = Some(KeyAttribute::columns(&["sku"], None));
+    let mut cfg = stack.config(vec![t]);
+    cfg.worker.stripes = 4;
+    cfg.worker.page_rows = 40;
+    cfg.worker.concurrency = 1;
+    let k = |t: &str| vec![KeyValue::Text(t.to_string()), KeyValue::Int(1)];
+    let cols = || vec!["tenant".into(), "sku".into()];
+    let job_a = JobMessage::new(
+        "r",
+        &src,
+        cols(),
+        KeyRange {
+            lo: None,
+            hi: Some(k(&b)),
+        },
+    )
+    .with_cuts(a[1..].iter().map(|t| k(t)).collect());
+    let job_b = JobMessage::new(
+        "r",
+        &src,
+        cols(),
+        KeyRange {
+            lo: Some(k(&b)),
+            hi: None,
+        },
+    );
+    stack
+        .plan_jobs("r", &[job_a.clone(), job_b.clone()])
+        .await?;
+    let queue = stack.queue();
+    queue
+        .send_raw(&stack.queue_url, vec![job_a.to_body()])
+        .await?;
+
+    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
+        .await
+        .dynamodb;
+    let sink = backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default());
+    let work = work_until_idle_through(&stack, &cfg, sink);
+    // B goes on the queue once A writes; then: when each partition had
+    // all of its items.
+    let counters = proxy.counters.clone();
+    let watch = async {
+        let mut done = [None::<Instant>; 2];
+        let want = [f64::from(HOT), f64::from(3 * COLD + B)];
+        let mut sent = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while done.iter().any(Option::is_none) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if !sent && counters.accepted_items() > 0 {
+                queue
+                    .send_raw(&stack.queue_url, vec![job_b.to_body()])
+                    .await?;
+                sent = true;
+            }
+            for (p, d) in done.iter_mut().enumerate() {
+                if d.is_none() && counters.partition_wcu(p) >= want[p] {
+                    *d = Some(Instant::now());
+                }
+            }
+        }
+        anyhow::Ok(done)
+    };
+    let (summary, done) = tokio::join!(work, watch);
+    let summary = summary?;
+    assert_eq!(summary.jobs_dead_lettered, 0, "{summary:?}");
+    let all = u64::from(HOT + 3 * COLD + B);
+    assert_eq!(summary.rows_copied, all, "{summary:?}");
+    assert_eq!(stack.sink().count_items(&target).await?, all);
+    let [Some(hot_done), Some(cold_done)] = done? else {
+        panic!("a partition never got all its items");
+    };
+    assert!(
+        cold_done < hot_done,
+        "job B waited for job A's slow stripe: partition 1 done {:?} after partition 0",
+        cold_done - hot_done
     );
     proxy.shutdown().await;
     stack.cleanup().await
