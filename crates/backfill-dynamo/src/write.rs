@@ -281,12 +281,8 @@ impl DynamoSink {
         .await;
         match result {
             Ok(resp) => {
-                let consumed = resp
-                    .consumed_capacity()
-                    .and_then(|c| c.capacity_units())
-                    .unwrap_or(0.0);
-                outcome.consumed_wcu += consumed;
                 let reported = resp.consumed_capacity().and_then(|c| c.capacity_units());
+                outcome.consumed_wcu += reported.unwrap_or(0.0);
                 self.settle(estimated, reported, false).await;
                 Ok(outcome)
             }
@@ -387,13 +383,13 @@ impl DynamoSink {
             attempt += 1;
             match result {
                 Ok(resp) => {
-                    let reported: Vec<f64> = resp
+                    // `None` when the answer carries no consumed capacity.
+                    let reported = resp
                         .consumed_capacity()
                         .iter()
                         .filter_map(|c| c.capacity_units())
-                        .collect();
-                    let consumed = reported.iter().sum::<f64>();
-                    outcome.consumed_wcu += consumed;
+                        .reduce(|a, b| a + b);
+                    outcome.consumed_wcu += reported.unwrap_or(0.0);
                     let left = resp
                         .unprocessed_items
                         .and_then(|mut m| m.remove(table))
@@ -409,15 +405,13 @@ impl DynamoSink {
                         }
                         _ => false,
                     };
+                    let left_estimate = estimate(&left);
                     // What DynamoDB consumed is what was written; without
                     // that figure, the items it sent back were not.
-                    let consumed = if reported.is_empty() {
-                        self.refund(estimate(&left) as f64);
-                        None
-                    } else {
-                        Some(consumed)
-                    };
-                    self.settle(estimated, consumed, !left.is_empty() && !by_key)
+                    if reported.is_none() {
+                        self.refund(left_estimate as f64);
+                    }
+                    self.settle(estimated, reported, !left.is_empty() && !by_key)
                         .await;
                     if left.is_empty() {
                         return Ok(outcome);
@@ -433,7 +427,7 @@ impl DynamoSink {
                         attempt,
                         "unprocessed items, resending"
                     );
-                    estimated = estimate(&left);
+                    estimated = left_estimate;
                     keys = match &self.pacing {
                         Some(p) => p.costs_of_items(left_items.map(|i| (i, estimate_wcu(i)))),
                         None => Vec::new(),

@@ -71,6 +71,73 @@ fn tenant(t: u32) -> String {
     format!("tenant,\"{t:03})é")
 }
 
+/// Tenant names, in key order, that the proxy's hash puts on partition `p`
+/// of two.
+fn names_on(p: u32) -> impl Iterator<Item = String> {
+    (0..1000)
+        .map(|i| format!("t,\"{i:03}"))
+        .filter(move |t| backfill_ddb_proxy::partition_of(&serde_json::json!({ "S": t }), 2) == p)
+}
+
+/// A table of `tenants` (name, rows), keyed `tenant, sku`, copied in four
+/// stripes through a proxy whose two partitions take `partition_wcu`
+/// WCU/s each: the source, the config, the proxy and a sink through it.
+async fn two_partitions(
+    stack: &TestStack,
+    name: &str,
+    tenants: &[(&str, u32)],
+    partition_wcu: f64,
+) -> Result<(
+    String,
+    BackfillConfig,
+    backfill_ddb_proxy::ProxyHandle,
+    backfill_dynamo::DynamoSink,
+)> {
+    use backfill_ddb_proxy::{start, Mode, ProxyConfig};
+    let src = stack.source(name);
+    let values: Vec<String> = tenants
+        .iter()
+        .map(|(t, n)| format!("('{}', {n})", t.replace('\'', "''")))
+        .collect();
+    stack
+        .sql(&format!(
+            "CREATE TABLE {src} (tenant text, sku int, v text, PRIMARY KEY (tenant, sku)); \
+             INSERT INTO {src} SELECT t.name, s, repeat('x', 100) \
+             FROM (VALUES {}) t(name, n), generate_series(1, t.n) s; ANALYZE {src};",
+            values.join(", ")
+        ))
+        .await?;
+    let target = stack.target(name);
+    stack
+        .create_target(&target, ("tenant", T::S), Some(("sku", T::N)))
+        .await?;
+    let proxy = start(ProxyConfig {
+        mode: Mode::Forward,
+        partition_key: Some("tenant".into()),
+        partitions: Some(2),
+        partition_wcu_per_sec: partition_wcu,
+        partition_burst_secs: 0.5,
+        table: Some(target.clone()),
+        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 100_000.0)
+    })
+    .await?;
+    let mut t = table(src.clone(), target, &["tenant"], None);
+    t.sort_key = Some(KeyAttribute::columns(&["sku"], None));
+    let mut cfg = stack.config(vec![t]);
+    cfg.worker.stripes = 4;
+    cfg.worker.page_rows = 40;
+    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
+        .await
+        .dynamodb;
+    let sink = backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default());
+    Ok((src, cfg, proxy, sink))
+}
+
+/// The key a stripe of `tenant` starts at.
+fn stripe_key(tenant: &str) -> Vec<KeyValue> {
+    vec![KeyValue::Text(tenant.to_string()), KeyValue::Int(1)]
+}
+
 #[tokio::test]
 async fn produced_jobs_carry_their_stripes_cuts_and_copy_every_row_once() -> Result<()> {
     let stack = TestStack::new("stripes_cuts").await?;
@@ -177,72 +244,35 @@ async fn a_job_whose_cuts_are_out_of_order_is_dead_lettered_by_name() -> Result<
 /// the pace of the page, and finished with the other three.)
 #[tokio::test]
 async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
-    use backfill_ddb_proxy::{partition_of, start, Mode, ProxyConfig};
     use std::time::{Duration, Instant};
     const PER: u32 = 150;
     const PARTITION_WCU: f64 = 100.0;
     let stack = TestStack::new("stripes_lanes").await?;
     // Tenant names the proxy's hash puts three on partition 0 and one on
     // partition 1, in key order.
-    let on = |p: u32| {
-        (0..1000)
-            .map(|i| format!("t-{i:03}"))
-            .filter(move |t| partition_of(&serde_json::json!({ "S": t }), 2) == p)
-    };
-    let hot: Vec<String> = on(0).take(3).collect();
-    let cold = on(1).next().expect("a name on partition 1");
+    let hot: Vec<String> = names_on(0).take(3).collect();
+    let cold = names_on(1).next().expect("a name on partition 1");
     let mut tenants = hot.clone();
     tenants.push(cold.clone());
     tenants.sort();
-    let src = stack.source("lanes");
-    let values: Vec<String> = tenants.iter().map(|t| format!("('{t}')")).collect();
-    stack
-        .sql(&format!(
-            "CREATE TABLE {src} (tenant text, sku int, v text, PRIMARY KEY (tenant, sku)); \
-             INSERT INTO {src} SELECT t.name, s, repeat('x', 100) \
-             FROM (VALUES {}) t(name), generate_series(1, {PER}) s; ANALYZE {src};",
-            values.join(", ")
-        ))
-        .await?;
-    let target = stack.target("lanes");
-    stack
-        .create_target(&target, ("tenant", T::S), Some(("sku", T::N)))
-        .await?;
-    let proxy = start(ProxyConfig {
-        mode: Mode::Forward,
-        partition_key: Some("tenant".into()),
-        partitions: Some(2),
-        partition_wcu_per_sec: PARTITION_WCU,
-        partition_burst_secs: 0.5,
-        table: Some(target.clone()),
-        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 100_000.0)
-    })
-    .await?;
-    let mut t = table(src.clone(), target.clone(), &["tenant"], None);
-    t.sort_key = Some(KeyAttribute::columns(&["sku"], None));
-    let mut cfg = stack.config(vec![t]);
-    cfg.worker.stripes = 4;
-    cfg.worker.page_rows = 40;
+    let rows: Vec<(&str, u32)> = tenants.iter().map(|t| (t.as_str(), PER)).collect();
+    let (src, mut cfg, proxy, sink) = two_partitions(&stack, "lanes", &rows, PARTITION_WCU).await?;
+    let target = cfg.tables[0].target.clone();
     cfg.capacity.key_wcu_per_sec = 0.9 * PARTITION_WCU;
     // One job, one stripe per tenant.
-    let k = |t: &str| vec![KeyValue::Text(t.to_string()), KeyValue::Int(1)];
     let job = JobMessage::new(
         "r",
         &src,
         vec!["tenant".into(), "sku".into()],
         KeyRange { lo: None, hi: None },
     )
-    .with_cuts(tenants[1..].iter().map(|t| k(t)).collect());
+    .with_cuts(tenants[1..].iter().map(|t| stripe_key(t)).collect());
     stack.plan_jobs("r", std::slice::from_ref(&job)).await?;
     stack
         .queue()
         .send_raw(&stack.queue_url, vec![job.to_body()])
         .await?;
 
-    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
-        .await
-        .dynamodb;
-    let sink = backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default());
     let work = work_until_idle_through(&stack, &cfg, sink);
     // When each partition had all its tenants' items, from the first write.
     let counters = proxy.counters.clone();
@@ -292,7 +322,6 @@ async fn a_stripe_on_a_hot_partition_holds_back_only_itself() -> Result<()> {
 /// instead of after it.
 #[tokio::test]
 async fn the_next_job_starts_while_a_jobs_last_stripe_finishes() -> Result<()> {
-    use backfill_ddb_proxy::{partition_of, start, Mode, ProxyConfig};
     use std::time::{Duration, Instant};
     // Rows of the slow stripe's tenant, of each other tenant of job A, and
     // of job B's tenant.
@@ -300,61 +329,24 @@ async fn the_next_job_starts_while_a_jobs_last_stripe_finishes() -> Result<()> {
     const COLD: u32 = 20;
     const B: u32 = 50;
     let stack = TestStack::new("stripes_place").await?;
-    let on = |p: u32| {
-        (0..1000)
-            .map(|i| format!("t,\"{i:03}"))
-            .filter(move |t| partition_of(&serde_json::json!({ "S": t }), 2) == p)
-    };
     // Job A: one tenant on the slow partition 0 and three on partition 1;
     // job B: one more on partition 1, after all of A's in key order.
-    let hot = on(0).next().expect("a name on partition 0");
-    let cold: Vec<String> = on(1).filter(|t| *t > hot).take(4).collect();
+    let hot = names_on(0).next().expect("a name on partition 0");
+    let cold: Vec<String> = names_on(1).filter(|t| *t > hot).take(4).collect();
     let mut a: Vec<String> = cold[..3].to_vec();
     a.push(hot.clone());
     a.sort();
     let b = cold[3].clone();
-    let src = stack.source("place");
-    let rows = |t: &String| match t {
-        t if *t == hot => HOT,
-        t if *t == b => B,
-        _ => COLD,
-    };
-    let values: Vec<String> = a
+    let rows: Vec<(&str, u32)> = a
         .iter()
-        .chain(std::iter::once(&b))
-        .map(|t| format!("('{}', {})", t.replace('\'', "''"), rows(t)))
+        .map(|t| (t.as_str(), if *t == hot { HOT } else { COLD }))
+        .chain(std::iter::once((b.as_str(), B)))
         .collect();
-    stack
-        .sql(&format!(
-            "CREATE TABLE {src} (tenant text, sku int, v text, PRIMARY KEY (tenant, sku)); \
-             INSERT INTO {src} SELECT t.name, s, repeat('x', 100) \
-             FROM (VALUES {}) t(name, n), generate_series(1, t.n) s; ANALYZE {src};",
-            values.join(", ")
-        ))
-        .await?;
-    let target = stack.target("place");
-    stack
-        .create_target(&target, ("tenant", T::S), Some(("sku", T::N)))
-        .await?;
     // 100 WCU/s a partition: the hot tenant's 600 items on partition 0
     // take about 6 s; partition 1's 110 about one.
-    let proxy = start(ProxyConfig {
-        mode: Mode::Forward,
-        partition_key: Some("tenant".into()),
-        partitions: Some(2),
-        partition_wcu_per_sec: 100.0,
-        partition_burst_secs: 0.5,
-        table: Some(target.clone()),
-        ..ProxyConfig::new(stack.env.dynamodb_url.clone(), 100_000.0)
-    })
-    .await?;
-    let mut t = table(src.clone(), target.clone(), &["tenant"], None);
-    t.sort_key = Some(KeyAttribute::columns(&["sku"], None));
-    let mut cfg = stack.config(vec![t]);
-    cfg.worker.stripes = 4;
-    cfg.worker.page_rows = 40;
+    let (src, mut cfg, proxy, sink) = two_partitions(&stack, "place", &rows, 100.0).await?;
+    let target = cfg.tables[0].target.clone();
     cfg.worker.concurrency = 1;
-    let k = |t: &str| vec![KeyValue::Text(t.to_string()), KeyValue::Int(1)];
     let cols = || vec!["tenant".into(), "sku".into()];
     let job_a = JobMessage::new(
         "r",
@@ -362,16 +354,16 @@ async fn the_next_job_starts_while_a_jobs_last_stripe_finishes() -> Result<()> {
         cols(),
         KeyRange {
             lo: None,
-            hi: Some(k(&b)),
+            hi: Some(stripe_key(&b)),
         },
     )
-    .with_cuts(a[1..].iter().map(|t| k(t)).collect());
+    .with_cuts(a[1..].iter().map(|t| stripe_key(t)).collect());
     let job_b = JobMessage::new(
         "r",
         &src,
         cols(),
         KeyRange {
-            lo: Some(k(&b)),
+            lo: Some(stripe_key(&b)),
             hi: None,
         },
     );
@@ -383,10 +375,6 @@ async fn the_next_job_starts_while_a_jobs_last_stripe_finishes() -> Result<()> {
         .send_raw(&stack.queue_url, vec![job_a.to_body()])
         .await?;
 
-    let client = backfill_aws::AwsClients::for_emulator(&proxy.url)
-        .await
-        .dynamodb;
-    let sink = backfill_dynamo::DynamoSink::new(client, backfill_aws::RetryPolicy::default());
     let work = work_until_idle_through(&stack, &cfg, sink);
     // B goes on the queue once A writes; then: when each partition had
     // all of its items.

@@ -3,6 +3,7 @@
 //! stripe (`pages`). Here: the job's set-up, and what a page goes through.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use backfill_control::{Checkpoint, RejectProblem};
 use backfill_item::compare::{diff_items, display_item_key, key_id, newer_in_target, ItemDigest};
@@ -174,7 +175,7 @@ pub(crate) async fn copy_range(
         // job's page and write concurrency.
         let n = stripes.len();
         tracing::debug!(stripes = n, "copying stripes side by side");
-        let left = std::sync::atomic::AtomicUsize::new(n);
+        let left = AtomicUsize::new(n);
         let (cx, schema, left) = (&cx, &schema, &left);
         let lanes = stripes.iter().map(|range| {
             async move {
@@ -193,9 +194,9 @@ pub(crate) async fn copy_range(
                 // Most lanes done: the job's place goes to the next job
                 // while the rest finish (`slot`), unless the worker already
                 // runs twice its concurrency.
-                let now_left = left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+                let now_left = left.fetch_sub(1, Ordering::Relaxed) - 1;
                 if crate::slot::mostly_done(n, now_left)
-                    && w.in_hand.load(std::sync::atomic::Ordering::Relaxed) < 2 * wc.concurrency
+                    && w.in_hand.load(Ordering::Relaxed) < 2 * wc.concurrency
                     && crate::slot::give_up()
                 {
                     tracing::debug!(
